@@ -1,0 +1,216 @@
+"""The neural cellular automaton of chapter 03, as the later chapters import it.
+
+The state is a tensor ``[batch, 12, height, width]``; channels 0..2 read as RGB after adding 0.5.
+One step of the rule:
+
+1. **perceive**: every channel is convolved with one fixed 3x3 filter (a depthwise convolution
+   with wraparound padding): a Laplacian on channels 0..3, Sobel-x on 4..7, Sobel-y on 8..11;
+2. **update**: the 12 state values and the 12 perception values of a cell (24 numbers) are split
+   into positive and negative parts (48 numbers) and mapped by one 1x1 convolution to 12 changes:
+   48 x 12 weights + 12 biases = **588 parameters**;
+3. **stochastic update**: each change is applied with probability 0.5 (a random mask).
+
+Chapter 03 builds this from scratch and asserts that it agrees with ``NCA`` here.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CHANNELS = 12
+
+LAPLACIAN = torch.tensor([[1.0, 2.0, 1.0], [2.0, -12.0, 2.0], [1.0, 2.0, 1.0]])
+SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+SOBEL_Y = SOBEL_X.T.contiguous()
+
+
+def side_filters() -> list[torch.Tensor]:
+    """The four "side" filters: each is (one neighbour) - (centre), for up, down, left and right."""
+    filters = []
+    for row, column in [(0, 1), (2, 1), (1, 0), (1, 2)]:
+        kernel = torch.zeros(3, 3)
+        kernel[row, column] = 1.0
+        kernel[1, 1] = -1.0
+        filters.append(kernel)
+    return filters
+
+
+def perception_filters(kind: str = "laplacian_sobel", channels: int = CHANNELS) -> torch.Tensor:
+    """One 3x3 filter per channel, shaped ``[channels, 1, 3, 3]`` for a depthwise convolution.
+
+    ``"laplacian_sobel"``: Laplacian on the first quarter of the channels, Sobel-x on the second,
+    Sobel-y on the rest (for 12 channels: 0..3, 4..7, 8..11).
+    ``"side"``: the four side filters, each on a quarter of the channels.
+    """
+    if channels % 4 != 0 or channels < 4:
+        raise ValueError(f"channels must be a positive multiple of 4, got {channels}")
+    quarter = channels // 4
+    if kind == "laplacian_sobel":
+        kernels = [LAPLACIAN] * quarter + [SOBEL_X] * quarter + [SOBEL_Y] * (channels - 2 * quarter)
+    elif kind == "side":
+        kernels = [kernel for kernel in side_filters() for _ in range(quarter)]
+    else:
+        raise ValueError(f"unknown filter kind {kind!r}; use 'laplacian_sobel' or 'side'")
+    return torch.stack(kernels)[:, None]
+
+
+def perceive(state: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
+    """Depthwise 3x3 convolution of every channel with its own filter, wrapping around the edges."""
+    check_state(state, filters.shape[0])
+    padded = F.pad(state, (1, 1, 1, 1), mode="circular")
+    return F.conv2d(padded, filters.to(state.dtype), groups=state.shape[1])
+
+
+def split_signs(values: torch.Tensor) -> torch.Tensor:
+    """``[relu(v), -relu(-v)]`` along the channels: each value gets a coefficient per sign."""
+    return torch.cat([F.relu(values), -F.relu(-values)], dim=1)
+
+
+def update_mask(shape, rate: float = 0.5, per: str = "channel", generator: torch.Generator | None = None,
+                device=None) -> torch.Tensor:
+    """A random 0/1 mask of which values update this step.
+
+    ``per="channel"``: every value decides alone, shape ``[B, C, H, W]``;
+    ``per="cell"``: all channels of a cell decide together, shape ``[B, 1, H, W]``.
+    """
+    batch, channels, height, width = shape
+    if per == "channel":
+        mask_shape = (batch, channels, height, width)
+    elif per == "cell":
+        mask_shape = (batch, 1, height, width)
+    else:
+        raise ValueError(f"per must be 'channel' or 'cell', got {per!r}")
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"update rate must be in [0, 1], got {rate}")
+    return (torch.rand(mask_shape, generator=generator, device=device) < rate).float()
+
+
+def check_state(state: torch.Tensor, channels: int = CHANNELS) -> None:
+    if not isinstance(state, torch.Tensor):
+        raise ValueError(f"the state must be a torch tensor [batch, {channels}, height, width], got {type(state).__name__}")
+    if state.ndim != 4 or state.shape[1] != channels:
+        raise ValueError(f"the state must be shaped [batch, {channels}, height, width], got {tuple(state.shape)}")
+    if state.shape[2] < 3 or state.shape[3] < 3:
+        raise ValueError(f"the grid must be at least 3x3, got {tuple(state.shape[2:])}")
+
+
+class NCA(nn.Module):
+    """The 12-channel texture NCA: fixed perception, one 1x1 convolution, stochastic updates.
+
+    ``split_relu=True`` gives the 588-parameter rule of the course (48 inputs per cell);
+    ``split_relu=False`` the plain 300-parameter rule (24 inputs). ``update_per`` is
+    ``"channel"`` or ``"cell"``; ``filters`` is ``"laplacian_sobel"`` or ``"side"``.
+    """
+
+    def __init__(self, channels: int = CHANNELS, split_relu: bool = True, filters: str = "laplacian_sobel",
+                 update_rate: float = 0.5, update_per: str = "channel", init_scale: float = 1e-3):
+        super().__init__()
+        self.channels, self.split_relu, self.filter_kind = channels, split_relu, filters
+        self.update_rate, self.update_per = update_rate, update_per
+        self.register_buffer("filters", perception_filters(filters, channels))
+        inputs = 2 * channels * (2 if split_relu else 1)
+        self.update = nn.Conv2d(inputs, channels, kernel_size=1)
+        with torch.no_grad():
+            self.update.weight.normal_().mul_(init_scale)
+            self.update.bias.zero_()
+
+    def config(self) -> dict:
+        """The constructor arguments, stored next to saved weights."""
+        return {"channels": self.channels, "split_relu": self.split_relu, "filters": self.filter_kind,
+                "update_rate": self.update_rate, "update_per": self.update_per}
+
+    def delta(self, state: torch.Tensor) -> torch.Tensor:
+        """The proposed change of every value (before the random mask)."""
+        features = torch.cat([state, perceive(state, self.filters)], dim=1)
+        if self.split_relu:
+            features = split_signs(features)
+        return self.update(features)
+
+    def forward(self, state: torch.Tensor, mask: torch.Tensor | None = None,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """One step. ``mask`` (broadcastable to the state) overrides the random update mask;
+        pass ``torch.ones(1)`` to update every value (deterministic mode)."""
+        check_state(state, self.channels)
+        if mask is None:
+            mask = update_mask(state.shape, self.update_rate, self.update_per, generator, state.device)
+        return state + self.delta(state) * mask
+
+    def rollout(self, state: torch.Tensor, steps: int, generator: torch.Generator | None = None,
+                keep_every: int | None = None):
+        """Run ``steps`` steps. With ``keep_every=k`` also return the list of states every k steps."""
+        frames = []
+        for step in range(steps):
+            if keep_every and step % keep_every == 0:
+                frames.append(state.detach().clone())
+            state = self(state, generator=generator)
+        if keep_every:
+            frames.append(state.detach().clone())
+            return state, frames
+        return state
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
+
+
+def seed_state(batch: int, size: int | tuple[int, int], channels: int = CHANNELS, device=None) -> torch.Tensor:
+    """The seed: every value zero (so the visible image starts uniform grey)."""
+    height, width = (size, size) if isinstance(size, int) else size
+    return torch.zeros(batch, channels, height, width, device=device)
+
+
+def to_rgb(state: torch.Tensor) -> torch.Tensor:
+    """Channels 0..2 plus 0.5, clipped to [0, 1]: the visible image, ``[B, 3, H, W]``."""
+    return (state[:, :3] + 0.5).clamp(0.0, 1.0)
+
+
+# ------------------------------------------------------------------------------ files
+
+def save_model(model: NCA, path: str | Path, metadata: dict | None = None) -> Path:
+    """Save ``model.state_dict()`` to ``path`` (.pt) and its config plus ``metadata`` to ``path`` .json."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({key: value.detach().cpu() for key, value in model.state_dict().items()}, path)
+    info = {"architecture": "NCA", "config": model.config(), "parameters": count_parameters(model),
+            "saved": datetime.date.today().isoformat(), **(metadata or {})}
+    path.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
+    return path
+
+
+def load_metadata(path: str | Path) -> dict:
+    path = Path(path).with_suffix(".json")
+    if not path.is_file():
+        raise FileNotFoundError(f"no metadata file {path}; a model is saved as NAME.pt with NAME.json beside it")
+    return json.loads(path.read_text())
+
+
+def load_model(path: str | Path, device=None) -> NCA:
+    """Load a model saved by ``save_model`` (weights only, never pickled code).
+
+    A missing file, or weights of another architecture, raise an error that says which.
+    """
+    path = Path(path)
+    if not path.is_file():
+        folder = path.parent
+        available = sorted(p.name for p in folder.glob("*.pt")) if folder.is_dir() else []
+        raise FileNotFoundError(f"no model file {path}; available in {folder}: {', '.join(available) or 'none'}")
+    config = load_metadata(path).get("config", {})
+    model = NCA(**config)
+    state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    found = {key: tuple(value.shape) for key, value in state_dict.items()}
+    if expected != found:
+        raise ValueError(f"{path.name} does not hold this architecture's weights: expected {expected}, found {found}")
+    model.load_state_dict(state_dict)
+    return model.to(device) if device is not None else model
+
+
+def models_dir() -> Path:
+    from . import env
+
+    return env.data_dir() / "models"
