@@ -1,0 +1,182 @@
+"""helpers.env: device choice, quick/full switch, seeding, Colab set-up, the set-up cell."""
+import json
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import env
+
+
+def test_quick_mode_is_forced_in_tests():
+    assert env.is_quick() is True
+    assert env.mode_name() == "quick"
+
+
+@pytest.mark.parametrize("value, quick", [("1", True), ("0", False), ("true", True), ("off", False), (" 1 ", True)])
+def test_quick_switch_reads_the_environment(monkeypatch, value, quick):
+    monkeypatch.setenv("DSOS_QUICK", value)
+    assert env.is_quick() is quick
+    assert env.pick(quick="q", full="f") == ("q" if quick else "f")
+
+
+def test_quick_default_follows_cuda(monkeypatch):
+    monkeypatch.delenv("DSOS_QUICK", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert env.is_quick() is True
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert env.is_quick() is False
+
+
+def test_bad_quick_value_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("DSOS_QUICK", "maybe")
+    with pytest.raises(ValueError, match="DSOS_QUICK='maybe'.*DSOS_QUICK=1"):
+        env.is_quick()
+
+
+def test_device_falls_back_to_cpu(monkeypatch):
+    monkeypatch.delenv("DSOS_DEVICE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(env, "_mps_available", lambda: False)
+    assert env.get_device() == torch.device("cpu")
+
+
+def test_device_prefers_cuda_then_mps(monkeypatch):
+    monkeypatch.delenv("DSOS_DEVICE", raising=False)
+    monkeypatch.setattr(env, "_mps_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert env.get_device().type == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert env.get_device().type == "mps"
+
+
+def test_forced_device(monkeypatch):
+    monkeypatch.setenv("DSOS_DEVICE", "cpu")
+    assert env.get_device() == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        env.get_device("cuda")
+
+
+def test_seed_everything_makes_all_generators_repeat():
+    def draw():
+        return random.random(), np.random.rand(), torch.rand(3)
+
+    env.seed_everything(123)
+    first = draw()
+    env.seed_everything(123)
+    second = draw()
+    env.seed_everything(124)
+    third = draw()
+    assert first[0] == second[0] and first[1] == second[1] and torch.equal(first[2], second[2])
+    assert first[0] != third[0] and first[1] != third[1] and not torch.equal(first[2], third[2])
+
+
+def test_seed_everything_returns_a_seeded_generator():
+    a = torch.rand(4, generator=env.seed_everything(5))
+    b = torch.rand(4, generator=env.seed_everything(5))
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("bad", [1.5, "3", -1, 2**32, True])
+def test_seed_rejects_bad_values(bad):
+    with pytest.raises(ValueError, match="seed"):
+        env.seed_everything(bad)
+
+
+def test_colab_detection(monkeypatch):
+    assert env.in_colab() is ("google.colab" in sys.modules)
+    monkeypatch.setitem(sys.modules, "google.colab", object())
+    assert env.in_colab() is True
+
+
+def test_install_missing_installs_only_what_is_missing():
+    calls = []
+    packages = [("json", "json-is-there"), ("surely_not_a_module_dsos", "missing-pkg"), ("torch", "torch")]
+    installed = env.install_missing(packages, runner=lambda args, check: calls.append(args))
+    assert installed == ["missing-pkg"]
+    assert len(calls) == 1 and calls[0][-1] == "missing-pkg" and "torch" not in calls[0]
+
+
+def test_install_missing_never_installs_torch_numpy_matplotlib():
+    calls = []
+    packages = [("surely_not_torch_dsos", "torch"), ("surely_not_numpy_dsos", "numpy")]
+    assert env.install_missing(packages, runner=lambda args, check: calls.append(args)) == []
+    assert calls == []
+
+
+def test_setup_reports_device_and_mode(capsys):
+    info = env.setup()
+    printed = capsys.readouterr().out
+    assert info["quick"] is True and info["installed"] == []
+    assert "mode: quick" in printed and str(info["device"].type) in printed
+
+
+def test_versions_lists_the_main_libraries():
+    found = env.versions()
+    assert found["torch"] == torch.__version__ and found["numpy"] == np.__version__
+    assert found["python"].count(".") == 2
+
+
+def test_data_dir(monkeypatch, tmp_path):
+    assert (env.data_dir() / "textures").is_dir()
+    monkeypatch.setenv("DSOS_DATA", str(tmp_path))
+    assert env.data_dir() == tmp_path
+    monkeypatch.setenv("DSOS_DATA", str(tmp_path / "nope"))
+    with pytest.raises(FileNotFoundError, match="DSOS_DATA"):
+        env.data_dir()
+
+
+def test_colab_badge_points_at_the_repository():
+    badge = env.colab_badge("03_neural_ca_textures.ipynb")
+    owner_repo = env.REPO_URL.removeprefix("https://github.com/")
+    assert f"colab.research.google.com/github/{owner_repo}/blob/main/notebooks/03_neural_ca_textures.ipynb" in badge
+
+
+NOTEBOOKS = sorted((env.REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def test_there_are_notebooks():
+    assert any(path.name == "00_start_here.ipynb" for path in NOTEBOOKS)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_notebook_has_title_badge_and_the_one_setup_cell(path):
+    cells = json.loads(path.read_text())["cells"]
+    title, setup = cells[0], cells[1]
+    assert title["cell_type"] == "markdown" and "".join(title["source"]).lstrip().startswith("# ")
+    assert env.colab_url(path.name) in "".join(title["source"])
+    assert setup["cell_type"] == "code" and "".join(setup["source"]) == env.SETUP_CELL
+    assert env.REPO_URL in env.SETUP_CELL
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_are_committed_without_outputs(path):
+    for cell in json.loads(path.read_text())["cells"]:
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [] and cell["execution_count"] is None, f"{path.name} has stored outputs"
+
+
+def test_write_setup_cells_rewrites_the_cell(tmp_path):
+    source = NOTEBOOKS[0]
+    notebook = json.loads(source.read_text())
+    notebook["cells"][1]["source"] = ["# Set-up (the same cell in every chapter). an old version\n", "print(1)"]
+    (tmp_path / source.name).write_text(json.dumps(notebook))
+    assert env.write_setup_cells(tmp_path) == [tmp_path / source.name]
+    rewritten = json.loads((tmp_path / source.name).read_text())
+    assert "".join(rewritten["cells"][1]["source"]) == env.SETUP_CELL
+
+
+def test_write_setup_cells_refuses_a_notebook_without_one(tmp_path):
+    (tmp_path / "09_x.ipynb").write_text(json.dumps({"cells": [{"cell_type": "code", "source": ["1"]}]}))
+    with pytest.raises(ValueError, match="no set-up cell"):
+        env.write_setup_cells(tmp_path)
+
+
+def test_setup_cell_runs_outside_colab(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(env.REPO_ROOT / "notebooks")
+    exec(compile(env.SETUP_CELL, "setup-cell", "exec"), {})
+    assert "helpers ready (local)" in capsys.readouterr().out
