@@ -1,0 +1,676 @@
+"""Gradient toys (chapter 02): drawings whose points come from a few parameters, and a solver
+that moves the parameters so that a dragged point follows the mouse.
+
+* Forward functions, differentiable in torch (use float64):
+  ``chain_points(angles, lengths)``        a chain of segments defined by its turn angles
+  ``tree_points(params, depth)``           a fractal tree from (left angle, right angle, length ratio)
+  ``dragon_points(fold, order)``           a dragon curve from one complex "fold" number
+  with ``chain_edges``, ``tree_edges``, ``tree_leaves`` and ``polyline_edges`` for drawing.
+* ``pin(params, mask)``      stop-gradient: the masked entries are used through ``detach``.
+* ``damped_step``            one damped least-squares (Levenberg-Marquardt) step on |p_k - target|^2.
+* ``DragToy``                a drawing, its parameters and the solver; ``drag_along`` runs a scripted drag.
+* ``DrawingRenderer``        frames of one or more drawings side by side (matplotlib Agg, no pyplot).
+* ``make_drag_widget``       the live toy: a mouse canvas (anywidget) or, without anywidget, sliders.
+"""
+from __future__ import annotations
+
+import io
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from einops import rearrange, repeat
+
+MAX_TREE_DEPTH = 12
+MAX_DRAGON_ORDER = 16
+
+
+# --------------------------------------------------------------------------- input checks
+
+def _as_vector(values, name: str) -> torch.Tensor:
+    if not isinstance(values, torch.Tensor):
+        values = torch.as_tensor(values, dtype=torch.float64)
+    if values.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D tensor, got shape {tuple(values.shape)}")
+    if not values.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor (float64 for the solvers), got {values.dtype}")
+    return values
+
+
+def _check_count(value, name: str, maximum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    if not 0 <= value <= maximum:
+        raise ValueError(f"{name} must be between 0 and {maximum}, got {value}")
+    return int(value)
+
+
+def _check_point_index(index, count: int) -> int:
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+        raise TypeError(f"the dragged point index must be an integer, got {index!r}")
+    if not 0 <= index < count:
+        raise ValueError(f"point index {index} is out of range: this drawing has {count} points (0..{count - 1})")
+    return int(index)
+
+
+def _as_target(target, like: torch.Tensor) -> torch.Tensor:
+    target = torch.as_tensor(target, dtype=like.dtype, device=like.device)
+    if target.shape != (2,):
+        raise ValueError(f"a target is one point (x, y), got shape {tuple(target.shape)}")
+    if not torch.isfinite(target).all():
+        raise ValueError(f"the target {target.tolist()} is not finite")
+    return target
+
+
+# ------------------------------------------------------------------------- forward: chain
+
+def direction(heading: torch.Tensor) -> torch.Tensor:
+    """Unit vectors (cos h, sin h) for a tensor of headings; shape [..., 2]."""
+    return torch.stack([torch.cos(heading), torch.sin(heading)], dim=-1)
+
+
+def chain_points(angles: torch.Tensor, lengths, origin=(0.0, 0.0), heading: float = 0.0) -> torch.Tensor:
+    """The n+1 points of a chain of n segments, from the base at ``origin``.
+
+    Segment i turns by ``angles[i]`` from the previous one (the first from ``heading``), so its
+    absolute heading is h_i = heading + angles[0] + ... + angles[i], and
+    p_{i+1} = p_i + lengths[i] * (cos h_i, sin h_i). Returns a tensor [n + 1, 2].
+    """
+    angles = _as_vector(angles, "angles")
+    if len(angles) == 0:
+        raise ValueError("a chain needs at least one segment (angles is empty)")
+    lengths = torch.as_tensor(lengths, dtype=angles.dtype, device=angles.device)
+    lengths = lengths.expand(len(angles)) if lengths.ndim == 0 else lengths
+    if lengths.shape != angles.shape:
+        raise ValueError(f"lengths must be one number or one per segment ({len(angles)}), got shape {tuple(lengths.shape)}")
+    headings = heading + torch.cumsum(angles, dim=0)
+    steps = lengths[:, None] * direction(headings)
+    start = torch.as_tensor(origin, dtype=angles.dtype, device=angles.device).reshape(1, 2)
+    return torch.cat([start, start + torch.cumsum(steps, dim=0)])
+
+
+def polyline_edges(point_count: int) -> torch.Tensor:
+    """Edges [(0, 1), (1, 2), ...] joining ``point_count`` points in order; shape [point_count - 1, 2]."""
+    index = torch.arange(point_count - 1)
+    return torch.stack([index, index + 1], dim=1)
+
+
+def chain_edges(segment_count: int) -> torch.Tensor:
+    return polyline_edges(segment_count + 1)
+
+
+# -------------------------------------------------------------------------- forward: tree
+
+def tree_points(params: torch.Tensor, depth: int, trunk_length: float = 1.0) -> torch.Tensor:
+    """Nodes of a fractal tree, numbered like a binary heap; shape [2 ** (depth + 1), 2].
+
+    ``params`` = (left angle, right angle, length ratio). Node 0 is the ground, node 1 the top of
+    the trunk (which points up); node i >= 1 has children 2i (turned left by the left angle) and
+    2i + 1 (turned right by the right angle), each ``ratio`` times as long as its parent branch.
+    ``depth`` is the number of times the tree branches: 2 ** depth leaves (``tree_leaves``).
+    """
+    params = _as_vector(params, "params")
+    if len(params) != 3:
+        raise ValueError(f"tree params are (left angle, right angle, length ratio), got {len(params)} numbers")
+    depth = _check_count(depth, "depth", MAX_TREE_DEPTH)
+    left, right, ratio = params[0], params[1], params[2]
+    ground = params.new_zeros(1, 2)
+    up = torch.tensor(math.pi / 2, dtype=params.dtype, device=params.device)
+    tips = ground + trunk_length * direction(up).reshape(1, 2)
+    headings = up.reshape(1)
+    nodes = [ground, tips]
+    turns = torch.stack([left, -right])  # child 2i turns left, child 2i + 1 turns right
+    for level in range(1, depth + 1):
+        headings = rearrange(headings[:, None] + turns[None, :], "parent child -> (parent child)")
+        starts = repeat(tips, "parent xy -> (parent child) xy", child=2)
+        tips = starts + trunk_length * ratio ** level * direction(headings)
+        nodes.append(tips)
+    return torch.cat(nodes)
+
+
+def tree_edges(depth: int) -> torch.Tensor:
+    """Edges (parent, child) of ``tree_points``: the trunk (0, 1), then (i // 2, i)."""
+    depth = _check_count(depth, "depth", MAX_TREE_DEPTH)
+    children = torch.arange(2, 2 ** (depth + 1))
+    trunk = torch.tensor([[0, 1]])
+    return torch.cat([trunk, torch.stack([children // 2, children], dim=1)])
+
+
+def tree_leaves(depth: int) -> list[int]:
+    """Node indices of the leaves of ``tree_points(params, depth)``."""
+    depth = _check_count(depth, "depth", MAX_TREE_DEPTH)
+    return list(range(2 ** depth, 2 ** (depth + 1)))
+
+
+# ------------------------------------------------------------------------ forward: dragon
+
+def complex_multiply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(a_x + i a_y)(b_x + i b_y) for pairs stored in the last axis."""
+    ax, ay = a[..., 0], a[..., 1]
+    bx, by = b[..., 0], b[..., 1]
+    return torch.stack([ax * bx - ay * by, ax * by + ay * bx], dim=-1)
+
+
+def dragon_points(fold: torch.Tensor, order: int, start=(0.0, 0.0), end=(1.0, 0.0)) -> torch.Tensor:
+    """The 2 ** order + 1 points of a (generalized) dragon curve from ``start`` to ``end``.
+
+    Each refinement replaces every segment a -> b by two, a -> m -> b, with the new corner
+    m = a + z (b - a) for even segments and m = a + conj(z) (b - a) for odd ones, where
+    z = fold[0] + i fold[1]. ``fold = (0.5, 0.5)`` is the Heighway dragon (right angles,
+    alternating sides); other values give its relatives.
+    """
+    fold = _as_vector(fold, "fold")
+    if len(fold) != 2:
+        raise ValueError(f"fold is one complex number (x, y), got {len(fold)} numbers")
+    order = _check_count(order, "order", MAX_DRAGON_ORDER)
+    points = torch.tensor([start, end], dtype=fold.dtype, device=fold.device)
+    mirrored = fold * torch.tensor([1.0, -1.0], dtype=fold.dtype, device=fold.device)
+    for _ in range(order):
+        a, b = points[:-1], points[1:]
+        # even segments fold with z, odd ones with its mirror image conj(z)
+        even = torch.arange(len(a), device=fold.device) % 2 == 0
+        z = torch.where(even[:, None], fold, mirrored)
+        corners = a + complex_multiply(z, b - a)
+        interleaved = rearrange(torch.stack([a, corners], dim=1), "segment pair xy -> (segment pair) xy")
+        points = torch.cat([interleaved, points[-1:]])
+    return points
+
+
+# ------------------------------------------------------------------------- stop-gradient
+
+def pin(params: torch.Tensor, pinned) -> torch.Tensor:
+    """``params`` with the entries where ``pinned`` is True used through ``detach``.
+
+    The values are identical; only the graph differs: no gradient flows back into pinned entries,
+    so any gradient-based solver leaves them exactly where they are.
+    """
+    if pinned is None:
+        return params
+    pinned = torch.as_tensor(pinned, dtype=torch.bool, device=params.device)
+    if pinned.shape != params.shape:
+        raise ValueError(f"the pinned mask has shape {tuple(pinned.shape)}, the parameters {tuple(params.shape)}")
+    return torch.where(pinned, params.detach(), params)
+
+
+# --------------------------------------------------------------------------------- solver
+
+def point_jacobian(point: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """d point / d params as a [2, P] matrix (two backward passes); zeros where no gradient flows."""
+    if not point.requires_grad:
+        return params.new_zeros(2, len(params))
+    rows = []
+    for coordinate in range(2):
+        (row,) = torch.autograd.grad(point[coordinate], params, retain_graph=True, allow_unused=True)
+        rows.append(torch.zeros_like(params) if row is None else row)
+    return torch.stack(rows)
+
+
+def damped_step(point_of: Callable[[torch.Tensor], torch.Tensor], params: torch.Tensor, target: torch.Tensor,
+                damping: float) -> torch.Tensor:
+    """The damped least-squares step (Levenberg-Marquardt) for the loss |point_of(params) - target|^2.
+
+    With r = p - target and J = dp/dparams (2 x P):  delta = -J^T (J J^T + damping I)^-1 r.
+    For a large damping this is a small gradient-descent step (the gradient is 2 J^T r); for a
+    small one it is the Gauss-Newton step. Entries that receive no gradient get exactly zero.
+    """
+    point = point_of(params)
+    residual = (point - target).detach()
+    jacobian = point_jacobian(point, params)
+    system = jacobian @ jacobian.T + damping * torch.eye(2, dtype=params.dtype, device=params.device)
+    return -jacobian.T @ torch.linalg.solve(system, residual)
+
+
+class DragToy:
+    """A drawing made by ``forward(params) -> points [N, 2]``, and a solver that drags its points.
+
+    ``edges`` [E, 2] says which points are joined (for drawing); ``handles`` lists the points the
+    user may drag. ``pinned`` is None, a boolean mask over the parameters, or a function
+    ``index -> mask`` (what to pin may depend on the dragged point); pinned parameters are used
+    through ``detach`` and never move.
+
+    Each call of ``step`` runs damped least-squares steps that are accepted only when they lower
+    the distance (the damping grows until one does), so the distance never increases for a fixed
+    target.
+    """
+
+    def __init__(self, name: str, forward: Callable[[torch.Tensor], torch.Tensor], params, edges,
+                 handles: Sequence[int] | None = None, pinned=None, damping: float = 1e-3,
+                 bounds: Sequence[float] | None = None):
+        self.name, self.forward = name, forward
+        self.params = _as_vector(torch.as_tensor(params), "params").detach().to(torch.float64).clone().requires_grad_(True)
+        self.initial_params = self.params.detach().clone()
+        points = self.points()
+        self.point_count = len(points)
+        self.edges = torch.as_tensor(edges, dtype=torch.long)
+        if self.edges.ndim != 2 or self.edges.shape[1] != 2 or (len(self.edges) and self.edges.max() >= self.point_count):
+            raise ValueError(f"edges must be pairs of point indices below {self.point_count}, got shape {tuple(self.edges.shape)}")
+        self.handles = list(range(self.point_count)) if handles is None else [
+            _check_point_index(h, self.point_count) for h in handles]
+        self.pinned = pinned
+        self.damping = self.initial_damping = float(damping)
+        self.bounds = list(bounds) if bounds is not None else _auto_bounds(points)
+
+    def points(self) -> torch.Tensor:
+        """The current points [N, 2] (no graph)."""
+        with torch.no_grad():
+            return self.forward(self.params)
+
+    def pinned_mask(self, index: int) -> torch.Tensor:
+        """Boolean mask of the parameters that are pinned while point ``index`` is dragged."""
+        mask = self.pinned(index) if callable(self.pinned) else self.pinned
+        if mask is None:
+            return torch.zeros(len(self.params), dtype=torch.bool)
+        return torch.as_tensor(mask, dtype=torch.bool)
+
+    def point_of(self, index: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        """params -> position of point ``index``, with the pinned parameters detached."""
+        index = _check_point_index(index, self.point_count)
+        mask = self.pinned_mask(index)
+        return lambda params: self.forward(pin(params, mask))[index]
+
+    def distance(self, index: int, target) -> float:
+        point = self.points()[_check_point_index(index, self.point_count)]
+        return float(torch.linalg.vector_norm(point - _as_target(target, point)))
+
+    def gradient(self, index: int, target) -> torch.Tensor:
+        """Fill and return ``params.grad`` for the loss |p_index - target|^2 (pins applied)."""
+        self.params.grad = None
+        point = self.point_of(index)(self.params)
+        loss = ((point - _as_target(target, self.params)) ** 2).sum()
+        if loss.requires_grad:
+            loss.backward()
+        return self.params.grad
+
+    def step(self, index: int, target, steps: int = 1) -> float:
+        """Run ``steps`` accepted-or-rejected damped steps toward ``target``; return the distance."""
+        if steps < 1:
+            raise ValueError(f"steps must be at least 1, got {steps}")
+        point_of = self.point_of(index)
+        target = _as_target(target, self.params)
+
+        def loss_at(values):
+            with torch.no_grad():
+                return float(((point_of(values) - target) ** 2).sum())
+
+        loss = loss_at(self.params)
+        for _ in range(steps):
+            if loss == 0.0:
+                break
+            damping = self.damping
+            for _attempt in range(20):
+                delta = damped_step(point_of, self.params, target, damping)
+                trial = self.params.detach() + delta
+                trial_loss = loss_at(trial)
+                if trial_loss < loss:  # accept, and trust the quadratic model a little more
+                    with torch.no_grad():
+                        self.params.copy_(trial)
+                    loss = trial_loss
+                    self.damping = max(damping / 3, 1e-9)
+                    break
+                damping *= 4  # reject: try a shorter, more gradient-like step
+            else:
+                break  # no step lowers the loss any more: we are at a (local) minimum
+        return math.sqrt(loss)
+
+    def drag_along(self, index: int, path, steps_per_frame: int = 3, on_frame=None) -> list[float]:
+        """A scripted drag: the target moves along ``path`` [T, 2]; returns the distance after each frame.
+
+        ``on_frame(toy, target)`` is called after each frame (to record a video frame).
+        """
+        path = torch.as_tensor(path, dtype=torch.float64)
+        if path.ndim != 2 or path.shape[1] != 2 or len(path) == 0:
+            raise ValueError(f"a drag path is a list of targets [T, 2], got shape {tuple(path.shape)}")
+        distances = []
+        for target in path:
+            distances.append(self.step(index, target, steps_per_frame))
+            if on_frame is not None:
+                on_frame(self, target)
+        return distances
+
+    def reset(self) -> None:
+        with torch.no_grad():
+            self.params.copy_(self.initial_params)
+        self.params.grad = None
+        self.damping = self.initial_damping
+
+
+def _auto_bounds(points: torch.Tensor, margin: float = 0.3) -> list[float]:
+    """A square view (xmin, xmax, ymin, ymax) around ``points`` with room to drag."""
+    low, high = points.min(0).values, points.max(0).values
+    center, half = (low + high) / 2, float((high - low).max()) / 2
+    half = half * (1 + margin) + 1e-6
+    return [float(center[0]) - half, float(center[0]) + half, float(center[1]) - half, float(center[1]) + half]
+
+
+def smooth_path(waypoints, frames: int) -> torch.Tensor:
+    """``frames`` targets [frames, 2] moving through ``waypoints`` with eased (cosine) speed."""
+    waypoints = torch.as_tensor(waypoints, dtype=torch.float64)
+    if waypoints.ndim != 2 or waypoints.shape[1] != 2 or len(waypoints) < 2:
+        raise ValueError(f"give at least two waypoints (x, y), got shape {tuple(waypoints.shape)}")
+    if frames < 2:
+        raise ValueError(f"a path needs at least 2 frames, got {frames}")
+    s = torch.linspace(0, len(waypoints) - 1, frames, dtype=torch.float64)
+    leg = s.floor().clamp(max=len(waypoints) - 2).long()
+    t = s - leg
+    eased = (1 - torch.cos(math.pi * t)) / 2
+    return waypoints[leg] + eased[:, None] * (waypoints[leg + 1] - waypoints[leg])
+
+
+# ------------------------------------------------------------------------------ drawing
+
+PALETTE = {"edge": "#2b4c7e", "pinned": "#b0b0b0", "handle": "#2b4c7e", "dragged": "#d62728",
+           "target": "#d62728", "trail": "#f4a582"}
+
+
+class DrawingRenderer:
+    """Frames (uint8 RGB arrays) of one or more drawings side by side, with a reused Agg figure.
+
+    ``frame(panels)`` takes a list of dicts, one per panel, with ``points`` [N, 2], ``edges``
+    [E, 2], and optionally ``target`` (x, y), ``dragged`` (index), ``edge_colors``, ``title``,
+    ``trail`` [T, 2] (the path of the target so far).
+    """
+
+    def __init__(self, bounds: Sequence[Sequence[float]] | Sequence[float], panels: int = 1,
+                 panel_inches: float = 2.6, dpi: int = 80):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.collections import LineCollection
+        from matplotlib.figure import Figure
+
+        if panels < 1:
+            raise ValueError(f"panels must be at least 1, got {panels}")
+        bounds = [bounds] * panels if np.ndim(bounds) == 1 else list(bounds)
+        if len(bounds) != panels:
+            raise ValueError(f"give one bounds per panel ({panels}), got {len(bounds)}")
+        self.figure = Figure(figsize=(panel_inches * panels, panel_inches + 0.3), dpi=dpi)
+        self.canvas = FigureCanvasAgg(self.figure)
+        self.axes = self.figure.subplots(1, panels, squeeze=False)[0]
+        self.artists = []
+        for ax, (x0, x1, y0, y1) in zip(self.axes, bounds):
+            ax.set_xlim(x0, x1)
+            ax.set_ylim(y0, y1)
+            ax.set_aspect("equal")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            lines = LineCollection([], linewidths=2, capstyle="round")
+            ax.add_collection(lines)
+            trail, = ax.plot([], [], "-", color=PALETTE["trail"], lw=1)
+            handles, = ax.plot([], [], "o", color=PALETTE["handle"], ms=3)
+            dragged, = ax.plot([], [], "o", color=PALETTE["dragged"], ms=6)
+            target, = ax.plot([], [], "+", color=PALETTE["target"], ms=12, mew=2)
+            self.artists.append((ax, lines, trail, handles, dragged, target))
+        self.figure.tight_layout(pad=0.4)
+
+    def frame(self, panels: list[dict]) -> np.ndarray:
+        if len(panels) != len(self.artists):
+            raise ValueError(f"this renderer has {len(self.artists)} panels, got {len(panels)} drawings")
+        for panel, (ax, lines, trail, handles, dragged, target) in zip(panels, self.artists):
+            points = np.asarray(torch.as_tensor(panel["points"]).detach().cpu(), dtype=float)
+            edges = np.asarray(panel["edges"])
+            lines.set_segments(points[edges])
+            lines.set_color(panel.get("edge_colors") or PALETTE["edge"])
+            handle_points = points[panel["handles"]] if "handles" in panel else points[:0]
+            handles.set_data(handle_points[:, 0], handle_points[:, 1])
+            index = panel.get("dragged")
+            dragged.set_data(*([[points[index, 0]], [points[index, 1]]] if index is not None else [[], []]))
+            goal = panel.get("target")
+            target.set_data(*([[float(goal[0])], [float(goal[1])]] if goal is not None else [[], []]))
+            path = np.asarray(panel.get("trail", np.zeros((0, 2))), dtype=float).reshape(-1, 2)
+            trail.set_data(path[:, 0], path[:, 1])
+            ax.set_title(panel.get("title", ""), fontsize=9)
+        self.canvas.draw()
+        return np.asarray(self.canvas.buffer_rgba())[..., :3].copy()
+
+    def png(self, panels: list[dict]) -> bytes:
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        Image.fromarray(self.frame(panels)).save(buffer, format="png")
+        return buffer.getvalue()
+
+
+def toy_panel(toy: DragToy, index: int | None = None, target=None, title: str | None = None, trail=None) -> dict:
+    """The drawing of ``toy`` as a panel for ``DrawingRenderer``; segments whose parameters are
+    all pinned are drawn grey only by the caller (``edge_colors``), so this stays generic."""
+    panel = {"points": toy.points(), "edges": toy.edges, "handles": toy.handles, "dragged": index,
+             "target": None if target is None else [float(v) for v in target], "title": title or toy.name}
+    if trail is not None:
+        panel["trail"] = trail
+    return panel
+
+
+def draw_gradient_graph(ax, angle_count: int, dragged: int, pinned) -> None:
+    """The graph of a chain: turn angle theta_i feeds every point p_j with j > i.
+
+    Edges into the dragged point p_dragged are red where gradient flows back and dashed grey where
+    ``detach`` cuts them (pinned angles); angles that receive gradient are filled green.
+    """
+    pinned = np.asarray(pinned, dtype=bool)
+    if pinned.shape != (angle_count,):
+        raise ValueError(f"pinned needs one flag per angle ({angle_count}), got shape {pinned.shape}")
+    _check_point_index(dragged, angle_count + 1)
+    angle_x = np.arange(angle_count)
+    point_x = np.arange(1, angle_count + 1) - 0.5
+    for i in range(angle_count):
+        for j in range(i + 1, angle_count + 1):
+            into_dragged = j == dragged
+            style = dict(color="#dddddd", lw=0.8, ls="-", zorder=1)
+            if into_dragged:
+                style = dict(color="#bbbbbb", lw=1.5, ls="--", zorder=2) if pinned[i] else \
+                    dict(color=PALETTE["dragged"], lw=2.0, ls="-", zorder=3)
+            ax.plot([angle_x[i], point_x[j - 1]], [1, 0], **style)
+    receives = np.array([(i < dragged) and not pinned[i] for i in range(angle_count)])
+    ax.scatter(angle_x, np.ones(angle_count), s=380, zorder=4, edgecolors="black",
+               c=["#7fc97f" if r else ("#cccccc" if pinned[i] else "white") for i, r in enumerate(receives)])
+    ax.scatter(point_x, np.zeros(angle_count), s=380, zorder=4, edgecolors="black",
+               c=[PALETTE["dragged"] if j == dragged else "white" for j in range(1, angle_count + 1)])
+    for i in range(angle_count):
+        ax.text(angle_x[i], 1, f"θ{i}", ha="center", va="center", fontsize=8, zorder=5)
+        ax.text(point_x[i], 0, f"p{i + 1}", ha="center", va="center", fontsize=8, zorder=5)
+    ax.set_xlim(-0.7, angle_count)
+    ax.set_ylim(-0.4, 1.4)
+    ax.set_axis_off()
+
+
+# ------------------------------------------------------------------------------ widgets
+
+def has_anywidget() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("anywidget") is not None
+
+
+_CANVAS_JS = r"""
+function render({ model, el }) {
+  const canvas = document.createElement("canvas");
+  canvas.width = model.get("size"); canvas.height = model.get("size");
+  canvas.style.border = "1px solid #ccc"; canvas.style.touchAction = "none"; canvas.style.cursor = "crosshair";
+  el.appendChild(canvas);
+  const info = document.createElement("div"); info.style.font = "12px sans-serif"; el.appendChild(info);
+  const ctx = canvas.getContext("2d");
+  const toPixel = ([x, y]) => { const [x0, x1, y0, y1] = model.get("bounds");
+    return [(x - x0) / (x1 - x0) * canvas.width, (y1 - y) / (y1 - y0) * canvas.height]; };
+  const toWorld = (px, py) => { const [x0, x1, y0, y1] = model.get("bounds");
+    return [x0 + px / canvas.width * (x1 - x0), y1 - py / canvas.height * (y1 - y0)]; };
+  let grabbed = null, pending = null, scheduled = false;
+  function draw() {
+    const points = model.get("points"), colors = model.get("edge_colors");
+    ctx.clearRect(0, 0, canvas.width, canvas.height);
+    ctx.lineWidth = 2; ctx.lineCap = "round";
+    model.get("edges").forEach(([a, b], k) => {
+      ctx.strokeStyle = colors[k] || "#2b4c7e"; ctx.beginPath();
+      ctx.moveTo(...toPixel(points[a])); ctx.lineTo(...toPixel(points[b])); ctx.stroke(); });
+    model.get("handles").forEach((i) => { const [px, py] = toPixel(points[i]);
+      ctx.fillStyle = i === grabbed ? "#d62728" : "#2b4c7e";
+      ctx.beginPath(); ctx.arc(px, py, i === grabbed ? 6 : 3.5, 0, 2 * Math.PI); ctx.fill(); });
+    const target = model.get("target");
+    if (target.length === 2) { const [px, py] = toPixel(target); ctx.strokeStyle = "#d62728";
+      ctx.beginPath(); ctx.moveTo(px - 7, py); ctx.lineTo(px + 7, py); ctx.moveTo(px, py - 7); ctx.lineTo(px, py + 7); ctx.stroke(); }
+    info.textContent = model.get("message");
+  }
+  function send() { scheduled = false; if (pending) { model.set("drag", pending); model.save_changes(); pending = null; } }
+  function position(event) { const r = canvas.getBoundingClientRect();
+    return [(event.clientX - r.left) * canvas.width / r.width, (event.clientY - r.top) * canvas.height / r.height]; }
+  canvas.addEventListener("pointerdown", (event) => {
+    const [px, py] = position(event); let best = null, bestDistance = 12;
+    model.get("handles").forEach((i) => { const [hx, hy] = toPixel(model.get("points")[i]);
+      const d = Math.hypot(hx - px, hy - py); if (d < bestDistance) { best = i; bestDistance = d; } });
+    if (best === null) return;
+    grabbed = best; canvas.setPointerCapture(event.pointerId);
+    model.set("grab", grabbed); model.save_changes(); draw(); });
+  canvas.addEventListener("pointermove", (event) => {
+    if (grabbed === null) return;
+    const [x, y] = toWorld(...position(event));
+    pending = { index: grabbed, x: x, y: y, t: event.timeStamp };
+    if (!scheduled) { scheduled = true; requestAnimationFrame(send); } });
+  const release = () => { grabbed = null; model.set("grab", -1); model.save_changes(); draw(); };
+  canvas.addEventListener("pointerup", release); canvas.addEventListener("pointercancel", release);
+  ["points", "target", "message", "edge_colors"].forEach((name) => model.on("change:" + name, draw));
+  draw();
+}
+export default { render };
+"""
+
+
+def _canvas_class():
+    """The anywidget class of the mouse canvas, built on first use (anywidget is optional)."""
+    global _CANVAS_CLASS
+    if _CANVAS_CLASS is None:
+        import anywidget
+        import traitlets
+
+        class DragCanvas(anywidget.AnyWidget):
+            _esm = _CANVAS_JS
+            points = traitlets.List().tag(sync=True)
+            edges = traitlets.List().tag(sync=True)
+            edge_colors = traitlets.List().tag(sync=True)
+            handles = traitlets.List().tag(sync=True)
+            bounds = traitlets.List().tag(sync=True)
+            target = traitlets.List().tag(sync=True)
+            message = traitlets.Unicode("").tag(sync=True)
+            size = traitlets.Int(320).tag(sync=True)
+            grab = traitlets.Int(-1).tag(sync=True)
+            drag = traitlets.Dict().tag(sync=True)
+
+        _CANVAS_CLASS = DragCanvas
+    return _CANVAS_CLASS
+
+
+_CANVAS_CLASS = None
+
+
+class _LiveToy:
+    """What both widgets share: the toy, the solver call per event, and the status line."""
+
+    def __init__(self, toy: DragToy, steps_per_event: int, edge_colors: Callable[[int], list] | None):
+        if steps_per_event < 1:
+            raise ValueError(f"steps_per_event must be at least 1, got {steps_per_event}")
+        self.toy, self.steps_per_event, self.edge_colors = toy, steps_per_event, edge_colors
+        self.events = 0
+
+    def on_drag(self, index: int, x: float, y: float) -> float:
+        """The callback of one mouse (or slider) event: a few solver steps toward (x, y)."""
+        distance = self.toy.step(index, (x, y), self.steps_per_event)
+        self.events += 1
+        self.redraw(index, (x, y), distance)
+        return distance
+
+    def colors(self, index: int | None) -> list:
+        if self.edge_colors is None or index is None:
+            return [PALETTE["edge"]] * len(self.toy.edges)
+        return self.edge_colors(index)
+
+    def redraw(self, index, target, distance) -> None:
+        raise NotImplementedError
+
+
+class CanvasDrag(_LiveToy):
+    """The mouse version: an anywidget canvas; drag a dot, Python runs the solver, the canvas redraws."""
+
+    def __init__(self, toy: DragToy, steps_per_event: int = 3, edge_colors=None, size: int = 320):
+        super().__init__(toy, steps_per_event, edge_colors)
+        self.view = _canvas_class()(points=toy.points().tolist(), edges=toy.edges.tolist(),
+                                    edge_colors=self.colors(None), handles=list(toy.handles), bounds=toy.bounds,
+                                    target=[], size=size, message=f"{toy.name}: drag a dot")
+        self.view.observe(self._on_drag_message, names="drag")
+        self.view.observe(self._on_grab, names="grab")
+
+    def _on_grab(self, change) -> None:
+        if change["new"] >= 0:
+            self.view.edge_colors = self.colors(change["new"])
+
+    def _on_drag_message(self, change) -> None:
+        message = change["new"]
+        if message:
+            self.on_drag(int(message["index"]), float(message["x"]), float(message["y"]))
+
+    def redraw(self, index, target, distance) -> None:
+        self.view.points = self.toy.points().tolist()
+        self.view.target = [float(target[0]), float(target[1])]
+        self.view.message = f"{self.toy.name}: point {index}, distance to the mouse {distance:.2e}"
+
+
+class SliderDrag(_LiveToy):
+    """The fallback that needs only ipywidgets: choose a point, move the target with two sliders."""
+
+    def __init__(self, toy: DragToy, steps_per_event: int = 10, edge_colors=None, size_inches: float = 3.2):
+        import ipywidgets as widgets
+
+        super().__init__(toy, steps_per_event, edge_colors)
+        x0, x1, y0, y1 = toy.bounds
+        self.renderer = DrawingRenderer(toy.bounds, panel_inches=size_inches)
+        start = toy.handles[-1]
+        point = toy.points()[start]
+        self.point_menu = widgets.Dropdown(options=toy.handles, value=start, description="point")
+        self.x = widgets.FloatSlider(value=float(point[0]), min=x0, max=x1, step=(x1 - x0) / 200, description="target x")
+        self.y = widgets.FloatSlider(value=float(point[1]), min=y0, max=y1, step=(y1 - y0) / 200, description="target y")
+        self.image = widgets.Image(format="png", value=self.renderer.png([toy_panel(toy)]))
+        self.status = widgets.Label(f"{toy.name}: choose a point, then move the target")
+        for slider in (self.x, self.y):
+            slider.observe(self._on_slider, names="value")
+        self.point_menu.observe(self._on_point, names="value")
+        self.view = widgets.HBox([self.image, widgets.VBox([self.point_menu, self.x, self.y, self.status])])
+
+    def _on_slider(self, change) -> None:
+        self.on_drag(self.point_menu.value, self.x.value, self.y.value)
+
+    def _on_point(self, change) -> None:
+        point = self.toy.points()[change["new"]]
+        with self.x.hold_trait_notifications(), self.y.hold_trait_notifications():
+            self.x.unobserve(self._on_slider, names="value")
+            self.y.unobserve(self._on_slider, names="value")
+            self.x.value, self.y.value = float(point[0]), float(point[1])
+            self.x.observe(self._on_slider, names="value")
+            self.y.observe(self._on_slider, names="value")
+
+    def redraw(self, index, target, distance) -> None:
+        panel = toy_panel(self.toy, index, target)
+        panel["edge_colors"] = self.colors(index)
+        self.image.value = self.renderer.png([panel])
+        self.status.value = f"point {index}: distance to the target {distance:.2e}"
+
+
+def make_drag_widget(toy: DragToy, prefer: str = "canvas", edge_colors=None, steps_per_event: int | None = None,
+                     verbose: bool = True) -> _LiveToy:
+    """The live toy: the mouse canvas when anywidget is installed (``prefer="canvas"``), else sliders.
+
+    Returns an object with ``view`` (display it) and ``on_drag(index, x, y)`` (the event callback).
+    """
+    if prefer not in ("canvas", "sliders"):
+        raise ValueError(f"prefer must be 'canvas' or 'sliders', got {prefer!r}")
+    if prefer == "canvas" and has_anywidget():
+        _enable_colab_widgets()
+        return CanvasDrag(toy, steps_per_event or 3, edge_colors)
+    if prefer == "canvas" and verbose:
+        print("anywidget is not installed (pip install anywidget), so this toy uses sliders instead of the mouse")
+    return SliderDrag(toy, steps_per_event or 10, edge_colors)
+
+
+def _enable_colab_widgets() -> None:
+    """Colab shows third-party widgets only after enabling its custom widget manager."""
+    import sys
+
+    if "google.colab" in sys.modules:
+        from google.colab import output  # available only inside Colab
+
+        output.enable_custom_widget_manager()
