@@ -306,14 +306,13 @@ class VideoWriter:
     def _repr_html_(self) -> str:
         return self.to_html()
 
-    def show(self, width: int | None = None):
-        """Display the video inline (HTML video for MP4, an image for GIF) and return the display object."""
+    def show(self, width: int | None = None) -> None:
+        """Display the video inline: an HTML5 video for MP4, an image for GIF (both work in Colab)."""
         from IPython.display import HTML, Image, display
 
         self.close()
         shown = HTML(self.to_html(width)) if self.format == "mp4" else Image(data=self.path.read_bytes(), format="gif", width=width)
         display(shown)
-        return shown
 
 
 def read_video_frames(path: str | Path) -> np.ndarray:

@@ -66,7 +66,7 @@ if importlib.util.find_spec("helpers") is None:
     elif os.path.isdir(os.path.join("..", "helpers")):
         sys.path.insert(0, os.path.abspath(".."))
 from helpers import env
-env.setup()'''
+runtime = env.setup()'''
 
 
 # ----------------------------------------------------------------------------------- device
