@@ -43,16 +43,20 @@ def side_filters() -> list[torch.Tensor]:
 def perception_filters(kind: str = "laplacian_sobel", channels: int = CHANNELS) -> torch.Tensor:
     """One 3x3 filter per channel, shaped ``[channels, 1, 3, 3]`` for a depthwise convolution.
 
-    ``"laplacian_sobel"``: Laplacian on the first quarter of the channels, Sobel-x on the second,
-    Sobel-y on the rest (for 12 channels: 0..3, 4..7, 8..11).
-    ``"side"``: the four side filters, each on a quarter of the channels.
+    ``"laplacian_sobel"``: Laplacian on the first third of the channels, Sobel-x on the second
+    third, Sobel-y on the last (for 12 channels: 0..3, 4..7, 8..11).
+    ``"side"``: the four side filters (up, down, left, right), each on a quarter of the channels
+    (for 12 channels: 0..2, 3..5, 6..8, 9..11).
     """
-    if channels % 4 != 0 or channels < 4:
-        raise ValueError(f"channels must be a positive multiple of 4, got {channels}")
-    quarter = channels // 4
     if kind == "laplacian_sobel":
-        kernels = [LAPLACIAN] * quarter + [SOBEL_X] * quarter + [SOBEL_Y] * (channels - 2 * quarter)
+        if channels % 3 != 0 or channels < 3:
+            raise ValueError(f"the Laplacian/Sobel filters need a positive multiple of 3 channels, got {channels}")
+        third = channels // 3
+        kernels = [LAPLACIAN] * third + [SOBEL_X] * third + [SOBEL_Y] * third
     elif kind == "side":
+        if channels % 4 != 0 or channels < 4:
+            raise ValueError(f"the side filters need a positive multiple of 4 channels, got {channels}")
+        quarter = channels // 4
         kernels = [kernel for kernel in side_filters() for _ in range(quarter)]
     else:
         raise ValueError(f"unknown filter kind {kind!r}; use 'laplacian_sobel' or 'side'")
