@@ -1,0 +1,272 @@
+"""Tests of helpers.export: quantization, the generated GLSL, C and WebGL page, and their parity with PyTorch.
+
+The parity tests compare independent implementations of the same quantized rule in deterministic
+mode (every value updates every step): PyTorch (the reference), the C program compiled with the
+system compiler, and the WebGL2 page run in headless Chromium. The tolerance is derived, not picked:
+``export.parity_tolerance`` measures how far float32 rounding noise is amplified by the dynamics
+(float32 against float64 runs) and allows ten times that. Each parity test also checks that a change
+of a single weight by one quantization step moves the result by more than the tolerance, so the
+comparison is sharp enough to catch a wrong implementation.
+"""
+import re
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from helpers import export, nca
+
+SIZE = (24, 32)  # a small non-square grid, so a swapped height/width would show
+
+
+def damped_model(scale: float = 0.02, decay: float = 0.3, seed: int = 0) -> nca.NCA:
+    """A random rule whose deterministic dynamics stay bounded but keep spatial structure.
+
+    A plain random rule either dies out or explodes within 50 steps (the Laplacian amplifies
+    checkerboards); a self-decay term on every channel keeps it bounded (max |state| about 3 after 50
+    steps) while the random couplings keep the state far from uniform (spatial std about 0.3).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    model = nca.NCA()
+    with torch.no_grad():
+        weight = torch.randn(nca.CHANNELS, 48, generator=generator) * scale
+        for channel in range(nca.CHANNELS):
+            weight[channel, channel] -= decay        # relu(state) of the same channel
+            weight[channel, 24 + channel] -= decay   # negative part of the same channel
+        model.update.weight.copy_(weight[:, :, None, None])
+        model.update.bias.copy_(torch.randn(nca.CHANNELS, generator=generator) * 0.05)
+    return model
+
+
+def random_state(seed: int = 1, size=SIZE) -> torch.Tensor:
+    return torch.rand(1, nca.CHANNELS, *size, generator=torch.Generator().manual_seed(seed)) - 0.5
+
+
+def deterministic_rollout(model: nca.NCA, state: torch.Tensor, steps: int) -> torch.Tensor:
+    with torch.no_grad():
+        for _ in range(steps):
+            state = model(state, mask=torch.ones(1))
+    return state
+
+
+def nudged(rule: export.QuantizedRule, output: int = 0, inp: int = 12) -> export.QuantizedRule:
+    """The same rule with one weight code changed by one step (a minimal 'wrong implementation')."""
+    codes = rule.weight_codes.copy()
+    codes[output, inp] += 1
+    return export.QuantizedRule(codes, rule.bias_codes, rule.weight_scale, rule.bias_scale, rule.bits,
+                                rule.update_rate)
+
+
+# --------------------------------------------------------------------------- quantization
+
+def test_quantization_error_is_at_most_half_a_step():
+    model = damped_model()
+    rule = export.quantize(model, bits=8)
+    weight = model.update.weight.detach().reshape(12, 48)
+    assert rule.parameter_count == 588
+    assert np.abs(rule.weight_codes).max() == 127 and np.abs(rule.bias_codes).max() == 127
+    error = (rule.weight() - weight).abs()
+    assert error.max() <= rule.weight_scale / 2 * (1 + 1e-6)
+    assert (rule.bias() - model.update.bias.detach()).abs().max() <= rule.bias_scale / 2 * (1 + 1e-6)
+    assert error.max() > 0  # the rounding really happened
+
+
+def test_fewer_bits_give_smaller_codes_and_larger_errors():
+    model = damped_model()
+    rule4, rule8 = export.quantize(model, bits=4), export.quantize(model, bits=8)
+    assert np.abs(rule4.weight_codes).max() == 7
+    weight = model.update.weight.detach().reshape(12, 48)
+    assert (rule4.weight() - weight).abs().mean() > 5 * (rule8.weight() - weight).abs().mean()
+
+
+def test_quantized_model_computes_with_the_dequantized_parameters():
+    rule = export.quantize(damped_model())
+    model = rule.model()
+    assert torch.equal(model.update.weight.detach().reshape(12, 48), rule.weight())
+    assert torch.equal(model.update.bias.detach(), rule.bias())
+    assert model.update_rate == 0.5
+
+
+@pytest.mark.parametrize("model, problem", [
+    (nca.NCA(channels=6), "channels"),
+    (nca.NCA(split_relu=False), "split_relu"),
+    (nca.NCA(filters="side"), "filters"),
+    (nn.Conv2d(48, 12, 1), "helpers.nca.NCA"),
+])
+def test_other_architectures_are_refused_with_a_clear_error(model, problem):
+    with pytest.raises(ValueError, match=problem):
+        export.quantize(model)
+
+
+def test_generators_refuse_a_model_instead_of_a_rule_and_bad_bits():
+    model = damped_model()
+    for generate in (export.glsl_buffer_shader, export.c_source, export.webgl_page):
+        with pytest.raises(ValueError, match="QuantizedRule"):
+            generate(model)
+    with pytest.raises(ValueError, match="bits"):
+        export.quantize(model, bits=1)
+
+
+# ------------------------------------------------------- the generated text holds every parameter
+
+def parse_glsl(text: str):
+    """Rebuild (weight codes [12, 48], bias codes [12], weight scale, bias scale) from the shader text."""
+    scales = {name: float(value) for name, value in re.findall(r"#define (WS|BS) (\S+)", text)}
+    weights_text = re.search(r"const mat4 W\[36\] = mat4\[\]\((.*?)\);", text, re.S).group(1)
+    blocks = [np.array([int(v) for v in body.split(",")]).reshape(4, 4)
+              for body in re.findall(r"mat4\(([-\d,\s]+)\)", weights_text)]
+    assert len(blocks) == 36
+    codes = np.zeros((12, 48), int)
+    for index, block in enumerate(blocks):  # W[12 * tile + group]
+        tile, group = divmod(index, 12)
+        codes[4 * tile:4 * tile + 4, 4 * group:4 * group + 4] = block
+    biases_text = re.search(r"const vec4 B\[3\] = vec4\[\]\((.*?)\);", text, re.S).group(1)
+    bias = np.array([int(v) for body in re.findall(r"vec4\(([-\d,\s]+)\)", biases_text) for v in body.split(",")])
+    return codes, bias, scales["WS"], scales["BS"]
+
+
+def parse_c(text: str):
+    weights_text = re.search(r"WEIGHT_CODES\[CH\]\[IN\] = \{(.*?)\};", text, re.S).group(1)
+    rows = [[int(v) for v in row.split(",")] for row in re.findall(r"\{([-\d,\s]+)\}", weights_text)]
+    bias = [int(v) for v in re.search(r"BIAS_CODES\[CH\] = \{([-\d,\s]+)\};", text).group(1).split(",")]
+    weight_scale = float(re.search(r"WEIGHT_SCALE = (\S+)f;", text).group(1))
+    bias_scale = float(re.search(r"BIAS_SCALE = (\S+)f;", text).group(1))
+    return np.array(rows), np.array(bias), weight_scale, bias_scale
+
+
+@pytest.mark.parametrize("parse, generate", [(parse_glsl, export.glsl_buffer_shader), (parse_c, export.c_source)])
+def test_exported_text_contains_every_parameter(parse, generate):
+    rule = export.quantize(damped_model(seed=3))
+    codes, bias, weight_scale, bias_scale = parse(generate(rule))
+    assert codes.shape == (12, 48) and bias.shape == (12,)
+    rebuilt_weight = torch.from_numpy(codes.astype(np.float32) * np.float32(weight_scale))
+    rebuilt_bias = torch.from_numpy(bias.astype(np.float32) * np.float32(bias_scale))
+    assert torch.equal(rebuilt_weight, rule.weight())  # bit for bit, not merely close
+    assert torch.equal(rebuilt_bias, rule.bias())
+
+
+# ------------------------------------------------------------------------------ frame buffer
+
+def test_framebuffer_layout_puts_four_channels_per_tile_side_by_side():
+    state = random_state()
+    pixels = export.to_framebuffer(state)
+    height, width = SIZE
+    assert pixels.shape == (height, 3 * width, 4)
+    for tile, x, y, rgba in [(0, 0, 0, 0), (1, 5, 7, 2), (2, width - 1, height - 1, 3)]:
+        assert pixels[y, tile * width + x, rgba] == state[0, 4 * tile + rgba, y, x]
+    assert torch.equal(export.from_framebuffer(pixels), state)
+
+
+# ------------------------------------------------------------------------------------- C
+
+needs_cc = pytest.mark.skipif(export.find_c_compiler() is None,
+                              reason="no C compiler (cc, gcc or clang) on this machine; CI has one")
+
+
+@needs_cc
+def test_c_program_matches_pytorch_in_deterministic_mode(tmp_path):
+    rule = export.quantize(damped_model())
+    state, steps = random_state(), 60
+    reference = deterministic_rollout(rule.model(), state, steps)
+    tolerance = export.parity_tolerance(rule.model(), state, steps)
+    assert reference.std(dim=(2, 3)).mean() > 0.05  # the comparison is on a structured state, not a flat one
+    result = export.run_c(export.compile_c(export.c_source(rule), tmp_path), state, steps)
+    gap = (result - reference).abs().max().item()
+    assert gap <= tolerance, f"C and PyTorch differ by {gap:.3g} > tolerance {tolerance:.3g}"
+    # Sharp enough: one weight off by one step changes the result by far more than the tolerance.
+    wrong = deterministic_rollout(nudged(rule).model(), state, steps)
+    assert (wrong - reference).abs().max().item() > 10 * tolerance
+
+
+@needs_cc
+def test_c_program_random_mode_updates_about_half_the_values(tmp_path):
+    rule = export.quantize(damped_model())
+    binary = export.compile_c(export.c_source(rule), tmp_path)
+    state = random_state()
+    full = export.run_c(binary, state, 1, update_rate=1.0)
+    half = export.run_c(binary, state, 1, update_rate=0.5, seed=7)
+    changed = (half != state)
+    assert 0.45 < changed.float().mean().item() < 0.55
+    assert torch.equal(half[changed], full[changed])  # the values that changed took the full update
+    grown = export.run_c(binary, None, 5, size=SIZE, update_rate=0.5, seed=7)
+    assert grown.shape == (1, 12, *SIZE) and grown.abs().max() > 0
+
+
+def test_compile_c_reports_compiler_errors(tmp_path):
+    if export.find_c_compiler() is None:
+        with pytest.raises(FileNotFoundError, match="C compiler"):
+            export.compile_c("int main(void) { return 0; }", tmp_path)
+    else:
+        with pytest.raises(RuntimeError, match="failed to compile"):
+            export.compile_c("this is not C", tmp_path)
+
+
+# --------------------------------------------------------------------------------- WebGL page
+
+def test_webgl_page_is_standalone_and_embeds_the_shader():
+    rule = export.quantize(damped_model())
+    page = export.webgl_page(rule, size=(16, 20))
+    assert not re.search(r"https?://|<script[^>]+src=|<link", page), "the page must not load anything"
+    assert export.glsl_buffer_shader(rule) in page
+    assert '"width": 20' in page and '"height": 16' in page and '"testSteps": 0' in page
+    assert 'id="speed"' in page and 'id="mouse-mode"' in page  # the controls the chapter promises
+
+
+def test_parity_tolerance_grows_with_steps_on_an_unstable_rule():
+    model = nca.NCA(init_scale=0.005)  # a plain random rule: its state (and rounding noise) grows
+    state = random_state()
+    short = export.parity_tolerance(model, state, 5, floor=0.0)
+    long = export.parity_tolerance(model, state, 50, floor=0.0)
+    assert 0 < short < long
+    assert export.parity_tolerance(model, state, 5) >= 1e-5  # the floor
+
+
+def test_draw_circuit_draws_the_strongest_weights_with_their_signs():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rule = export.quantize(damped_model())
+    ax = export.draw_circuit(rule, keep=30)
+    colours = [patch.get_edgecolor() for patch in ax.patches if getattr(patch, "get_linestyle", None)
+               and tuple(np.round(patch.get_edgecolor()[:3], 3)) in {(0.173, 0.627, 0.173), (0.839, 0.153, 0.157)}]
+    assert len(colours) == 30
+    weight = rule.weight_codes.reshape(-1)
+    strongest = weight[np.argsort(np.abs(weight))[::-1][:30]]
+    red = sum(1 for colour in colours if colour[0] > 0.5)
+    assert red == int((strongest < 0).sum())
+    plt.close(ax.figure)
+
+
+needs_chromium = pytest.mark.skipif(export.find_chromium() is None,
+                                    reason="no Chromium on this machine (apt-get install chromium); CI installs it")
+
+
+@needs_chromium
+def test_webgl_page_matches_pytorch_in_headless_chromium():
+    rule = export.quantize(damped_model())
+    state, steps = random_state(), 30
+    reference = deterministic_rollout(rule.model(), state, steps)
+    tolerance = export.parity_tolerance(rule.model(), state, steps)
+    result = export.browser_rollout(rule, state, steps)
+    gap = (result - reference).abs().max().item()
+    assert gap <= tolerance, f"WebGL and PyTorch differ by {gap:.3g} > tolerance {tolerance:.3g}"
+    wrong = deterministic_rollout(nudged(rule).model(), state, steps)
+    assert (wrong - reference).abs().max().item() > 10 * tolerance
+
+
+def pretrained_texture_models():
+    folder = nca.models_dir()
+    return sorted(folder.glob("texture_*.pt"))
+
+
+@needs_cc
+@pytest.mark.skipif(not pretrained_texture_models(), reason="no pretrained texture model in data/models yet")
+def test_c_program_matches_pytorch_on_a_pretrained_texture_model(tmp_path):
+    rule = export.quantize(nca.load_model(pretrained_texture_models()[0]))
+    state, steps = random_state(size=(32, 32)) * 0.2, 50
+    reference = deterministic_rollout(rule.model(), state, steps)
+    tolerance = export.parity_tolerance(rule.model(), state, steps)
+    result = export.run_c(export.compile_c(export.c_source(rule), tmp_path), state, steps)
+    assert (result - reference).abs().max().item() <= tolerance
