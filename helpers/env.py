@@ -49,6 +49,7 @@ NOTEBOOK_PACKAGES = [
     ("tqdm", "tqdm"),
     ("ipywidgets", "ipywidgets"),
     ("PIL", "pillow"),
+    ("anywidget", "anywidget"),  # chapter 02's mouse canvas
 ]
 NEVER_INSTALL = {"torch", "numpy", "matplotlib", "torchvision"}
 
