@@ -536,6 +536,9 @@ function readState() {
 
 if (config.testSteps > 0) {
   // Test mode: every value updates every step (no random mask, no mouse), then the state is read back.
+  if (config.testMouse) {  // a held mouse at [column, row] of the grid, erasing
+    mouse.x = config.testMouse[0]; mouse.y = H - 1 - config.testMouse[1]; mouse.down = true;
+  }
   for (let t = 0; t < config.testSteps; t++) step(1.0);
   draw();
   result.textContent = "STATE:" + encodeFloats(readState());
@@ -562,6 +565,7 @@ if (config.testSteps > 0) {
     for (let i = 0; i < Number(speed.value); i++) step(config.updateRate);
     draw();
     frames += 1;
+    canvas.dataset.step = frame - 1;  // the number of steps run so far (read by the tests)
     if (now - last > 1000) {
       document.getElementById("info").textContent = `${(frames * 1000 / (now - last)).toFixed(0)} frames/s, step ${frame - 1}`;
       last = now; frames = 0;
@@ -576,13 +580,14 @@ if (config.testSteps > 0) {
 
 def webgl_page(rule: QuantizedRule, size: tuple[int, int] = (128, 128), zoom: int = 4, steps_per_frame: int = 4,
                initial_state: torch.Tensor | None = None, test_steps: int = 0,
-               title: str = "Neural cellular automaton") -> str:
+               test_mouse: tuple[int, int] | None = None, title: str = "Neural cellular automaton") -> str:
     """A standalone HTML page (no network access) that runs the rule live with WebGL2.
 
     ``size`` is the grid (H, W); ``initial_state`` ([1, 12, H, W], default: the zero seed) is
     embedded in the page. With ``test_steps > 0`` the page runs that many deterministic steps (every
     value updates, no mouse) as soon as it loads and writes the final frame buffer, base64 float32,
-    into ``<pre id="result">`` after ``STATE:`` (this is what ``browser_rollout`` reads back).
+    into ``<pre id="result">`` after ``STATE:`` (this is what ``browser_rollout`` reads back);
+    ``test_mouse=(column, row)`` holds the mouse down on that cell during those steps (erase mode).
     """
     if not isinstance(rule, QuantizedRule):
         raise ValueError(f"webgl_page needs a QuantizedRule (from quantize(model)), got {type(rule).__name__}")
@@ -594,7 +599,8 @@ def webgl_page(rule: QuantizedRule, size: tuple[int, int] = (128, 128), zoom: in
     height, width = size
     if height < 3 or width < 3:
         raise ValueError(f"the grid must be at least 3x3 cells, got {size}")
-    config = {"width": width, "height": height, "testSteps": int(test_steps), "updateRate": rule.update_rate}
+    config = {"width": width, "height": height, "testSteps": int(test_steps), "updateRate": rule.update_rate,
+              "testMouse": [int(v) for v in test_mouse] if test_mouse is not None else None}
     replacements = {"__TITLE__": html.escape(title), "__PARAMS__": str(rule.parameter_count),
                     "__SPEED__": str(int(steps_per_frame)), "__W__": str(width), "__H__": str(height),
                     "__CSS_W__": str(width * zoom), "__CSS_H__": str(height * zoom),
@@ -631,16 +637,17 @@ def find_chromium() -> str | None:
 
 
 def browser_rollout(rule: QuantizedRule, state: torch.Tensor, steps: int, browser: str | None = None,
-                    timeout: float = 180) -> torch.Tensor:
+                    timeout: float = 180, mouse: tuple[int, int] | None = None) -> torch.Tensor:
     """Run ``steps`` deterministic steps of the WebGL page in headless Chromium from ``state`` and read
-    the final state back ([1, 12, H, W]). Software WebGL (SwiftShader) is used, so no GPU is needed."""
+    the final state back ([1, 12, H, W]). Software WebGL (SwiftShader) is used, so no GPU is needed.
+    ``mouse=(column, row)`` holds the (erasing) mouse on that cell meanwhile."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     browser = browser or find_chromium()
     if browser is None:
         raise FileNotFoundError("no Chromium found (tried $CHROMIUM, chromium, chromium-browser, google-chrome); "
                                 "install it, e.g. `apt-get install chromium`")
-    page = webgl_page(rule, initial_state=state, test_steps=steps)
+    page = webgl_page(rule, initial_state=state, test_steps=steps, test_mouse=mouse)
     with tempfile.TemporaryDirectory(prefix="dsos_browser_") as folder:
         page_path = Path(folder) / "page.html"
         page_path.write_text(page)

@@ -270,3 +270,32 @@ def test_c_program_matches_pytorch_on_a_pretrained_texture_model(tmp_path):
     tolerance = export.parity_tolerance(rule.model(), state, steps)
     result = export.run_c(export.compile_c(export.c_source(rule), tmp_path), state, steps)
     assert (result - reference).abs().max().item() <= tolerance
+
+
+@needs_chromium
+def test_webgl_mouse_erases_the_cells_under_it_and_nothing_else():
+    rule = export.quantize(damped_model())
+    state, steps, (column, row) = random_state(), 3, (5, 17)   # off-centre, so a flipped axis would show
+    result = export.browser_rollout(rule, state, steps, mouse=(column, row))
+    reference = deterministic_rollout(rule.model(), state, steps)
+    rows, columns = torch.meshgrid(torch.arange(SIZE[0]), torch.arange(SIZE[1]), indexing="ij")
+    near = ((rows - row) ** 2 + (columns - column) ** 2).float().sqrt() < 0.06 * SIZE[0]  # the shader's brush
+    assert near.sum() == 9  # a 3x3 patch for this grid
+    assert torch.all(result[0][:, near] == 0)
+    far = ((rows - row).abs() > 1 + steps) | ((columns - column).abs() > 1 + steps)  # beyond the erased cells' reach
+    tolerance = export.parity_tolerance(rule.model(), state, steps)
+    assert (result[0][:, far] - reference[0][:, far]).abs().max() <= tolerance
+
+
+@needs_chromium
+def test_live_webgl_page_runs_frames_without_errors(tmp_path):
+    import subprocess
+
+    page_path = tmp_path / "page.html"
+    page_path.write_text(export.webgl_page(export.quantize(damped_model()), size=(32, 32), steps_per_frame=4))
+    command = [export.find_chromium(), *export.CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
+               "--virtual-time-budget=3000", "--dump-dom", page_path.as_uri()]
+    dom = subprocess.run(command, capture_output=True, text=True, timeout=180).stdout
+    assert "ERROR" not in dom.split('<pre id="result">', 1)[1].split("</pre>", 1)[0]
+    steps_run = int(re.search(r'data-step="(\d+)"', dom).group(1))
+    assert steps_run >= 4 and steps_run % 4 == 0  # whole frames of 4 steps each were animated
