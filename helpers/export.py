@@ -76,6 +76,7 @@ class QuantizedRule:
     bias_scale: float
     bits: int
     update_rate: float = 0.5
+    update_per: str = "channel"  # the random mask: one draw per value ("channel") or per cell ("cell")
 
     @property
     def parameter_count(self) -> int:
@@ -90,7 +91,7 @@ class QuantizedRule:
 
     def model(self) -> NCA:
         """A fresh ``NCA`` that computes with the quantized parameters (the reference for parity)."""
-        model = NCA(update_rate=self.update_rate)
+        model = NCA(update_rate=self.update_rate, update_per=self.update_per)
         with torch.no_grad():
             model.update.weight.copy_(self.weight()[:, :, None, None])
             model.update.bias.copy_(self.bias())
@@ -120,7 +121,7 @@ def quantize(model: NCA, bits: int = 8) -> QuantizedRule:
     weight_codes = np.clip(np.round(weight / weight_scale), -largest_code, largest_code).astype(np.int32)
     bias_codes = np.clip(np.round(bias / bias_scale), -largest_code, largest_code).astype(np.int32)
     return QuantizedRule(weight_codes, bias_codes, float(weight_scale), float(bias_scale), bits,
-                         float(model.update_rate))
+                         float(model.update_rate), model.update_per)
 
 
 def _float_literal(value: float) -> str:
@@ -155,6 +156,9 @@ def glsl_buffer_shader(rule: QuantizedRule) -> str:
     """
     if not isinstance(rule, QuantizedRule):
         raise ValueError(f"glsl_buffer_shader needs a QuantizedRule (from quantize(model)), got {type(rule).__name__}")
+    per_cell = rule.update_per == "cell"  # one draw for all 12 values of a cell, or one per value
+    mask_comment = "every cell (all its channels together)" if per_cell else "every channel of every cell"
+    mask_channel = "0" if per_cell else "4 * k + c"
     weights = ",\n  ".join(", ".join(row) for row in np.array_split(_mat4_blocks(rule), 12))
     biases = ",".join("vec4(" + ",".join(str(int(c)) for c in rule.bias_codes[4 * k:4 * k + 4]) + ")"
                       for k in range(TILES))
@@ -211,9 +215,9 @@ void mainImage(out vec4 o, in vec2 f) {{
   }}
   vec4 dx = B[k] * BS;
   for (int j = 0; j < 12; j++) dx += x[j] * (W[12 * k + j] * WS);
-  // Stochastic update: every channel changes with probability UPDATE_RATE.
+  // Stochastic update: {mask_comment} changes with probability UPDATE_RATE.
   vec4 m = vec4(0);
-  for (int c = 0; c < 4; c++) m[c] = rnd(p, 4 * k + c, iFrame) < float(UPDATE_RATE) ? 1. : 0.;
+  for (int c = 0; c < 4; c++) m[c] = rnd(p, {mask_channel}, iFrame) < float(UPDATE_RATE) ? 1. : 0.;
   o = s[k] + dx * m;
   // Mouse (drawn as in the image pass): erase (MOUSE_MODE 0) or disturb (1) the cells near it.
   ivec2 mc = ivec2(int(iMouse.x) % G.x, G.y - 1 - int(iMouse.y));
@@ -249,6 +253,7 @@ def c_source(rule: QuantizedRule) -> str:
     if not isinstance(rule, QuantizedRule):
         raise ValueError(f"c_source needs a QuantizedRule (from quantize(model)), got {type(rule).__name__}")
     code_type = "signed char" if rule.bits <= 8 else "short"
+    mask_per_cell = int(rule.update_per == "cell")
     weight_rows = ",\n  ".join("{" + ",".join(str(int(c)) for c in row) + "}" for row in rule.weight_codes)
     bias_codes = ",".join(str(int(c)) for c in rule.bias_codes)
     return f"""\
@@ -261,6 +266,7 @@ def c_source(rule: QuantizedRule) -> str:
 
 #define CH 12
 #define IN 48
+#define MASK_PER_CELL {mask_per_cell} /* 1: all values of a cell update together; 0: each value alone */
 static const {code_type} WEIGHT_CODES[CH][IN] = {{
   {weight_rows}}};
 static const {code_type} BIAS_CODES[CH] = {{{bias_codes}}};
@@ -293,10 +299,11 @@ static void step(const float *in, float *out, int h, int w, float rate) {{
       inputs[c] = cell[c] > 0 ? cell[c] : 0;            inputs[CH + c] = perception[c] > 0 ? perception[c] : 0;
       inputs[2 * CH + c] = cell[c] < 0 ? cell[c] : 0;   inputs[3 * CH + c] = perception[c] < 0 ? perception[c] : 0;
     }}
+    int update = 0;
     for (int o = 0; o < CH; o++) {{
       float delta = bias[o];
       for (int i = 0; i < IN; i++) delta += weight[o][i] * inputs[i];
-      int update = rate >= 1.0f || uniform01() < rate;
+      if (o == 0 || !MASK_PER_CELL) update = rate >= 1.0f || uniform01() < rate; /* the random mask */
       out[(y * w + x) * CH + o] = cell[o] + (update ? delta : 0.0f);
     }}
   }}

@@ -299,3 +299,18 @@ def test_live_webgl_page_runs_frames_without_errors(tmp_path):
     assert "ERROR" not in dom.split('<pre id="result">', 1)[1].split("</pre>", 1)[0]
     steps_run = int(re.search(r'data-step="(\d+)"', dom).group(1))
     assert steps_run >= 4 and steps_run % 4 == 0  # whole frames of 4 steps each were animated
+
+
+@needs_cc
+def test_per_cell_update_mask_is_exported(tmp_path):
+    model = damped_model()
+    model.update_per = "cell"
+    rule = export.quantize(model)
+    assert rule.update_per == "cell" and rule.model().update_per == "cell"
+    assert "rnd(p, 0, iFrame)" in export.glsl_buffer_shader(rule)  # one draw shared by the cell's 12 values
+    state = random_state()
+    half = export.run_c(export.compile_c(export.c_source(rule), tmp_path), state, 1, update_rate=0.5, seed=3)
+    changed = (half != state)[0]  # [12, H, W]
+    cells_changed = changed.any(dim=0)
+    assert 0.4 < cells_changed.float().mean().item() < 0.6
+    assert torch.equal(changed.all(dim=0), cells_changed)  # a cell updates all its channels or none
