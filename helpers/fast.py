@@ -81,112 +81,134 @@ def check_options(model, checkpoint_every, masks) -> None:
 # ------------------------------------------------------------------------------ the engine
 
 class Workspace:
-    """The constants of one model and every buffer a rollout reuses, allocated once per rollout.
+    """The constants of one model and the buffers a rollout reuses, allocated once per rollout.
 
-    All grids here are channels-last: ``[batch, height, width, channels]``.
+    A state lives inside a *padded* grid ``[B, C, H + 2, W + 2]``: its interior is the state and
+    its one-cell border repeats the opposite edge (circular padding). Writing each new state
+    straight into the interior of such a grid means padding costs only the four thin borders.
     """
 
     def __init__(self, model: nca.NCA, shape, dtype, device, generator, masks: str):
         batch, channels, height, width = shape
         self.shape, self.channels, self.generator, self.mask_mode = shape, channels, generator, masks
         self.rate, self.per, self.split_relu = model.update_rate, model.update_per, model.split_relu
+        self.dtype, self.device = dtype, device
         new = lambda *size, dtype=dtype: torch.empty(*size, dtype=dtype, device=device)  # noqa: E731
         # The 3x3 filters, and the same filters rotated by 180 degrees for the backward pass.
         self.filters = model.filters.to(device=device, dtype=dtype)
         self.filters_flipped = torch.flip(self.filters, dims=(2, 3))
-        self.padded = new(batch, height + 2, width + 2, channels)      # the state with a 1-cell border
-        features = 4 * channels if self.split_relu else 2 * channels
-        self.features = new(batch * height * width, features)          # one row of 48 numbers per cell
-        self.delta = new(batch * height * width, channels)             # proposed change of every value
-        # The random numbers are drawn in the plain version's shape [B, C, H, W] so that the same
-        # generator gives the same masks; the engine reads them through a channels-last view.
+        inputs = 4 * channels if self.split_relu else 2 * channels
+        # The 48 inputs of the 1x1 layer plus a row of ones, so that one matrix product
+        # [C, 48 + 1] @ [48 + 1, H*W] adds the bias too (and its transpose gives the bias gradient).
+        self.inputs = inputs
+        self.features = new(batch, inputs + 1, height, width)
+        self.features[:, inputs].fill_(1.0)
+        self.delta = new(batch, channels, height, width)       # the proposed change of every value
+        # backward-pass buffers
+        self.grad_delta = new(batch, channels, height, width)
+        self.grad_features = new(batch, inputs, height, width)
+        self.grad_padded = new(batch, channels, height + 2, width + 2)
+        self.slopes = new(batch, inputs, height, width)
+        # The random numbers are drawn in the plain version's shape, so the same generator gives
+        # the same masks: [B, C, H, W] per value, [B, 1, H, W] per cell.
         mask_channels = channels if self.per == "channel" else 1
         self.mask_shape = (batch, mask_channels, height, width)
         self.uniform = new(*self.mask_shape) if masks == "exact" else None
+        self.mask = new(*self.mask_shape)                       # this step's mask as 0.0 / 1.0
         self.random_bytes = (new(batch * mask_channels * height * width // 8 + 1, dtype=torch.uint8)
                              if masks == "fast" else None)
         self.bit_shifts = torch.arange(8, dtype=torch.uint8, device=device)
 
+    def new_padded(self) -> torch.Tensor:
+        batch, channels, height, width = self.shape
+        return torch.empty(batch, channels, height + 2, width + 2, dtype=self.dtype, device=self.device)
+
     # -- masks ---------------------------------------------------------------------
 
-    def draw_mask(self, out: torch.Tensor) -> torch.Tensor:
-        """Write this step's 0/1 update mask into ``out`` (bool, channels-last ``[B, H, W, c]``)."""
+    def draw_mask(self, keep: torch.Tensor | None) -> torch.Tensor:
+        """This step's update mask as 0.0 / 1.0 (``self.mask``); a copy goes into ``keep``
+        (bool, 1 byte per value) when the backward pass will need it."""
         if self.mask_mode == "exact":
             # Exactly what helpers.nca.update_mask does: torch.rand(shape, generator) < rate.
             torch.rand(self.mask_shape, generator=self.generator, out=self.uniform)
-            return torch.lt(self.uniform.permute(0, 2, 3, 1), self.rate, out=out)
-        # One random byte gives eight fair bits: (byte >> i) & 1 for i = 0..7.
-        self.random_bytes.random_(0, 256, generator=self.generator)
-        bits = (self.random_bytes[:, None] >> self.bit_shifts) & 1
-        return out.copy_(bits.view(-1)[:out.numel()].view(out.shape))
+            torch.lt(self.uniform, self.rate, out=self.mask)
+        else:
+            # One random byte gives eight fair bits: (byte >> i) & 1 for i = 0..7.
+            self.random_bytes.random_(0, 256, generator=self.generator)
+            bits = (self.random_bytes[:, None] >> self.bit_shifts) & 1
+            self.mask.copy_(bits.view(-1)[:self.mask.numel()].view(self.mask_shape))
+        if keep is not None:
+            keep.copy_(self.mask)
+        return self.mask
 
     # -- the forward step ---------------------------------------------------------------
 
-    def pad(self, grid: torch.Tensor) -> torch.Tensor:
-        """Copy ``grid`` [B, H, W, C] into the middle of the padded buffer and wrap the border
-        around (circular padding: the top row's neighbour above is the bottom row)."""
-        padded = self.padded
-        padded[:, 1:-1, 1:-1].copy_(grid)
-        padded[:, 0, 1:-1].copy_(grid[:, -1])
-        padded[:, -1, 1:-1].copy_(grid[:, 0])
-        padded[:, :, 0].copy_(padded[:, :, -2])       # columns last, so the corners wrap too
-        padded[:, :, -1].copy_(padded[:, :, 1])
+    @staticmethod
+    def wrap(padded: torch.Tensor) -> torch.Tensor:
+        """Fill the border of a padded grid from the opposite edges of its interior."""
+        padded[..., 0, 1:-1] = padded[..., -2, 1:-1]        # above the top row: the bottom row
+        padded[..., -1, 1:-1] = padded[..., 1, 1:-1]        # below the bottom row: the top row
+        padded[..., :, 0] = padded[..., :, -2]              # columns last, so the corners wrap too
+        padded[..., :, -1] = padded[..., :, 1]
         return padded
 
-    def depthwise(self, grid: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
-        """Circular depthwise 3x3 convolution of a channels-last grid; returns [B, H, W, C]."""
-        padded = self.pad(grid).permute(0, 3, 1, 2)   # an NCHW view with channels-last strides
-        return F.conv2d(padded, filters, groups=self.channels).permute(0, 2, 3, 1)
-
-    def fill_features(self, state: torch.Tensor) -> None:
-        """The per-cell input of the 1x1 layer, written into ``self.features``:
-        ``[relu(x), relu(p), min(x, 0), min(p, 0)]`` (split) or ``[x, p]`` (no split)."""
+    def fill_features(self, padded: torch.Tensor) -> None:
+        """The input of the 1x1 layer, written into ``self.features``:
+        ``[relu(x), relu(p), min(x, 0), min(p, 0)]`` with the split, ``[x, p]`` without."""
         channels = self.channels
-        perception = self.depthwise(state, self.filters)
-        cells = self.features.shape[0]
-        state, perception = state.reshape(cells, channels), perception.reshape(cells, channels)
+        state = padded[..., 1:-1, 1:-1]
+        perception = F.conv2d(padded, self.filters, groups=channels)    # p = P x
+        features = self.features
         if self.split_relu:
-            torch.clamp(state, min=0.0, out=self.features[:, 0:channels])
-            torch.clamp(perception, min=0.0, out=self.features[:, channels:2 * channels])
-            torch.clamp(state, max=0.0, out=self.features[:, 2 * channels:3 * channels])
-            torch.clamp(perception, max=0.0, out=self.features[:, 3 * channels:])
+            torch.clamp(state, min=0.0, out=features[:, 0:channels])
+            torch.clamp(perception, min=0.0, out=features[:, channels:2 * channels])
+            torch.clamp(state, max=0.0, out=features[:, 2 * channels:3 * channels])
+            torch.clamp(perception, max=0.0, out=features[:, 3 * channels:4 * channels])
         else:
-            self.features[:, :channels].copy_(state)
-            self.features[:, channels:].copy_(perception)
+            features[:, :channels] = state
+            features[:, channels:2 * channels] = perception
 
-    def step(self, state: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-             out: torch.Tensor) -> torch.Tensor:
-        """One CA step from ``state`` into ``out`` (both [B, H, W, C]); ``weight`` is [C, inputs]."""
-        self.fill_features(state)
-        torch.addmm(bias, self.features, weight.t(), out=self.delta)   # the 1x1 convolution
-        delta = self.delta.view(state.shape)
-        delta.mul_(mask)                                                # the stochastic update
-        return torch.add(state, delta, out=out)
+    def step(self, padded, mask, weight_bias, out_padded):
+        """One CA step: read the padded state, write the next state into ``out_padded``.
+        ``weight_bias`` is ``[C, 48 + 1]``: the 1x1 weights with the bias as the last column."""
+        batch, channels, height, width = self.shape
+        self.fill_features(padded)
+        # The 1x1 convolution as one matrix product per image: [C, 48 + 1] @ [48 + 1, H*W].
+        torch.matmul(weight_bias, self.features.view(batch, -1, height * width),
+                     out=self.delta.view(batch, channels, height * width))
+        # The stochastic update in one pass: next = state + delta * mask.
+        torch.addcmul(padded[..., 1:-1, 1:-1], self.delta, mask, out=out_padded[..., 1:-1, 1:-1])
+        return self.wrap(out_padded)
 
     # -- the backward step --------------------------------------------------------------
 
-    def step_backward(self, state, mask, weight, grad_out, grad_weight, grad_bias, grad_in):
-        """Given dL/d(next state) ``grad_out``, add this step's parameter gradients into
-        ``grad_weight`` / ``grad_bias`` and write dL/d(state) into ``grad_in``."""
-        channels, cells = self.channels, self.features.shape[0]
-        self.fill_features(state)                                   # recompute s (cheap)
-        grad_delta = (grad_out * mask).reshape(cells, channels)     # g = m * gy
-        grad_bias.add_(grad_delta.sum(dim=0))
-        grad_weight.addmm_(grad_delta.t(), self.features)           # dW += g s^T
-        grad_features = grad_delta @ weight                         # gs = W^T g, [cells, inputs]
+    def step_backward(self, padded, mask, weight_bias, grad_out, grad_weight_bias, grad_in):
+        """Given dL/d(next state) ``grad_out`` [B, C, H, W], add this step's gradient of the
+        weights and bias into ``grad_weight_bias`` [C, 48 + 1] and write dL/d(state) into ``grad_in``."""
+        batch, channels, height, width = self.shape
+        cells, inputs = height * width, self.inputs
+        self.fill_features(padded)                                  # recompute s (cheap)
+        grad_delta = torch.mul(grad_out, mask, out=self.grad_delta)  # g = m * gy
+        g = grad_delta.view(batch, channels, cells)
+        s = self.features.view(batch, -1, cells)
+        grad_weight_bias.add_(torch.bmm(g, s.transpose(1, 2)).sum(dim=0))   # [dW, db] += g [s, 1]^T
+        torch.matmul(weight_bias[:, :inputs].t(), g, out=self.grad_features.view(batch, inputs, cells))
+        grad_features = self.grad_features                          # gs = W^T g
         if self.split_relu:
-            # relu(f) passes gradient where f > 0, min(f, 0) where f < 0; neither at f = 0.
-            positive, negative = grad_features[:, :2 * channels], grad_features[:, 2 * channels:]
-            positive.mul_(self.features[:, :2 * channels] > 0)
-            negative.mul_(self.features[:, 2 * channels:] < 0)
-            grad_f = positive.add_(negative)                          # [cells, 2C]: state, perception
+            # relu(f) passes gradient where f > 0, min(f, 0) where f < 0, neither at f = 0: these
+            # slopes are sign(relu(f)) (1 or 0) and -sign(min(f, 0)) (1 or 0).
+            torch.sign(self.features[:, :inputs], out=self.slopes)
+            grad_features.mul_(self.slopes)
+            grad_f = torch.sub(grad_features[:, :2 * channels], grad_features[:, 2 * channels:],
+                               out=self.slopes[:, :2 * channels])  # [B, 2C, H, W]: state, perception
         else:
             grad_f = grad_features
-        grad_state = grad_f[:, :channels].reshape(state.shape)
-        grad_perception = grad_f[:, channels:].reshape(state.shape)
-        # gx = gy + gf_state + P^T gf_perception (P^T: the convolution with rotated filters)
-        torch.add(grad_out, grad_state, out=grad_in)
-        return grad_in.add_(self.depthwise(grad_perception, self.filters_flipped))
+        # gx = gy + gf_state + P^T gf_perception (P^T: the same convolution, filters rotated)
+        grad_padded = self.grad_padded
+        grad_padded[..., 1:-1, 1:-1] = grad_f[:, channels:]
+        back = F.conv2d(self.wrap(grad_padded), self.filters_flipped, groups=channels)
+        torch.add(grad_out, grad_f[:, :channels], out=grad_in)
+        return grad_in.add_(back)
 
 
 class _Rollout(torch.autograd.Function):
@@ -194,41 +216,39 @@ class _Rollout(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, state, weight, bias, model, steps, checkpoint_every, generator, masks, need_grad):
-        batch, channels, height, width = state.shape
         work = Workspace(model, state.shape, state.dtype, state.device, generator, masks)
-        weight2d = weight.reshape(channels, -1)
+        work.weight_shape = weight.shape
+        weight_bias = torch.cat([weight.detach().reshape(work.channels, -1), bias.detach()[:, None]], dim=1)
         every = checkpoint_every or 1
-        grid = state.detach().permute(0, 2, 3, 1).contiguous()       # [B, H, W, C]
-        mask_channels = work.mask_shape[1]
+        current = work.new_padded()
+        current[..., 1:-1, 1:-1] = state.detach()
+        work.wrap(current)
         # Saved for the backward pass: every mask (1 byte per value) and every k-th state.
-        all_masks = torch.empty(steps if need_grad else 1, batch, height, width, mask_channels,
-                                dtype=torch.bool, device=state.device)
-        saved = [] if need_grad else None
-        current, spare = grid, torch.empty_like(grid)
+        kept_masks = (torch.empty(steps, *work.mask_shape, dtype=torch.bool, device=state.device)
+                      if need_grad else None)
+        saved = []
+        spare = work.new_padded()
         for step in range(steps):
             if need_grad and step % every == 0:
-                saved.append(current.clone() if every > 1 or step == 0 else current)
-            mask = work.draw_mask(all_masks[step if need_grad else 0])
-            work.step(current, mask, weight2d, bias, spare)
+                saved.append(current.clone() if every > 1 else current)
+            mask = work.draw_mask(kept_masks[step] if need_grad else None)
+            work.step(current, mask, weight_bias, spare)
             if need_grad and every == 1:
-                current, spare = spare, torch.empty_like(grid)        # keep every state
+                current, spare = spare, work.new_padded()           # keep every state
             else:
-                current, spare = spare, current                       # ping-pong two buffers
+                current, spare = spare, current                     # ping-pong two buffers
         if need_grad:
             ctx.work, ctx.steps, ctx.every = work, steps, every
-            ctx.saved_states, ctx.masks = saved, all_masks
-            ctx.save_for_backward(weight, bias)
-        return current.permute(0, 3, 1, 2).contiguous()
+            ctx.saved_states, ctx.masks, ctx.weight_bias = saved, kept_masks, weight_bias
+        return current[..., 1:-1, 1:-1].contiguous()
 
     @staticmethod
     def backward(ctx, grad_output):
-        weight, bias = ctx.saved_tensors
-        work, steps, every = ctx.work, ctx.steps, ctx.every
-        channels = work.channels
-        weight2d = weight.detach().reshape(channels, -1)
-        grad_weight = torch.zeros_like(weight2d)
-        grad_bias = torch.zeros_like(bias)
-        grad = grad_output.permute(0, 2, 3, 1).contiguous()
+        work, steps, every, weight_bias = ctx.work, ctx.steps, ctx.every, ctx.weight_bias
+        if ctx.saved_states is None:
+            raise RuntimeError("this fast rollout was already backpropagated once (its saved states are freed)")
+        grad_weight_bias = torch.zeros_like(weight_bias)
+        grad = grad_output.contiguous().clone()
         spare = torch.empty_like(grad)
         # Walk the blocks of ``every`` steps backwards. Inside a block, first recompute its states
         # from the saved one (with the saved masks), then step backwards through them.
@@ -237,15 +257,16 @@ class _Rollout(torch.autograd.Function):
             stop = min(start + every, steps)
             states = [ctx.saved_states[block]]
             for step in range(start, stop - 1):
-                states.append(work.step(states[-1], ctx.masks[step], weight2d, bias.detach(),
-                                        torch.empty_like(grad)))
+                states.append(work.step(states[-1], ctx.masks[step], weight_bias, work.new_padded()))
             for step in reversed(range(start, stop)):
-                work.step_backward(states[step - start], ctx.masks[step], weight2d, grad,
-                                   grad_weight, grad_bias, spare)
+                work.step_backward(states[step - start], ctx.masks[step], weight_bias, grad,
+                                   grad_weight_bias, spare)
                 grad, spare = spare, grad
             ctx.saved_states[block] = None                             # free memory as we go
-        grad_state = grad.permute(0, 3, 1, 2).contiguous() if ctx.needs_input_grad[0] else None
-        return grad_state, grad_weight.view_as(weight), grad_bias, None, None, None, None, None, None
+        ctx.saved_states = None
+        grad_state = grad if ctx.needs_input_grad[0] else None
+        return (grad_state, grad_weight_bias[:, :-1].reshape(work.weight_shape), grad_weight_bias[:, -1].clone(),
+                None, None, None, None, None, None)
 
 
 # ------------------------------------------------------------------------------ public API
