@@ -361,6 +361,7 @@ class Dashboard:
         self.losses: list[float] = []
         self.redraws = 0
         self._last_draw = -math.inf
+        self._draw_seconds = 0.0
         self._handle = None
         self._figure = None
 
@@ -373,10 +374,13 @@ class Dashboard:
         self.steps.append(int(step))
         self.losses.append(loss)
         now = time.monotonic()
-        if not force and now - self._last_draw < self.every_seconds:
+        # Wait at least every_seconds between redraws, and at least 4x the time the last redraw
+        # took, so that drawing never eats more than about a fifth of the training time.
+        if not force and now - self._last_draw < max(self.every_seconds, 4 * self._draw_seconds):
             return False
-        self._last_draw = now
         self._draw(images, weights)
+        self._last_draw = time.monotonic()
+        self._draw_seconds = self._last_draw - now
         self.redraws += 1
         return True
 

@@ -230,8 +230,18 @@ def test_dashboard_draws_in_place_in_a_notebook(monkeypatch):
     monkeypatch.setattr(IPython.display, "display", fake_display)
     board = display.Dashboard(every_seconds=0)
     board.update(0, 1.0, images=torch.rand(2, 3, 8, 8), weights=torch.randn(12, 48))
-    board.update(1, 0.5, images=torch.rand(2, 3, 8, 8), weights=torch.randn(12, 48))
+    board.update(1, 0.5, images=torch.rand(2, 3, 8, 8), weights=torch.randn(12, 48), force=True)
     assert [kind for kind, _ in shown] == ["display", "update"]      # one output, updated in place
     figure = shown[-1][1]
     assert shown[0][1] is figure and len(figure.axes) == 3
     assert figure.axes[0].get_yscale() == "log"
+
+
+def test_dashboard_spaces_redraws_by_their_cost(monkeypatch):
+    board = display.Dashboard(every_seconds=0)
+    clock = iter([0.0, 10.0, 10.5, 20.0, 51.0, 60.0])  # drawing takes 10 s each time
+    monkeypatch.setattr(display.time, "monotonic", lambda: next(clock))
+    assert board.update(0, 1.0) is True      # draws from t=0 to t=10
+    assert board.update(1, 1.0) is False     # t=10.5: within 4 x 10 s of the last draw
+    assert board.update(2, 1.0) is False     # t=20
+    assert board.update(3, 1.0) is True      # t=51: more than 40 s later; draws until t=60
