@@ -143,3 +143,171 @@ def mean_of_last(losses: list, count: int = 50) -> float:
         return math.nan
     tail = losses[-count:]
     return sum(tail) / len(tail)
+
+
+# --------------------------------------------------------------------- the texture task (chapter 03)
+
+TEXTURE_DEFAULTS = {"size": 64, "iterations": 2000, "batch_size": 4, "pool_size": 256, "min_steps": 32,
+                    "max_steps": 96, "loss": "swd", "overflow_weight": 1.0, "seed": 0,
+                    "lr_milestones": (1000, 4000)}
+
+
+def state_to_image(state: torch.Tensor) -> torch.Tensor:
+    """Channels 0..2 plus 0.5, *not* clipped, so the loss still sees (and fixes) values out of range."""
+    return state[:, :3] + 0.5
+
+
+def texture_loss(target: torch.Tensor, kind: str = "swd", overflow_weight: float = 1.0,
+                 vgg_weights: str | None = None) -> Callable:
+    """``loss_fn(final_states, batch)`` for ``train_pool``: texture loss (``"vgg"`` or ``"swd"``)
+    of the visible channels, averaged over the batch, plus the overflow loss."""
+    from . import losses
+
+    if kind == "vgg":
+        texture = losses.VGGStyleLoss(target, weights_path=vgg_weights)
+    elif kind == "swd":
+        texture = losses.SlicedWassersteinLoss(target)
+    else:
+        raise ValueError(f"unknown texture loss {kind!r}; use 'vgg' or 'swd'")
+
+    def loss_fn(final: torch.Tensor, batch: dict) -> torch.Tensor:
+        return texture(state_to_image(final)).mean() + overflow_weight * losses.overflow_loss(final).mean()
+
+    loss_fn.texture = texture
+    return loss_fn
+
+
+@torch.no_grad()
+def texture_quality(model: nn.Module, target: torch.Tensor, size: int = 64, steps: int = 2000, seed: int = 0,
+                    batch: int = 2) -> dict:
+    """Grow ``batch`` textures from the seed for ``steps`` steps and measure the VGG-free loss to
+    ``target`` with fixed random directions (so the number is repeatable). Returns a dict with
+    ``loss`` (mean over the batch), ``max_abs`` (largest state value) and the final ``state``."""
+    from . import losses, nca
+
+    generator = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    state = nca.seed_state(batch, size, model.channels, device=device)
+    for _ in range(steps):
+        mask = nca.update_mask(state.shape, model.update_rate, model.update_per, generator).to(device)
+        state = model(state, mask=mask)
+    measure = losses.SlicedWassersteinLoss(target.to(device), projections=256)
+    images = nca.to_rgb(state)
+    loss = measure(images, generator=torch.Generator().manual_seed(seed)).mean().item()
+    return {"loss": loss, "max_abs": state.abs().max().item(), "state": state}
+
+
+def texture_baseline(target_name: str, size: int = 64, image_size: int | None = None, seed: int = 0) -> dict:
+    """Reference values of the VGG-free loss to a texture: a uniform grey image, and the other
+    shipped textures (the loss a model would get for growing the *wrong* texture). The target is
+    the texture at ``size``; the compared images are ``image_size`` (default ``size``)."""
+    from . import data, losses
+
+    target = data.load_texture(target_name, size)
+    measure = losses.SlicedWassersteinLoss(target, projections=256)
+
+    def value(images):
+        return measure(images, generator=torch.Generator().manual_seed(seed)).mean().item()
+
+    image_size = image_size or size
+    others = {name: value(data.load_texture(name, image_size)[None]) for name in data.list_textures()
+              if name != target_name}
+    return {"grey": value(torch.full((1, 3, image_size, image_size), 0.5)), "other_textures_min": min(others.values()),
+            "other_textures": others, "self": value(target[None])}
+
+
+def train_texture(target: str, out: str | None = None, size: int = 64, target_size: int | None = None, iterations: int = 2000, batch_size: int = 4,
+                  pool_size: int = 256, min_steps: int = 32, max_steps: int = 96, loss: str = "swd",
+                  overflow_weight: float = 1.0, seed: int = 0, learning_rate: float = 1e-3,
+                  lr_milestones: tuple = (1000, 4000), vgg_weights: str | None = None, progress: bool = True,
+                  command: str | None = None, device=None) -> tuple[nn.Module, dict]:
+    """Train the 588-parameter texture NCA on shipped texture ``target`` resized to ``size``.
+
+    The grid is ``size`` x ``size``; the target image is the texture resized to ``target_size``
+    (default ``size``). The two may differ: the loss compares patch statistics, not pixels, so a
+    small grid can learn the texture at the scale of a larger image (cheaper training).
+    Saves to ``out`` (``NAME.pt`` + ``NAME.json``) when given; returns the model and its metadata.
+    """
+    import datetime
+
+    from . import data, env, nca
+
+    env.seed_everything(seed)
+    device = device or torch.device("cpu")
+    target_size = target_size or size
+    image = data.load_texture(target, target_size).to(device)
+    model = nca.NCA().to(device)
+    config = TrainConfig(iterations=iterations, batch_size=batch_size, pool_size=pool_size, min_steps=min_steps,
+                         max_steps=max_steps, learning_rate=learning_rate, lr_milestones=tuple(lr_milestones),
+                         seed=seed)
+    loss_fn = texture_loss(image, loss, overflow_weight, vgg_weights)
+    history = train_pool(model, lambda n: {"state": nca.seed_state(n, size, device=device)}, loss_fn, config,
+                         progress=progress)
+    model.eval()
+    eval_size = max(size, target_size)
+    quality = texture_quality(model.cpu(), image.cpu(), size=eval_size)
+    baseline = texture_baseline(target, target_size, eval_size)
+    metadata = {
+        "task": "texture", "target": target, "command": command, "loss_kind": loss,
+        "loss_note": ("trained with the VGG-free sliced Wasserstein patch loss (no VGG16 weights offline)"
+                      if loss == "swd" else "trained with the VGG16 Gram style loss"),
+        "settings": {"size": size, "target_size": target_size, "overflow_weight": overflow_weight, **config.as_dict()},
+        "final_training_loss_mean_of_last_50": mean_of_last(history.losses),
+        "eval": {"steps": 2000, "size": eval_size, "swd_loss": quality["loss"], "max_abs_state": quality["max_abs"],
+                 "swd_grey_image": baseline["grey"], "swd_closest_other_texture": baseline["other_textures_min"]},
+        "training_seconds": round(history.seconds, 1), "torch": torch.__version__,
+        "date": datetime.date.today().isoformat(),
+    }
+    if out:
+        nca.save_model(model, out, metadata)
+    return model, metadata
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    import shlex
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m helpers.train", description="Train a course model.")
+    tasks = parser.add_subparsers(dest="task", required=True)
+    texture = tasks.add_parser("texture", help="grow a texture with the 588-parameter NCA (chapter 03)")
+    texture.add_argument("--target", required=True, help="a texture name from data/textures")
+    texture.add_argument("--out", help="model file (default: data/models/texture_TARGET.pt)")
+    texture.add_argument("--size", type=int, default=TEXTURE_DEFAULTS["size"])
+    texture.add_argument("--target-size", type=int, help="resize the texture to this (default: --size)")
+    texture.add_argument("--learning-rate", type=float, default=1e-3)
+    texture.add_argument("--overflow-weight", type=float, default=TEXTURE_DEFAULTS["overflow_weight"])
+    texture.add_argument("--iterations", type=int, default=TEXTURE_DEFAULTS["iterations"])
+    texture.add_argument("--batch-size", type=int, default=TEXTURE_DEFAULTS["batch_size"])
+    texture.add_argument("--pool-size", type=int, default=TEXTURE_DEFAULTS["pool_size"])
+    texture.add_argument("--min-steps", type=int, default=TEXTURE_DEFAULTS["min_steps"])
+    texture.add_argument("--max-steps", type=int, default=TEXTURE_DEFAULTS["max_steps"])
+    texture.add_argument("--loss", choices=["swd", "vgg"], default=TEXTURE_DEFAULTS["loss"])
+    texture.add_argument("--vgg-weights", help="local VGG16 state_dict file (else $DSOS_VGG16_WEIGHTS or download)")
+    texture.add_argument("--lr-milestones", type=int, nargs="*", default=list(TEXTURE_DEFAULTS["lr_milestones"]))
+    texture.add_argument("--seed", type=int, default=TEXTURE_DEFAULTS["seed"])
+    texture.add_argument("--threads", type=int, help="torch.set_num_threads (e.g. 1 on a shared machine)")
+    texture.add_argument("--device", help="cpu, cuda or mps (default: helpers.env.get_device())")
+    args = parser.parse_args(argv)
+
+    from . import env, nca
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    command = "python -m helpers.train " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    out = args.out or str(nca.models_dir() / f"texture_{args.target}.pt")
+    model, metadata = train_texture(
+        args.target, out=out, size=args.size, target_size=args.target_size, learning_rate=args.learning_rate,
+        overflow_weight=args.overflow_weight, iterations=args.iterations, batch_size=args.batch_size,
+        pool_size=args.pool_size, min_steps=args.min_steps, max_steps=args.max_steps, loss=args.loss,
+        seed=args.seed, lr_milestones=tuple(args.lr_milestones), vgg_weights=args.vgg_weights,
+        command=command, device=env.get_device(args.device))
+    print(f"saved {out}: training loss {metadata['final_training_loss_mean_of_last_50']:.4g}, "
+          f"VGG-free loss after 2000 steps {metadata['eval']['swd_loss']:.4g} "
+          f"(grey image {metadata['eval']['swd_grey_image']:.4g}, closest other texture "
+          f"{metadata['eval']['swd_closest_other_texture']:.4g}) in {metadata['training_seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
