@@ -1,0 +1,262 @@
+"""Benchmark: the plain NCA of chapter 03 against the fast engine of ``helpers.fast``.
+
+    python -m helpers.bench            # quick settings (a couple of minutes on a 2-core CPU)
+    python -m helpers.bench --full     # more repetitions of every measurement
+    python -m helpers.bench --threads 1 --device cpu
+
+One process runs every variant on the same model, the same inputs and the same number of steps,
+interleaved (plain, fast, ...; plain, fast, ...), so that a busy machine slows all of them alike
+and the ratios stay meaningful even when the absolute times do not. For two configurations:
+
+* ``texture``: batch 4, 128x128, 80 steps, VGG16 Gram (style) loss: the texture chapter;
+* ``mst``:     batch 8, 100x100, 96 steps, pixel loss on channel 0: the minimum-spanning-tree chapter.
+
+It prints, per variant: the median time of one training iteration (rollout, loss, backward, Adam
+step), the speed-up over the plain version, the peak memory of one training iteration and the
+inference throughput (cell updates per second, no gradients). The VGG16 here has random weights
+(``torchvision.models.vgg16(weights=None)``): the same cost as the trained one, nothing downloaded.
+
+Peak memory: on a GPU, ``torch.cuda.max_memory_allocated`` during one iteration. On a Linux CPU,
+the growth of the process's peak resident memory (VmHWM) during one iteration, after freeing
+what the allocator holds (``malloc_trim``) and resetting the peak (``/proc/self/clear_refs``);
+that counts everything the iteration touches (activations, gradients, the allocator's slack), not
+the model or the libraries loaded before. Elsewhere it prints ``n/a``.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import fast, nca
+
+
+@dataclass
+class Config:
+    name: str
+    batch: int
+    size: int
+    steps: int
+    loss: str              # "style" (VGG16 Gram) or "pixel"
+
+
+CONFIGS = [Config("texture", 4, 128, 80, "style"), Config("mst", 8, 100, 96, "pixel")]
+
+#: name -> rollout(model, states, steps), the function a training loop calls.
+VARIANTS = {
+    "plain": lambda model, states, steps: model.rollout(states, steps),
+    "fast": fast.make_rollout(),
+    "fast, checkpoint 8": fast.make_rollout(checkpoint_every=8),
+    "fast, fast masks": fast.make_rollout(masks="fast"),
+}
+
+
+# ------------------------------------------------------------------------------ losses
+
+def style_loss(device: torch.device):
+    """The texture chapter's loss: VGG16 Gram matrices up to relu5_1 (random VGG weights)."""
+    import torchvision
+
+    features = torchvision.models.vgg16(weights=None).features[:26].to(device).eval()
+    target = torch.rand(3, 128, 128, generator=torch.Generator().manual_seed(1)).to(device)
+    try:
+        from .losses import VGGStyleLoss
+    except ImportError:                      # helpers.losses not there: the same loss, written here
+        VGGStyleLoss = None
+    if VGGStyleLoss is not None:
+        loss = VGGStyleLoss(target, features=features)
+        return lambda final: loss(nca.to_rgb(final)).mean()
+    for parameter in features.parameters():
+        parameter.requires_grad_(False)
+
+    def grams(images):
+        out, x = [], images
+        for index, layer in enumerate(features):
+            x = layer(x)
+            if index in (1, 6, 11, 18, 25):
+                flat = x.flatten(2)
+                out.append(flat @ flat.transpose(1, 2) / flat.shape[2])
+        return out
+
+    with torch.no_grad():
+        target_grams = grams(target[None])
+    return lambda final: sum((g - t).square().mean() for g, t in zip(grams(nca.to_rgb(final)), target_grams))
+
+
+def pixel_loss(batch: int, size: int, device: torch.device):
+    target = (torch.rand(batch, 1, size, size, generator=torch.Generator().manual_seed(2)) < 0.1).float().to(device)
+    return lambda final: (final[:, :1] - target).square().mean()
+
+
+# ------------------------------------------------------------------------------ measuring
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def training_iteration(model, rollout, states, steps, loss_fn, optimizer) -> None:
+    """One iteration of ``helpers.train.train_pool`` without the pool bookkeeping."""
+    from .train import normalize_gradients
+
+    final = rollout(model, states, steps)
+    loss = loss_fn(final)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    normalize_gradients(model)
+    optimizer.step()
+
+
+def timed(function, device) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    function()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+class PeakMemory:
+    """Peak memory of one call: CUDA allocator peak, or Linux VmHWM growth (see module docstring)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.linux = Path("/proc/self/clear_refs").exists() and Path("/proc/self/status").exists()
+        self.libc = ctypes.CDLL("libc.so.6") if self.linux and device.type == "cpu" else None
+
+    @property
+    def available(self) -> bool:
+        return self.device.type == "cuda" or self.libc is not None
+
+    @staticmethod
+    def _status_kb(field: str) -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        raise RuntimeError(f"no {field} in /proc/self/status")
+
+    def measure(self, function) -> float | None:
+        """Megabytes (MiB) of peak memory that ``function()`` adds."""
+        if self.device.type == "cuda":
+            synchronize(self.device)
+            torch.cuda.empty_cache()
+            before = torch.cuda.memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            function()
+            synchronize(self.device)
+            return (torch.cuda.max_memory_allocated(self.device) - before) / 2**20
+        if self.libc is None:
+            return None
+        self.libc.malloc_trim(0)                       # give freed memory back to the system
+        Path("/proc/self/clear_refs").write_text("5")  # reset the peak to the current size
+        before = self._status_kb("VmRSS")
+        function()
+        return (self._status_kb("VmHWM") - before) / 1024
+
+
+def make_model(device) -> nca.NCA:
+    torch.manual_seed(0)
+    model = nca.NCA().to(device)
+    with torch.no_grad():                # trained-looking weights, so states are not all zero
+        model.update.weight.normal_(0.0, 0.05)
+        model.update.bias.normal_(0.0, 0.01)
+    return model
+
+
+def bench_config(config: Config, device, repeats: int, memory: PeakMemory, log) -> list[dict]:
+    model = make_model(device)
+    states = 0.1 * torch.randn(config.batch, nca.CHANNELS, config.size, config.size,
+                               generator=torch.Generator().manual_seed(3)).to(device)
+    loss_fn = style_loss(device) if config.loss == "style" else pixel_loss(config.batch, config.size, device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-6)    # tiny steps: the model barely moves
+    iteration = {name: (lambda rollout=rollout: training_iteration(model, rollout, states, config.steps,
+                                                                    loss_fn, optimizer))
+                 for name, rollout in VARIANTS.items()}
+    infer = {
+        "plain": lambda: model.rollout(states, config.steps),
+        "fast": lambda: fast.rollout(model, states, config.steps),
+        "fast, checkpoint 8": lambda: fast.rollout(model, states, config.steps),   # same as fast
+        "fast, fast masks": lambda: fast.rollout(model, states, config.steps, masks="fast"),
+    }
+    log(f"  {config.name}: memory")
+    peaks = {name: memory.measure(function) for name, function in iteration.items()}
+    train_times = {name: [] for name in VARIANTS}
+    infer_times = {name: [] for name in VARIANTS}
+    for repeat in range(repeats + 1):              # the first round warms up and is not counted
+        log(f"  {config.name}: round {repeat + 1} of {repeats + 1}")
+        for name in VARIANTS:
+            seconds = timed(iteration[name], device)
+            with torch.no_grad():
+                infer_seconds = timed(infer[name], device)
+            if repeat > 0:
+                train_times[name].append(seconds)
+                infer_times[name].append(infer_seconds)
+    cell_updates = config.batch * config.size * config.size * config.steps
+    plain_train = statistics.median(train_times["plain"])
+    plain_infer = statistics.median(infer_times["plain"])
+    rows = []
+    for name in VARIANTS:
+        train = statistics.median(train_times[name])
+        inference = statistics.median(infer_times[name])
+        rows.append({"config": config.name, "variant": name, "train_s": train, "speedup": plain_train / train,
+                     "peak_mib": peaks[name], "updates_per_s": cell_updates / inference,
+                     "infer_speedup": plain_infer / inference})
+    return rows
+
+
+def print_table(rows: list[dict], out=sys.stdout) -> None:
+    header = (f"{'config':8s} {'variant':20s} {'train iter (s)':>14s} {'speed-up':>9s} {'peak mem (MiB)':>15s} "
+              f"{'inference (cell updates/s)':>28s} {'speed-up':>9s}")
+    print(header, file=out)
+    print("-" * len(header), file=out)
+    for row in rows:
+        peak = "n/a" if row["peak_mib"] is None else f"{row['peak_mib']:.0f}"
+        print(f"{row['config']:8s} {row['variant']:20s} {row['train_s']:14.3f} {row['speedup']:8.2f}x "
+              f"{peak:>15s} {row['updates_per_s']:28.3g} {row['infer_speedup']:8.2f}x", file=out)
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--full", action="store_true", help="more repetitions (default: quick)")
+    parser.add_argument("--repeats", type=int, help="timed rounds per configuration (default 3 quick, 7 full)")
+    parser.add_argument("--configs", nargs="+", default=[c.name for c in CONFIGS],
+                        choices=[c.name for c in CONFIGS], help="which configurations")
+    parser.add_argument("--device", help="cpu, cuda, ... (default: helpers.env.get_device())")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+    from . import env
+
+    device = env.get_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    repeats = args.repeats or (7 if args.full else 3)
+    if repeats < 1:
+        parser.error("--repeats must be at least 1")
+    memory = PeakMemory(device)
+    log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
+    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
+          f"{repeats} timed rounds (medians), VGG16 with random weights (same cost as trained)")
+    rows = []
+    started = time.perf_counter()
+    for config in CONFIGS:
+        if config.name in args.configs:
+            log(f"{config.name}: batch {config.batch}, {config.size}x{config.size}, {config.steps} steps, "
+                f"{config.loss} loss")
+            rows += bench_config(config, device, repeats, memory, log)
+    print_table(rows)
+    print("speed-up: plain time / this variant's time, measured interleaved in this process.")
+    print("peak mem: " + ("CUDA max_memory_allocated during one training iteration." if device.type == "cuda"
+                          else "growth of peak resident memory (VmHWM) during one training iteration."
+                          if memory.available else "not measurable here (needs CUDA or Linux)."))
+    print("fast masks: Bernoulli(0.5) masks from random bits: the same distribution, not the same draws.")
+    print(f"total {time.perf_counter() - started:.0f} s")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
