@@ -1,7 +1,7 @@
 """Benchmark: the plain NCA of chapter 03 against the fast engine of ``helpers.fast``.
 
-    python -m helpers.bench            # quick settings (a couple of minutes on a 2-core CPU)
-    python -m helpers.bench --full     # more repetitions of every measurement
+    python -m helpers.bench            # quick: half the steps, 2 timed rounds
+    python -m helpers.bench --full     # the reference steps (80 and 96), 5 timed rounds
     python -m helpers.bench --threads 1 --device cpu
 
 One process runs every variant on the same model, the same inputs and the same number of steps,
@@ -203,27 +203,30 @@ def bench_config(config: Config, device, repeats: int, memory: PeakMemory, log) 
     for name in VARIANTS:
         train = statistics.median(train_times[name])
         inference = statistics.median(infer_times[name])
-        rows.append({"config": config.name, "variant": name, "train_s": train, "speedup": plain_train / train,
+        label = f"{config.name} {config.batch}x{config.size}x{config.size} {config.steps} st"
+        rows.append({"config": label, "variant": name, "train_s": train, "speedup": plain_train / train,
                      "peak_mib": peaks[name], "updates_per_s": cell_updates / inference,
                      "infer_speedup": plain_infer / inference})
     return rows
 
 
-def print_table(rows: list[dict], out=sys.stdout) -> None:
-    header = (f"{'config':8s} {'variant':20s} {'train iter (s)':>14s} {'speed-up':>9s} {'peak mem (MiB)':>15s} "
+def print_table(rows: list[dict], out=None) -> None:
+    out = out or sys.stdout
+    header = (f"{'config':28s} {'variant':20s} {'train iter (s)':>14s} {'speed-up':>9s} {'peak mem (MiB)':>15s} "
               f"{'inference (cell updates/s)':>28s} {'speed-up':>9s}")
     print(header, file=out)
     print("-" * len(header), file=out)
     for row in rows:
         peak = "n/a" if row["peak_mib"] is None else f"{row['peak_mib']:.0f}"
-        print(f"{row['config']:8s} {row['variant']:20s} {row['train_s']:14.3f} {row['speedup']:8.2f}x "
+        print(f"{row['config']:28s} {row['variant']:20s} {row['train_s']:14.3f} {row['speedup']:8.2f}x "
               f"{peak:>15s} {row['updates_per_s']:28.3g} {row['infer_speedup']:8.2f}x", file=out)
 
 
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--full", action="store_true", help="more repetitions (default: quick)")
-    parser.add_argument("--repeats", type=int, help="timed rounds per configuration (default 3 quick, 7 full)")
+    parser.add_argument("--full", action="store_true", help="reference steps, 5 rounds (default: quick)")
+    parser.add_argument("--small", action="store_true", help="tiny grids and few steps (a smoke test)")
+    parser.add_argument("--repeats", type=int, help="timed rounds per configuration (default 2 quick, 5 full)")
     parser.add_argument("--configs", nargs="+", default=[c.name for c in CONFIGS],
                         choices=[c.name for c in CONFIGS], help="which configurations")
     parser.add_argument("--device", help="cpu, cuda, ... (default: helpers.env.get_device())")
@@ -234,7 +237,7 @@ def main(argv=None) -> list[dict]:
     device = env.get_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    repeats = args.repeats or (7 if args.full else 3)
+    repeats = args.repeats or (5 if args.full else 2)
     if repeats < 1:
         parser.error("--repeats must be at least 1")
     memory = PeakMemory(device)
@@ -244,6 +247,10 @@ def main(argv=None) -> list[dict]:
     rows = []
     started = time.perf_counter()
     for config in CONFIGS:
+        if args.small:
+            config = Config(config.name, 2, 24, 8, config.loss)
+        elif not args.full:
+            config = Config(config.name, config.batch, config.size, config.steps // 2, config.loss)
         if config.name in args.configs:
             log(f"{config.name}: batch {config.batch}, {config.size}x{config.size}, {config.steps} steps, "
                 f"{config.loss} loss")

@@ -1,0 +1,182 @@
+"""The fast engine (helpers.fast) must compute what the plain model (helpers.nca.NCA) computes."""
+import pytest
+import torch
+
+from helpers import bench, fast
+from helpers.nca import NCA
+
+STEPS = 16
+
+
+def make_model(seed=0, **kwargs):
+    """A model whose 16 steps move the state by about 1 but do not blow it up (like a trained one:
+    a rule that grows values exponentially would turn rounding differences into large ones)."""
+    torch.manual_seed(seed)
+    model = NCA(**kwargs)
+    with torch.no_grad():
+        model.update.weight.normal_(0.0, 0.004)
+        model.update.bias.normal_(0.0, 0.02)
+    return model
+
+
+def seed_like_state(batch=2, height=20, width=24, channels=12):
+    """Zeros with a random patch: exact zeros (relu at 0) and wrap-around at the border both occur."""
+    state = torch.zeros(batch, channels, height, width)
+    state[:, :, 2:7, -3:] = torch.rand(batch, channels, 5, 3, generator=torch.Generator().manual_seed(1)) - 0.3
+    state[:, :, -1, :4] = 0.2
+    return state
+
+
+def loss_of(final):
+    return final.square().mean() + final[:, :3].sum() * 1e-3
+
+
+def plain_and_fast(model, state, steps=STEPS, seed=7, **options):
+    """Run both with generators in the same state; return (plain, fast) final states and gradients."""
+    results = []
+    for run in (lambda g: model.rollout(state, steps, generator=g),
+                lambda g: fast.rollout(model, state, steps, generator=g, **options)):
+        final = run(torch.Generator().manual_seed(seed))
+        gradients = torch.autograd.grad(loss_of(final), list(model.parameters()))
+        results.append((final.detach(), gradients))
+    return results
+
+
+def assert_same_gradients(expected, actual, rtol=1e-4):
+    for want, got in zip(expected, actual):
+        assert want.shape == got.shape
+        assert want.norm() > 0, "a zero gradient would make this comparison meaningless"
+        assert (got - want).norm() <= rtol * want.norm(), f"relative error {(got - want).norm() / want.norm():.2e}"
+
+
+@pytest.mark.parametrize("options", [{}, {"split_relu": False}, {"filters": "side", "update_per": "cell"},
+                                     {"update_rate": 0.3}])
+def test_fast_rollout_matches_plain_states_and_gradients(options):
+    model = make_model(**options)
+    (plain, plain_grads), (quick, quick_grads) = plain_and_fast(model, seed_like_state())
+    assert 0.5 < (plain - seed_like_state()).abs().max() < 10, "the rollout should move the state, not explode"
+    torch.testing.assert_close(quick, plain, atol=1e-5, rtol=0)
+    assert_same_gradients(plain_grads, quick_grads)
+
+
+@pytest.mark.parametrize("every", [1, 3, 5, 16, 40])
+def test_checkpointed_rollout_gives_the_plain_gradients(every):
+    model = make_model()
+    (plain, plain_grads), (quick, quick_grads) = plain_and_fast(model, seed_like_state(), checkpoint_every=every)
+    torch.testing.assert_close(quick, plain, atol=1e-5, rtol=0)
+    assert_same_gradients(plain_grads, quick_grads)
+
+
+def test_gradient_with_respect_to_the_state():
+    model = make_model()
+    start = seed_like_state(batch=1, height=9, width=11)
+    gradients = []
+    for run in (lambda s, g: model.rollout(s, 6, generator=g),
+                lambda s, g: fast.rollout(model, s, 6, generator=g, checkpoint_every=4)):
+        state = start.clone().requires_grad_(True)
+        (gradient,) = torch.autograd.grad(loss_of(run(state, torch.Generator().manual_seed(3))), state)
+        gradients.append(gradient)
+    assert_same_gradients([gradients[0]], [gradients[1]])
+
+
+def test_global_random_generator_gives_the_same_masks_as_plain():
+    model = make_model()
+    state = seed_like_state()
+    torch.manual_seed(11)
+    with torch.no_grad():
+        plain = model.rollout(state, 5)
+    torch.manual_seed(11)
+    with torch.no_grad():
+        quick = fast.infer(model, state, 5)
+    torch.testing.assert_close(quick, plain, atol=1e-5, rtol=0)
+
+
+def test_inference_stores_nothing_and_matches():
+    model = make_model()
+    state = seed_like_state()
+    with torch.no_grad():
+        plain = model.rollout(state, STEPS, generator=torch.Generator().manual_seed(5))
+        quick = fast.infer(model, state, STEPS, generator=torch.Generator().manual_seed(5))
+    assert not quick.requires_grad
+    torch.testing.assert_close(quick, plain, atol=1e-5, rtol=0)
+
+
+def test_fast_masks_update_about_half_the_values_and_differ_per_step():
+    model = make_model()
+    state = torch.zeros(2, 12, 32, 32)
+    with torch.no_grad():
+        model.update.weight.zero_()
+        model.update.bias.fill_(1.0)          # every update adds exactly 1 where the mask is on
+        one = fast.infer(model, state, 1, masks="fast", generator=torch.Generator().manual_seed(0))
+        many = fast.infer(model, state, 40, masks="fast", generator=torch.Generator().manual_seed(0))
+    assert set(one.unique().tolist()) == {0.0, 1.0}
+    assert abs(one.mean().item() - 0.5) < 0.02
+    assert abs(many.mean().item() - 20.0) < 0.3       # 40 steps, each value updated half the time
+    assert many.std().item() > 1.0                   # masks are not the same at every step
+
+
+def test_fast_masks_train_like_exact_masks():
+    model = make_model()
+    state = seed_like_state()
+    final = fast.rollout(model, state, 8, masks="fast", generator=torch.Generator().manual_seed(2))
+    gradients = torch.autograd.grad(loss_of(final), list(model.parameters()))
+    assert all(torch.isfinite(g).all() and g.norm() > 0 for g in gradients)
+
+
+def test_make_rollout_trains_like_the_plain_rollout():
+    """train_pool draws its masks from the global generator: with the fast rollout plugged in, the
+    same seed must give the same losses as with the plain one."""
+    from helpers.train import TrainConfig, train_pool
+
+    def make_samples(count):
+        return {"state": seed_like_state(batch=count, height=12, width=12)}
+
+    def loss_fn(final, batch):
+        return (final[:, :3] - 0.25).square().mean()
+
+    config = TrainConfig(iterations=5, batch_size=2, pool_size=4, min_steps=4, max_steps=8, learning_rate=1e-2)
+    histories = []
+    for rollout in (None, fast.make_rollout(checkpoint_every=3)):
+        histories.append(train_pool(make_model(), make_samples, loss_fn, config, rollout=rollout, progress=False))
+    plain, quick = (torch.tensor(history.losses) for history in histories)
+    assert len(quick) == 5 and quick.std() > 0
+    torch.testing.assert_close(quick, plain, rtol=1e-4, atol=0)
+
+
+def test_double_backward_through_the_same_rollout_is_refused():
+    model = make_model()
+    final = fast.rollout(model, seed_like_state(), 3)
+    loss_of(final).backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="already"):
+        loss_of(final).backward()
+
+
+def test_bad_input_gets_clear_errors():
+    model = make_model()
+    with pytest.raises(ValueError, match="shaped"):
+        fast.rollout(model, torch.zeros(2, 5, 8, 8), 3)
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        fast.rollout(model, torch.zeros(1, 12, 8, 8), 3, checkpoint_every=0)
+    with pytest.raises(ValueError, match="masks"):
+        fast.make_rollout(masks="random")
+    with pytest.raises(ValueError, match="update_rate 0.5"):
+        fast.rollout(make_model(update_rate=0.3), torch.zeros(1, 12, 8, 8), 3, masks="fast")
+    with pytest.raises(ValueError, match="steps"):
+        fast.rollout(model, torch.zeros(1, 12, 8, 8), -1)
+    with pytest.raises(TypeError, match="NCA"):
+        fast.rollout(torch.nn.Conv2d(12, 12, 1), torch.zeros(1, 12, 8, 8), 3)
+
+
+def test_zero_steps_returns_the_state():
+    state = seed_like_state()
+    assert fast.rollout(make_model(), state, 0) is state
+
+
+def test_benchmark_prints_its_table(capsys):
+    rows = bench.main(["--small", "--repeats", "1", "--configs", "mst"])
+    printed = capsys.readouterr().out
+    assert "train iter" in printed and "plain" in printed and "fast, checkpoint 8" in printed
+    assert {row["variant"] for row in rows} == set(bench.VARIANTS)
+    plain = next(row for row in rows if row["variant"] == "plain")
+    assert plain["speedup"] == pytest.approx(1.0)
+    assert all(row["train_s"] > 0 and row["updates_per_s"] > 0 for row in rows)
