@@ -6,25 +6,34 @@ module computes *exactly the same states and gradients* with less work for the m
 
 * **no autograd graph over the rollout.** A whole rollout is ONE ``torch.autograd.Function``. Its
   forward runs without recording anything; its backward (written by hand below) needs only the
-  state before each step and that step's mask. The plain version keeps about 50 MB of
+  state before each step and that step's mask. The plain version keeps about 45 MB of
   intermediate tensors per step at batch 4, 128x128 (the 24- and 48-channel feature maps, the
-  relu results, the padded copy...); this one keeps 3.75 MB, or less with checkpointing.
-* **no fresh memory inside the loop.** Every buffer (padded state, features, gradients) is
-  allocated once per rollout and reused at every step with ``out=`` arguments. On a virtual
-  machine each fresh page of memory costs a page fault, and the plain version makes about
-  twenty new multi-megabyte tensors per step.
-* **channels-last layout.** Inside the engine the state is ``[batch, height, width, channels]``:
-  each cell's 12 values sit next to each other, so the 1x1 convolution becomes one matrix product
-  ``[cells, 48] @ [48, 12]`` and the depthwise 3x3 convolution runs in oneDNN's channels-last path.
-* **the sign split written straight into one buffer.** ``relu(f)`` and ``min(f, 0)`` (which equals
-  ``-relu(-f)``) are written into the two halves of one ``[cells, 48]`` buffer: no concatenation.
+  relu results, the padded copy...); this one keeps about 4 MB (the state and a 1-byte mask), or
+  less with checkpointing.
+* **no fresh memory inside the loop.** The buffers (padded state, features, gradients) are
+  allocated once per rollout and reused at every step through ``out=`` arguments. On a virtual
+  machine every fresh page of memory costs a page fault, and the plain version makes about twenty
+  new multi-megabyte tensors per step.
+* **padding for free.** Each new state is written straight into the middle of a grid one cell
+  larger on every side; only the four thin borders are copied to wrap around.
+* **no concatenations.** ``relu(f)`` and ``min(f, 0)`` (equal to ``-relu(-f)``) are written
+  straight into the four quarters of one 48-channel buffer, plus a channel of ones, so that one
+  matrix product per image, ``[C, 48 + 1] @ [48 + 1, H*W]``, applies weights *and* bias, and
+  its transpose gives both gradients. The mask is applied and added in one ``addcmul``.
+* **fewer operations per step** (about a dozen per forward step instead of about twenty): less
+  overhead, and fewer points where parallel threads wait for each other.
 * **gradient checkpointing** (``checkpoint_every=k``): keep only every k-th state and recompute
   the others during the backward pass, trading one extra forward step per step for memory.
 * **optional fast masks** (``masks="fast"``): the plain version draws one random float per value
-  (``torch.rand(...) < 0.5``), which on a CPU costs more than the rest of a step. With an update
-  rate of exactly 0.5 a mask value is one fair random bit, so one random byte gives eight of them.
-  Statistically the same, but a different random stream, so only ``masks="exact"`` (the default)
-  reproduces the plain version's states draw for draw.
+  (``torch.rand(...) < 0.5``), which on a CPU costs about as much as the 1x1 layer. With an
+  update rate of exactly 0.5 a mask value is one fair random bit, so one random byte gives eight
+  of them. Statistically the same, but a different random stream, so only ``masks="exact"`` (the
+  default) reproduces the plain version's states draw for draw.
+
+Measured and dropped (see ``python -m helpers.bench`` for what is kept): a channels-last layout
+(``[B, H, W, C]``, the 1x1 layer as ``[cells, 48] @ [48, 12]``): its depthwise convolution is
+faster, but writing the features and masks across channels cost more than that saved;
+``torch.compile`` of a step on the CPU (about a minute to compile, under 2x faster than plain).
 
 The hand-written backward of one step (state ``x``, mask ``m``, perception ``p = P x``,
 features ``f = [x, p]``, split ``s = [relu(f), min(f, 0)]``, update ``y = x + m * (W s + b)``),

@@ -8,6 +8,15 @@ from helpers.nca import NCA
 STEPS = 16
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny grids: one thread is faster (and steadier on a shared machine); restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def make_model(seed=0, **kwargs):
     """A model whose 16 steps move the state by about 1 but do not blow it up (like a trained one:
     a rule that grows values exponentially would turn rounding differences into large ones)."""
