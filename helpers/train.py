@@ -254,7 +254,8 @@ def train_texture(target: str, out: str | None = None, size: int = 64, target_si
         "settings": {"size": size, "target_size": target_size, "overflow_weight": overflow_weight, **config.as_dict()},
         "final_training_loss_mean_of_last_50": mean_of_last(history.losses),
         "eval": {"steps": 2000, "size": eval_size, "swd_loss": quality["loss"], "max_abs_state": quality["max_abs"],
-                 "swd_grey_image": baseline["grey"], "swd_closest_other_texture": baseline["other_textures_min"]},
+                 "swd_grey_image": baseline["grey"], "swd_closest_other_texture": baseline["other_textures_min"],
+                 "other_textures": baseline["other_textures"]},
         "training_seconds": round(history.seconds, 1), "torch": torch.__version__,
         "date": datetime.date.today().isoformat(),
     }
