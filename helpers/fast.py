@@ -102,6 +102,7 @@ class Workspace:
         self.shape, self.channels, self.generator, self.mask_mode = shape, channels, generator, masks
         self.rate, self.per, self.split_relu = model.update_rate, model.update_per, model.split_relu
         self.dtype, self.device = dtype, device
+        self.padded_shape = (batch, channels, height + 2, width + 2)
         new = lambda *size, dtype=dtype: torch.empty(*size, dtype=dtype, device=device)  # noqa: E731
         # The 3x3 filters, and the same filters rotated by 180 degrees for the backward pass.
         self.filters = model.filters.to(device=device, dtype=dtype)
@@ -129,8 +130,7 @@ class Workspace:
         self.bit_shifts = torch.arange(8, dtype=torch.uint8, device=device)
 
     def new_padded(self) -> torch.Tensor:
-        batch, channels, height, width = self.shape
-        return torch.empty(batch, channels, height + 2, width + 2, dtype=self.dtype, device=self.device)
+        return torch.empty(self.padded_shape, dtype=self.dtype, device=self.device)
 
     # -- masks ---------------------------------------------------------------------
 
@@ -226,55 +226,57 @@ class _Rollout(torch.autograd.Function):
     @staticmethod
     def forward(ctx, state, weight, bias, model, steps, checkpoint_every, generator, masks, need_grad):
         work = Workspace(model, state.shape, state.dtype, state.device, generator, masks)
-        work.weight_shape = weight.shape
         weight_bias = torch.cat([weight.detach().reshape(work.channels, -1), bias.detach()[:, None]], dim=1)
         every = checkpoint_every or 1
-        current = work.new_padded()
+        blocks = -(-steps // every)                                   # ceil(steps / every)
+        # Saved for the backward pass: every mask (1 byte per value) and the state at the start of
+        # every block of ``every`` steps, all in two tensors allocated once.
+        if need_grad:
+            kept_masks = torch.empty(steps, *work.mask_shape, dtype=torch.bool, device=state.device)
+            kept_states = torch.empty(blocks, *work.padded_shape, dtype=state.dtype, device=state.device)
+        current, spare = work.new_padded(), work.new_padded()
         current[..., 1:-1, 1:-1] = state.detach()
         work.wrap(current)
-        # Saved for the backward pass: every mask (1 byte per value) and every k-th state.
-        kept_masks = (torch.empty(steps, *work.mask_shape, dtype=torch.bool, device=state.device)
-                      if need_grad else None)
-        saved = []
-        spare = work.new_padded()
         for step in range(steps):
             if need_grad and step % every == 0:
-                saved.append(current.clone() if every > 1 else current)
+                kept_states[step // every].copy_(current)
             mask = work.draw_mask(kept_masks[step] if need_grad else None)
             work.step(current, mask, weight_bias, spare)
-            if need_grad and every == 1:
-                current, spare = spare, work.new_padded()           # keep every state
-            else:
-                current, spare = spare, current                     # ping-pong two buffers
+            current, spare = spare, current                           # ping-pong two buffers
         if need_grad:
-            ctx.work, ctx.steps, ctx.every = work, steps, every
-            ctx.saved_states, ctx.masks, ctx.weight_bias = saved, kept_masks, weight_bias
+            ctx.work, ctx.steps, ctx.every, ctx.weight_shape = work, steps, every, weight.shape
+            ctx.kept_states, ctx.masks, ctx.weight_bias = kept_states, kept_masks, weight_bias
         return current[..., 1:-1, 1:-1].contiguous()
 
     @staticmethod
     def backward(ctx, grad_output):
         work, steps, every, weight_bias = ctx.work, ctx.steps, ctx.every, ctx.weight_bias
-        if ctx.saved_states is None:
+        if ctx.kept_states is None:
             raise RuntimeError("this fast rollout was already backpropagated once (its saved states are freed)")
         grad_weight_bias = torch.zeros_like(weight_bias)
         grad = grad_output.contiguous().clone()
         spare = torch.empty_like(grad)
-        # Walk the blocks of ``every`` steps backwards. Inside a block, first recompute its states
-        # from the saved one (with the saved masks), then step backwards through them.
-        for block in reversed(range(len(ctx.saved_states))):
+        # The states of one block, recomputed from its saved first state (one buffer, reused).
+        if every > 1:
+            block_states = torch.empty(every, *work.padded_shape, dtype=grad.dtype, device=grad.device)
+        # Walk the blocks backwards. Inside a block, first recompute its states from the saved one
+        # (with the saved masks), then step backwards through them.
+        for block in reversed(range(ctx.kept_states.shape[0])):
             start = block * every
             stop = min(start + every, steps)
-            states = [ctx.saved_states[block]]
+            if every == 1:
+                block_states = ctx.kept_states[block:block + 1]         # every state was kept
+            else:
+                block_states[0].copy_(ctx.kept_states[block])
             for step in range(start, stop - 1):
-                states.append(work.step(states[-1], ctx.masks[step], weight_bias, work.new_padded()))
+                work.step(block_states[step - start], ctx.masks[step], weight_bias, block_states[step - start + 1])
             for step in reversed(range(start, stop)):
-                work.step_backward(states[step - start], ctx.masks[step], weight_bias, grad,
+                work.step_backward(block_states[step - start], ctx.masks[step], weight_bias, grad,
                                    grad_weight_bias, spare)
                 grad, spare = spare, grad
-            ctx.saved_states[block] = None                             # free memory as we go
-        ctx.saved_states = None
+        ctx.kept_states = ctx.masks = None                            # free the memory now
         grad_state = grad if ctx.needs_input_grad[0] else None
-        return (grad_state, grad_weight_bias[:, :-1].reshape(work.weight_shape), grad_weight_bias[:, -1].clone(),
+        return (grad_state, grad_weight_bias[:, :-1].reshape(ctx.weight_shape), grad_weight_bias[:, -1].clone(),
                 None, None, None, None, None, None)
 
 
