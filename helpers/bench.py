@@ -183,19 +183,19 @@ def bench_config(config: Config, device, repeats: int, memory: PeakMemory, log) 
         "fast, checkpoint 8": lambda: fast.rollout(model, states, config.steps),   # same as fast
         "fast, fast masks": lambda: fast.rollout(model, states, config.steps, masks="fast"),
     }
-    log(f"  {config.name}: memory")
-    peaks = {name: memory.measure(function) for name, function in iteration.items()}
-    train_times = {name: [] for name in VARIANTS}
-    infer_times = {name: [] for name in VARIANTS}
-    for repeat in range(repeats + 1):              # the first round warms up and is not counted
-        log(f"  {config.name}: round {repeat + 1} of {repeats + 1}")
+    peaks, train_times, infer_times = {}, {name: [] for name in VARIANTS}, {name: [] for name in VARIANTS}
+    for repeat in range(repeats + 1):
+        # The first round warms up (and measures peak memory); it is not timed.
+        log(f"  {config.name}: round {repeat + 1} of {repeats + 1}" + (" (warm-up, memory)" if repeat == 0 else ""))
         for name in VARIANTS:
-            seconds = timed(iteration[name], device)
+            if repeat == 0:
+                peaks[name] = memory.measure(iteration[name])
+                with torch.no_grad():
+                    infer[name]()
+                continue
+            train_times[name].append(timed(iteration[name], device))
             with torch.no_grad():
-                infer_seconds = timed(infer[name], device)
-            if repeat > 0:
-                train_times[name].append(seconds)
-                infer_times[name].append(infer_seconds)
+                infer_times[name].append(timed(infer[name], device))
     cell_updates = config.batch * config.size * config.size * config.steps
     plain_train = statistics.median(train_times["plain"])
     plain_infer = statistics.median(infer_times["plain"])
