@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 from . import fast, nca
+from .losses import VGGStyleLoss
 
 
 @dataclass
@@ -65,28 +66,8 @@ def style_loss(device: torch.device):
 
     features = torchvision.models.vgg16(weights=None).features[:26].to(device).eval()
     target = torch.rand(3, 128, 128, generator=torch.Generator().manual_seed(1)).to(device)
-    try:
-        from .losses import VGGStyleLoss
-    except ImportError:                      # helpers.losses not there: the same loss, written here
-        VGGStyleLoss = None
-    if VGGStyleLoss is not None:
-        loss = VGGStyleLoss(target, features=features)
-        return lambda final: loss(nca.to_rgb(final)).mean()
-    for parameter in features.parameters():
-        parameter.requires_grad_(False)
-
-    def grams(images):
-        out, x = [], images
-        for index, layer in enumerate(features):
-            x = layer(x)
-            if index in (1, 6, 11, 18, 25):
-                flat = x.flatten(2)
-                out.append(flat @ flat.transpose(1, 2) / flat.shape[2])
-        return out
-
-    with torch.no_grad():
-        target_grams = grams(target[None])
-    return lambda final: sum((g - t).square().mean() for g, t in zip(grams(nca.to_rgb(final)), target_grams))
+    loss = VGGStyleLoss(target, features=features)
+    return lambda final: loss(nca.to_rgb(final)).mean()
 
 
 def pixel_loss(batch: int, size: int, device: torch.device):
