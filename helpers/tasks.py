@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import fast, nca
+
 CANVAS = 100             # side of the square canvas, in pixels
 MARGIN = 10              # points keep this far from every border (the NCA's world wraps around)
 MIN_POINTS, MAX_POINTS = 3, 15
@@ -404,19 +406,33 @@ def hallucinated_blobs(drawn, inputs, threshold: float = THRESHOLD) -> int:
 
 # -------------------------------------------------------------------------------- evaluation
 
+ENGINES = ("fast", "plain")
+
+
 @torch.no_grad()
 def draw_with(model, inputs: torch.Tensor, steps: int, seed: int = 0, chunk: int = 50,
-              states: torch.Tensor | None = None) -> torch.Tensor:
+              states: torch.Tensor | None = None, engine: str = "fast") -> torch.Tensor:
     """Run ``model`` for ``steps`` steps from the inputs (or from ``states``); returns the final states.
 
     The random update masks come from a ``torch.Generator`` seeded with ``seed``, so the result is
-    the same on every run; tasks run ``chunk`` at a time to bound memory."""
+    the same on every run; tasks run ``chunk`` at a time to bound memory. ``engine="fast"`` runs
+    ``helpers.fast.infer`` with exact masks: the same masks, drawn from the same generator, as
+    ``engine="plain"`` (``model.rollout``), so both give the same states up to float rounding
+    (``tests/test_tasks.py`` checks it); models that are not ``helpers.nca.NCA`` always run plain."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    use_fast = engine == "fast" and isinstance(model, nca.NCA)
     device = next(model.parameters()).device
     states = initial_states(inputs, model.channels) if states is None else states
     generator = torch.Generator(device=device).manual_seed(seed)
     finals = []
     for start in range(0, states.shape[0], chunk):
-        finals.append(model.rollout(states[start:start + chunk].to(device), steps, generator=generator).cpu())
+        batch = states[start:start + chunk].to(device)
+        if use_fast:
+            final = fast.infer(model, batch, steps, generator=generator, masks="exact")
+        else:
+            final = model.rollout(batch, steps, generator=generator)
+        finals.append(final.cpu())
     return torch.cat(finals)
 
 
@@ -449,10 +465,13 @@ def score_drawings(drawings: torch.Tensor, tasks: TaskBatch, threshold: float = 
 
 
 def evaluate(model, tasks: TaskBatch | None = None, steps: int = 96, seed: int = 0,
-             threshold: float = THRESHOLD) -> dict:
-    """Run ``model`` on ``tasks`` (default: the held-out set) and measure the drawings."""
+             threshold: float = THRESHOLD, engine: str = "fast") -> dict:
+    """Run ``model`` on ``tasks`` (default: the held-out set) and measure the drawings.
+
+    ``engine``: ``"fast"`` (``helpers.fast.infer``, the default) or ``"plain"`` (``model.rollout``);
+    see ``draw_with``."""
     tasks = tasks if tasks is not None else heldout_tasks()
-    finals = draw_with(model, tasks.inputs, steps, seed)
+    finals = draw_with(model, tasks.inputs, steps, seed, engine=engine)
     result = score_drawings(finals[:, :1], tasks, threshold)
     result.update(steps=steps, seed=seed)
     return result

@@ -275,6 +275,30 @@ def test_evaluate_is_deterministic():
     assert not torch.equal(first, tasks.draw_with(model, batch.inputs, steps=10, seed=4))
 
 
+def test_fast_and_plain_engines_give_the_same_drawings_and_metrics():
+    # helpers.fast.infer draws the same masks from the same generator as model.rollout: the states
+    # agree up to float rounding (a different order of the sums) and so do the measurements.
+    torch.manual_seed(0)
+    model = nca.NCA(init_scale=0.05)
+    batch = tasks.make_tasks(3, np.random.default_rng(1), canvas=32, margin=4, min_points=2, max_points=4)
+    plain = tasks.draw_with(model, batch.inputs, steps=12, seed=5, chunk=2, engine="plain")
+    quick = tasks.draw_with(model, batch.inputs, steps=12, seed=5, chunk=2, engine="fast")
+    assert torch.allclose(plain, quick, atol=1e-5)
+    assert not torch.allclose(plain, tasks.draw_with(model, batch.inputs, steps=12, seed=6, engine="fast"), atol=1e-3)
+    path = nca.models_dir() / "mst.pt"
+    shipped = nca.load_model(path)
+    settings = {key: nca.load_metadata(path)["heldout"][key] for key in ("canvas", "min_points", "max_points", "margin")}
+    few = tasks.heldout_tasks(4, **settings)
+    results = [tasks.summary(tasks.evaluate(shipped, few, steps=96, seed=0, engine=engine))
+               for engine in ("plain", "fast")]
+    assert results[0] == results[1]
+
+
+def test_unknown_engine_raises():
+    with pytest.raises(ValueError, match="engine"):
+        tasks.draw_with(nca.NCA(), torch.zeros(1, 1, 8, 8), steps=1, engine="turbo")
+
+
 # ------------------------------------------------------------------------- the shipped model
 
 def test_shipped_model_reaches_its_claimed_heldout_f1():
