@@ -528,7 +528,7 @@ def train_mst(iterations: int, out: str | None = None, min_steps: int = 64, max_
     held-out set (tasks like the training ones) and on the chapter's 100x100 held-out set; save if ``out``.
 
     ``init`` continues from saved weights (a ``.pt`` with its ``.json``, whose command is recorded)."""
-    from . import nca, train
+    from . import train  # imported here: helpers.train imports the texture losses, which MST does not need
 
     if threads:
         torch.set_num_threads(threads)
@@ -613,8 +613,6 @@ def main(argv=None) -> None:
                                   checkpoint=args.checkpoint, init=args.init, chapter_count=args.chapter_count)
         print({key: metrics[key] for key in ("f1", "f1_1px", "all_edges_drawn", "hallucinated_blobs")})
     else:
-        from . import nca
-
         metadata = nca.load_metadata(args.model)
         settings = {key: metadata["heldout"][key] for key in ("canvas", "min_points", "max_points", "margin")}
         steps = args.steps or metadata["heldout"]["steps"]
