@@ -145,6 +145,14 @@ def mean_of_last(losses: list, count: int = 50) -> float:
     return sum(tail) / len(tail)
 
 
+def loss_curve(losses: list, blocks: int = 100) -> dict:
+    """A short summary of a training curve for a model's metadata: the mean and the largest loss
+    of each of about ``blocks`` consecutive blocks of iterations (the largest shows the spikes)."""
+    every = max(1, math.ceil(len(losses) / blocks))
+    chunks = [losses[start:start + every] for start in range(0, len(losses), every)]
+    return {"every": every, "mean": [sum(c) / len(c) for c in chunks], "max": [max(c) for c in chunks]}
+
+
 # --------------------------------------------------------------------- the texture task (chapter 03)
 
 TEXTURE_DEFAULTS = {"size": 64, "iterations": 2000, "batch_size": 4, "pool_size": 256, "min_steps": 32,
@@ -185,12 +193,14 @@ def texture_quality(model: nn.Module, target: torch.Tensor, size: int = 64, step
     ``loss`` (mean over the batch), ``max_abs`` (largest state value) and the final ``state``."""
     from . import losses, nca
 
+    from . import fast
+
     generator = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
     state = nca.seed_state(batch, size, model.channels, device=device)
-    for _ in range(steps):
-        mask = nca.update_mask(state.shape, model.update_rate, model.update_per, generator).to(device)
-        state = model(state, mask=mask)
+    # The fast engine draws the same masks from the generator as model.rollout (tests/test_fast.py),
+    # so this is the plain model's rollout, a few times faster.
+    state = fast.infer(model, state, steps, generator=generator)
     measure = losses.SlicedWassersteinLoss(target.to(device), projections=256)
     images = nca.to_rgb(state)
     loss = measure(images, generator=torch.Generator().manual_seed(seed)).mean().item()
@@ -220,17 +230,22 @@ def train_texture(target: str, out: str | None = None, size: int = 64, target_si
                   pool_size: int = 256, min_steps: int = 32, max_steps: int = 96, loss: str = "swd",
                   overflow_weight: float = 1.0, seed: int = 0, learning_rate: float = 1e-3,
                   lr_milestones: tuple = (1000, 4000), vgg_weights: str | None = None, progress: bool = True,
-                  command: str | None = None, device=None) -> tuple[nn.Module, dict]:
+                  command: str | None = None, device=None, engine: str = "fast") -> tuple[nn.Module, dict]:
     """Train the 588-parameter texture NCA on shipped texture ``target`` resized to ``size``.
 
     The grid is ``size`` x ``size``; the target image is the texture resized to ``target_size``
     (default ``size``). The two may differ: the loss compares patch statistics, not pixels, so a
     small grid can learn the texture at the scale of a larger image (cheaper training).
+    ``engine="fast"`` rolls out with ``helpers.fast`` (the same states and gradients as the plain
+    model, a few times faster on a CPU); ``"plain"`` uses ``model.rollout``.
     Saves to ``out`` (``NAME.pt`` + ``NAME.json``) when given; returns the model and its metadata.
     """
     import datetime
 
-    from . import data, env, nca
+    from . import data, env, fast, nca
+
+    if engine not in ("fast", "plain"):
+        raise ValueError(f"unknown engine {engine!r}; use 'fast' or 'plain'")
 
     env.seed_everything(seed)
     device = device or torch.device("cpu")
@@ -241,8 +256,9 @@ def train_texture(target: str, out: str | None = None, size: int = 64, target_si
                          max_steps=max_steps, learning_rate=learning_rate, lr_milestones=tuple(lr_milestones),
                          seed=seed)
     loss_fn = texture_loss(image, loss, overflow_weight, vgg_weights)
+    rollout = fast.make_rollout() if engine == "fast" else None
     history = train_pool(model, lambda n: {"state": nca.seed_state(n, size, device=device)}, loss_fn, config,
-                         progress=progress)
+                         rollout=rollout, progress=progress)
     model.eval()
     eval_size = max(size, target_size)
     quality = texture_quality(model.cpu(), image.cpu(), size=eval_size)
@@ -251,8 +267,10 @@ def train_texture(target: str, out: str | None = None, size: int = 64, target_si
         "task": "texture", "target": target, "command": command, "loss_kind": loss,
         "loss_note": ("trained with the VGG-free sliced Wasserstein patch loss (no VGG16 weights offline)"
                       if loss == "swd" else "trained with the VGG16 Gram style loss"),
-        "settings": {"size": size, "target_size": target_size, "overflow_weight": overflow_weight, **config.as_dict()},
+        "settings": {"size": size, "target_size": target_size, "overflow_weight": overflow_weight, "engine": engine,
+                     **config.as_dict()},
         "final_training_loss_mean_of_last_50": mean_of_last(history.losses),
+        "loss_curve": loss_curve(history.losses),
         "eval": {"steps": 2000, "size": eval_size, "swd_loss": quality["loss"], "max_abs_state": quality["max_abs"],
                  "swd_grey_image": baseline["grey"], "swd_closest_other_texture": baseline["other_textures_min"],
                  "other_textures": baseline["other_textures"]},
@@ -289,6 +307,8 @@ def main(argv: list[str] | None = None) -> None:
     texture.add_argument("--seed", type=int, default=TEXTURE_DEFAULTS["seed"])
     texture.add_argument("--threads", type=int, help="torch.set_num_threads (e.g. 1 on a shared machine)")
     texture.add_argument("--device", help="cpu, cuda or mps (default: helpers.env.get_device())")
+    texture.add_argument("--engine", choices=["fast", "plain"], default="fast",
+                         help="rollout engine: helpers.fast (default) or the plain model.rollout")
     args = parser.parse_args(argv)
 
     from . import env, nca
@@ -303,7 +323,7 @@ def main(argv: list[str] | None = None) -> None:
         overflow_weight=args.overflow_weight, iterations=args.iterations, batch_size=args.batch_size,
         pool_size=args.pool_size, min_steps=args.min_steps, max_steps=args.max_steps, loss=args.loss,
         seed=args.seed, lr_milestones=tuple(args.lr_milestones), vgg_weights=args.vgg_weights,
-        command=command, device=env.get_device(args.device))
+        command=command, device=env.get_device(args.device), engine=args.engine)
     print(f"saved {out}: training loss {metadata['final_training_loss_mean_of_last_50']:.4g}, "
           f"VGG-free loss after 2000 steps {metadata['eval']['swd_loss']:.4g} "
           f"(grey image {metadata['eval']['swd_grey_image']:.4g}, closest other texture "

@@ -9,6 +9,16 @@ from torch import nn
 from helpers import nca, train
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small grids: one thread is faster than several (which mostly wait for each other, far more so
+    on a shared machine); restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_config_rejects_bad_values_and_serializes():
     with pytest.raises(ValueError, match="min_steps"):
         train.TrainConfig(min_steps=10, max_steps=10)
@@ -112,7 +122,29 @@ def test_train_texture_command_writes_a_loadable_model(tmp_path):
     assert info["command"].startswith("python -m helpers.train texture --target stripes")
     assert info["settings"]["iterations"] == 3 and info["settings"]["target_size"] == 16
     assert info["eval"]["swd_loss"] > 0 and info["eval"]["swd_closest_other_texture"] > 0
+    assert info["settings"]["engine"] == "fast"
+    assert info["loss_curve"]["every"] == 1 and len(info["loss_curve"]["mean"]) == 3
     assert nca.count_parameters(nca.load_model(out)) == 588
+
+
+def test_train_texture_fast_and_plain_engines_learn_the_same_weights():
+    settings = dict(size=10, target_size=16, iterations=4, batch_size=2, pool_size=4, min_steps=3, max_steps=6,
+                    progress=False)
+    fast_model, fast_info = train.train_texture("stripes", engine="fast", **settings)
+    plain_model, plain_info = train.train_texture("stripes", engine="plain", **settings)
+    assert fast_info["settings"]["engine"] == "fast" and plain_info["settings"]["engine"] == "plain"
+    assert not torch.equal(fast_model.update.weight, nca.NCA().update.weight)      # it did train
+    for fast_value, plain_value in zip(fast_model.parameters(), plain_model.parameters()):
+        torch.testing.assert_close(fast_value, plain_value, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="unknown engine"):
+        train.train_texture("stripes", engine="gpu", **settings)
+
+
+def test_loss_curve_keeps_block_means_and_maxima():
+    curve = train.loss_curve([1.0, 2.0, 3.0, 10.0, 5.0], blocks=2)
+    assert curve == {"every": 3, "mean": [2.0, 7.5], "max": [3.0, 10.0]}
+    assert train.loss_curve([4.0] * 1000, blocks=100)["every"] == 10
+    assert train.loss_curve([]) == {"every": 1, "mean": [], "max": []}
 
 
 def test_texture_quality_is_repeatable_and_sees_the_state():
@@ -122,3 +154,9 @@ def test_texture_quality_is_repeatable_and_sees_the_state():
     again = train.texture_quality(model, target, size=12, steps=5, seed=3)
     assert first["loss"] == again["loss"] and first["state"].shape == (2, 12, 12, 12)
     assert first["max_abs"] == first["state"].abs().max().item()
+    # the same states as the plain model stepping with the same generator
+    generator = torch.Generator().manual_seed(3)
+    state = nca.seed_state(2, 12)
+    for _ in range(5):
+        state = model(state, generator=generator)
+    torch.testing.assert_close(first["state"], state)
