@@ -274,7 +274,8 @@ def train_texture(target: str, out: str | None = None, size: int = 64, target_si
         "eval": {"steps": 2000, "size": eval_size, "swd_loss": quality["loss"], "max_abs_state": quality["max_abs"],
                  "swd_grey_image": baseline["grey"], "swd_closest_other_texture": baseline["other_textures_min"],
                  "other_textures": baseline["other_textures"]},
-        "training_seconds": round(history.seconds, 1), "torch": torch.__version__,
+        "training_seconds": round(history.seconds, 1), "torch": torch.__version__, "device": str(device),
+        "threads": torch.get_num_threads(),
         "date": datetime.date.today().isoformat(),
     }
     if out:
