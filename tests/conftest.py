@@ -1,8 +1,23 @@
-"""Test configuration: every test, and every notebook kernel nbval starts, runs in quick mode.
+"""Test configuration.
 
-The environment is set here, at import time, before any kernel starts, so the notebooks
-executed by nbval inherit DSOS_QUICK=1 (small grids, few iterations) whatever the machine has.
+* Every test, and every notebook kernel nbval starts, runs in quick mode: the environment is set
+  here, at import time, before any kernel starts, so the notebooks inherit DSOS_QUICK=1 (small
+  grids, few iterations) whatever the machine has.
+* Unit tests run torch on one thread (see ``one_thread``).
 """
 import os
 
+import pytest
+import torch
+
 os.environ["DSOS_QUICK"] = "1"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Unit tests run torch on one thread: their grids are small, and there several threads mostly
+    wait for each other (far more so on a shared 2-core machine). Restored after each test."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

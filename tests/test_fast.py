@@ -8,13 +8,6 @@ from helpers.nca import NCA
 STEPS = 16
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny grids: one thread is faster (and steadier on a shared machine); restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_model(seed=0, **kwargs):

@@ -8,14 +8,6 @@ import torch.nn.functional as F
 from helpers import nca
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small grids: one thread is faster than several (which mostly wait for each other, far more so
-    on a shared machine); restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def random_state(batch=2, size=9, seed=0):

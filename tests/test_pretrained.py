@@ -11,14 +11,6 @@ MODEL_FILES = sorted(nca.models_dir().glob("texture_*.pt"))
 TOLERANCE = 1.5
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """A 64x64 grid is a few milliseconds of work per step: one thread is faster than several (which
-    spend their time waiting for each other, far more so on a shared machine); restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_at_least_three_texture_models_ship():

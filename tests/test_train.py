@@ -9,14 +9,6 @@ from torch import nn
 from helpers import nca, train
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small grids: one thread is faster than several (which mostly wait for each other, far more so
-    on a shared machine); restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_config_rejects_bad_values_and_serializes():
