@@ -505,17 +505,16 @@ def heldout_metadata(model, task_settings: dict, steps: int, rollout_seed: int =
     return measured
 
 
-class Checkpointer:
-    """Stands in for a dashboard in ``train_pool``: saves the weights every ``every`` iterations, so a
-    long run that has to be stopped still leaves a usable model behind."""
+def save_every(model, path, every: int = 100):
+    """An ``on_iteration`` hook for ``train_pool``: save the weights (with their JSON) every ``every``
+    iterations, so a long run that has to be stopped still leaves a loadable model behind."""
 
-    def __init__(self, model, path, every: int = 100):
-        self.model, self.path, self.every = model, path, every
+    def save(iteration: int, loss: float) -> None:
+        if (iteration + 1) % every == 0:
+            nca.save_model(model, path, {"partial": True, "iteration": iteration + 1, "loss": loss})
+            print(f"iteration {iteration + 1}: loss {loss:.5f}, weights saved to {path}", flush=True)
 
-    def update(self, step, loss, images=None, weights=None, force=False):
-        if self.path and (force or (step + 1) % self.every == 0):
-            torch.save({key: value.detach().cpu() for key, value in self.model.state_dict().items()}, self.path)
-            print(f"iteration {step + 1}: loss {loss:.5f}, weights saved to {self.path}", flush=True)
+    return save
 
 
 def train_mst(iterations: int, out: str | None = None, min_steps: int = 64, max_steps: int = 128,
@@ -546,9 +545,8 @@ def train_mst(iterations: int, out: str | None = None, min_steps: int = 64, max_
         model = nca.load_model(init)
         init_from = {key: value for key, value in nca.load_metadata(init).items() if key in ("command", "train_config")}
     make_samples = pool_sampler(np.random.default_rng(seed + 1), **task_settings)
-    saver = Checkpointer(model, checkpoint) if checkpoint else None
-    history = train.train_pool(model, make_samples, channel0_loss(extra_ink_weight), config,
-                               dashboard=saver, progress=progress)
+    history = train.train_pool(model, make_samples, channel0_loss(extra_ink_weight), config, progress=progress,
+                               on_iteration=save_every(model, checkpoint) if checkpoint else None)
     started = time.perf_counter()
     measured = heldout_metadata(model, task_settings, eval_steps, chapter_count=chapter_count)
     if out:

@@ -78,12 +78,14 @@ class History:
 
 def train_pool(model: nn.Module, make_samples: Callable[[int], dict], loss_fn: Callable, config: TrainConfig,
                rollout: Callable | None = None, dashboard=None, progress: bool = True,
-               preview: Callable | None = None, history: History | None = None) -> History:
+               preview: Callable | None = None, history: History | None = None,
+               on_iteration: Callable[[int, float], None] | None = None) -> History:
     """Train ``model`` with a sample pool; returns the loss history.
 
     ``rollout(model, states, steps)`` runs the CA (default: ``model.rollout``); a fast engine
     can be passed here. ``dashboard`` (a ``helpers.display.Dashboard``) is updated with
-    ``preview(final_states)`` images and the 1x1 weights when given.
+    ``preview(final_states)`` images and the 1x1 weights when given. ``on_iteration(iteration,
+    loss)`` is called after every optimizer step (e.g. to save the weights of a long run now and then).
     """
     import time
 
@@ -126,6 +128,8 @@ def train_pool(model: nn.Module, make_samples: Callable[[int], dict], loss_fn: C
             images = preview(final.detach()) if preview else None
             weights = _update_weights(model)
             dashboard.update(iteration, history.losses[-1], images=images, weights=weights, force=last)
+        if on_iteration is not None:
+            on_iteration(iteration, history.losses[-1])
     history.seconds += time.perf_counter() - start
     return history
 

@@ -313,3 +313,14 @@ def test_shipped_model_reaches_its_claimed_heldout_f1():
     assert result["f1"] >= claimed["f1"] - 0.02
     assert result["f1_1px"] > 0.3, "the shipped model should draw a fair share of the tree edges"
     assert json.loads(json.dumps(tasks.summary(result)))  # the metrics are plain JSON
+
+
+def test_save_every_writes_a_loadable_partial_model(tmp_path):
+    model = nca.NCA()
+    hook = tasks.save_every(model, tmp_path / "partial.pt", every=2)
+    hook(0, 0.5)
+    assert not (tmp_path / "partial.pt").exists()          # only every 2nd iteration
+    hook(1, 0.25)
+    loaded = nca.load_model(tmp_path / "partial.pt")
+    assert torch.equal(loaded.update.weight, model.update.weight)
+    assert nca.load_metadata(tmp_path / "partial.pt")["iteration"] == 2

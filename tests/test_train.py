@@ -87,6 +87,15 @@ def test_train_pool_uses_a_given_rollout_and_feeds_the_dashboard():
     assert [u[0] for u in updates] == list(range(5)) and updates[0][1] == (12, 48) and updates[0][2]
 
 
+def test_train_pool_calls_on_iteration_with_each_recorded_loss():
+    calls = []
+    config = train.TrainConfig(iterations=4, batch_size=2, pool_size=4, min_steps=2, max_steps=4)
+    history = train.train_pool(nca.NCA(), lambda n: {"state": nca.seed_state(n, 5)},
+                               lambda f, b: (f[:, :3] - 0.3).pow(2).mean(), config, progress=False,
+                               on_iteration=lambda iteration, loss: calls.append((iteration, loss)))
+    assert calls == list(enumerate(history.losses)) and len(calls) == 4
+
+
 def test_mean_of_last():
     assert train.mean_of_last([1.0, 2.0, 3.0, 5.0], 2) == 4.0
     assert train.mean_of_last([]) != train.mean_of_last([])  # NaN
