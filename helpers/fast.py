@@ -63,9 +63,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import nca
+from . import cpu_kernel, nca
 
 MASK_MODES = ("exact", "fast")
+#: "auto": the fused C++ kernel on the CPU when it compiles, PyTorch operations otherwise.
+ENGINES = ("auto", "kernel", "torch")
 
 
 # ------------------------------------------------------------------------------ checks
@@ -77,12 +79,15 @@ def check_model(model) -> None:
                         "use model.rollout for other models")
 
 
-def check_options(model, checkpoint_every, masks) -> None:
+def check_options(model, checkpoint_every, masks, engine="auto") -> None:
+    """Clear errors for bad options (``model`` may be None when only the options are known)."""
     if checkpoint_every is not None and (not isinstance(checkpoint_every, int) or checkpoint_every < 1):
         raise ValueError(f"checkpoint_every must be None or a positive integer, got {checkpoint_every!r}")
     if masks not in MASK_MODES:
         raise ValueError(f"masks must be one of {MASK_MODES}, got {masks!r}")
-    if masks == "fast" and model.update_rate != 0.5:
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if masks == "fast" and model is not None and model.update_rate != 0.5:
         raise ValueError(f"masks='fast' draws one random bit per value, so it needs update_rate 0.5 "
                          f"(this model has {model.update_rate}); use masks='exact'")
 
@@ -129,8 +134,22 @@ class Workspace:
                              if masks == "fast" else None)
         self.bit_shifts = torch.arange(8, dtype=torch.uint8, device=device)
 
-    def new_padded(self) -> torch.Tensor:
+    # -- the buffers a rollout keeps its states in (here: padded grids) ----------------
+
+    @property
+    def state_shape(self):
+        return self.padded_shape
+
+    def new_state(self) -> torch.Tensor:
         return torch.empty(self.padded_shape, dtype=self.dtype, device=self.device)
+
+    def set_state(self, buffer: torch.Tensor, state: torch.Tensor) -> None:
+        buffer[..., 1:-1, 1:-1] = state
+        self.wrap(buffer)
+
+    @staticmethod
+    def interior(buffer: torch.Tensor) -> torch.Tensor:
+        return buffer[..., 1:-1, 1:-1]
 
     # -- masks ---------------------------------------------------------------------
 
@@ -220,12 +239,102 @@ class Workspace:
         return grad_in.add_(back)
 
 
+class KernelWorkspace:
+    """The same interface as ``Workspace``, computed by the fused C++ kernel of
+    ``helpers/csrc/nca_cpu.cpp`` (CPU, float32): one pass over the grid per step, the 48 features
+    of a cell kept in registers, rows shared between threads. States are plain ``[B, C, H, W]``
+    grids (the kernel wraps around by itself) and masks are bytes (``bool``)."""
+
+    def __init__(self, model: nca.NCA, shape, dtype, device, generator, masks: str, library):
+        batch, channels, height, width = shape
+        if channels > 16:
+            raise ValueError(f"the CPU kernel handles at most 16 channels, got {channels}")
+        self.lib, self.shape, self.channels = library, shape, channels
+        self.generator, self.mask_mode = generator, masks
+        self.rate, self.per_channel, self.split = model.update_rate, model.update_per == "channel", model.split_relu
+        self.dtype, self.device = dtype, device
+        self.filters = model.filters.to(device=device, dtype=dtype).reshape(channels, 9).contiguous()
+        self.filters_flipped = torch.flip(model.filters, dims=(2, 3)).to(dtype).reshape(channels, 9).contiguous()
+        self.mask_shape = (batch, channels if self.per_channel else 1, height, width)
+        self.uniform = torch.empty(self.mask_shape, dtype=dtype) if masks == "exact" else None
+        self.mask = torch.empty(self.mask_shape, dtype=torch.bool)
+        self.grad_perception = torch.empty(shape, dtype=dtype)       # scratch space of the backward pass
+        self.threads = torch.get_num_threads()
+        self.weight = self.bias = None
+
+    @property
+    def state_shape(self):
+        return self.shape
+
+    def new_state(self) -> torch.Tensor:
+        return torch.empty(self.shape, dtype=self.dtype)
+
+    @staticmethod
+    def set_state(buffer: torch.Tensor, state: torch.Tensor) -> None:
+        buffer.copy_(state)
+
+    @staticmethod
+    def interior(buffer: torch.Tensor) -> torch.Tensor:
+        return buffer
+
+    def draw_mask(self, keep: torch.Tensor | None) -> torch.Tensor:
+        """This step's mask as bytes, written straight into ``keep`` when the backward pass needs it."""
+        mask = self.mask if keep is None else keep
+        if self.mask_mode == "exact":
+            torch.rand(self.mask_shape, generator=self.generator, out=self.uniform)   # as update_mask does
+            torch.lt(self.uniform, self.rate, out=mask)
+        else:
+            # One 64-bit seed per step from the generator; the kernel hashes (seed, index) to bits.
+            seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
+            self.lib.nca_random_mask(cpu_kernel.pointer(mask), mask.numel(), seed, int(self.rate * 2**32), self.threads)
+        return mask
+
+    def _split(self, weight_bias):
+        if self.weight is None:          # the weights are fixed during one rollout: split them once
+            self.weight = weight_bias[:, :-1].contiguous()
+            self.bias = weight_bias[:, -1].contiguous()
+        return self.weight, self.bias
+
+    def _grid(self):
+        batch, channels, height, width = self.shape
+        return batch, channels, height, width, int(self.split), int(self.per_channel), self.threads
+
+    def step(self, state, mask, weight_bias, out):
+        weight, bias = self._split(weight_bias)
+        p = cpu_kernel.pointer
+        self.lib.nca_step(p(state), p(mask), p(out), p(weight), p(bias), p(self.filters), *self._grid())
+        return out
+
+    def step_backward(self, state, mask, weight_bias, grad_out, grad_weight_bias, grad_in):
+        weight, bias = self._split(weight_bias)
+        p = cpu_kernel.pointer
+        self.lib.nca_step_backward(p(state), p(mask), p(grad_out), p(grad_in), p(grad_weight_bias),
+                                   p(self.grad_perception), p(weight), p(bias), p(self.filters),
+                                   p(self.filters_flipped), *self._grid())
+        return grad_in
+
+
+def make_workspace(model, state, generator, masks, engine):
+    """The fused C++ kernel for float32 states on the CPU (when it compiled), else PyTorch operations."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    kernel_fits = state.device.type == "cpu" and state.dtype == torch.float32 and model.channels <= 16
+    if engine in ("auto", "kernel") and kernel_fits:
+        library = cpu_kernel.load()
+        if library is not None:
+            return KernelWorkspace(model, state.shape, state.dtype, state.device, generator, masks, library)
+    if engine == "kernel":
+        reason = cpu_kernel.load_error() if kernel_fits else "it runs float32 states on the CPU with at most 16 channels"
+        raise RuntimeError(f"the CPU kernel is not available: {reason}. Use engine='auto' or 'torch'.")
+    return Workspace(model, state.shape, state.dtype, state.device, generator, masks)
+
+
 class _Rollout(torch.autograd.Function):
     """``steps`` CA steps as one autograd node, with the hand-written backward of ``Workspace``."""
 
     @staticmethod
-    def forward(ctx, state, weight, bias, model, steps, checkpoint_every, generator, masks, need_grad):
-        work = Workspace(model, state.shape, state.dtype, state.device, generator, masks)
+    def forward(ctx, state, weight, bias, model, steps, checkpoint_every, generator, masks, engine, need_grad):
+        work = make_workspace(model, state, generator, masks, engine)
         weight_bias = torch.cat([weight.detach().reshape(work.channels, -1), bias.detach()[:, None]], dim=1)
         every = checkpoint_every or 1
         blocks = -(-steps // every)                                   # ceil(steps / every)
@@ -233,10 +342,9 @@ class _Rollout(torch.autograd.Function):
         # every block of ``every`` steps, all in two tensors allocated once.
         if need_grad:
             kept_masks = torch.empty(steps, *work.mask_shape, dtype=torch.bool, device=state.device)
-            kept_states = torch.empty(blocks, *work.padded_shape, dtype=state.dtype, device=state.device)
-        current, spare = work.new_padded(), work.new_padded()
-        current[..., 1:-1, 1:-1] = state.detach()
-        work.wrap(current)
+            kept_states = torch.empty(blocks, *work.state_shape, dtype=state.dtype, device=state.device)
+        current, spare = work.new_state(), work.new_state()
+        work.set_state(current, state.detach())
         for step in range(steps):
             if need_grad and step % every == 0:
                 kept_states[step // every].copy_(current)
@@ -246,7 +354,7 @@ class _Rollout(torch.autograd.Function):
         if need_grad:
             ctx.work, ctx.steps, ctx.every, ctx.weight_shape = work, steps, every, weight.shape
             ctx.kept_states, ctx.masks, ctx.weight_bias = kept_states, kept_masks, weight_bias
-        return current[..., 1:-1, 1:-1].contiguous()
+        return work.interior(current).contiguous()
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -258,7 +366,7 @@ class _Rollout(torch.autograd.Function):
         spare = torch.empty_like(grad)
         # The states of one block, recomputed from its saved first state (one buffer, reused).
         if every > 1:
-            block_states = torch.empty(every, *work.padded_shape, dtype=grad.dtype, device=grad.device)
+            block_states = torch.empty(every, *work.state_shape, dtype=grad.dtype, device=grad.device)
         # Walk the blocks backwards. Inside a block, first recompute its states from the saved one
         # (with the saved masks), then step backwards through them.
         for block in reversed(range(ctx.kept_states.shape[0])):
@@ -277,23 +385,25 @@ class _Rollout(torch.autograd.Function):
         ctx.kept_states = ctx.masks = None                            # free the memory now
         grad_state = grad if ctx.needs_input_grad[0] else None
         return (grad_state, grad_weight_bias[:, :-1].reshape(ctx.weight_shape), grad_weight_bias[:, -1].clone(),
-                None, None, None, None, None, None)
+                None, None, None, None, None, None, None)
 
 
 # ------------------------------------------------------------------------------ public API
 
 def rollout(model: nca.NCA, state: torch.Tensor, steps: int, generator: torch.Generator | None = None,
-            checkpoint_every: int | None = None, masks: str = "exact") -> torch.Tensor:
+            checkpoint_every: int | None = None, masks: str = "exact", engine: str = "auto") -> torch.Tensor:
     """Run ``steps`` steps of ``model`` from ``state`` [B, C, H, W]; the same as ``model.rollout``.
 
     Differentiable with respect to the model's parameters and the state (a hand-written backward).
     Under ``torch.no_grad()`` nothing is stored, which makes it the fast inference path.
     ``generator`` is used exactly as ``model.rollout`` uses it, so with ``masks="exact"`` both
     draw the same masks. ``checkpoint_every=k`` stores only every k-th state for the backward
-    pass and recomputes the rest (less memory, one more forward step per step).
+    pass and recomputes the rest (less memory, one more forward step per step). ``engine``:
+    ``"auto"`` (the fused C++ kernel for float32 on the CPU when it compiles, else PyTorch
+    operations), ``"kernel"`` (the kernel or an error saying why not) or ``"torch"``.
     """
     check_model(model)
-    check_options(model, checkpoint_every, masks)
+    check_options(model, checkpoint_every, masks, engine)
     nca.check_state(state, model.channels)
     if not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
@@ -302,24 +412,22 @@ def rollout(model: nca.NCA, state: torch.Tensor, steps: int, generator: torch.Ge
     weight, bias = model.update.weight, model.update.bias
     # Store what the backward pass needs only when a gradient can be asked for.
     need_grad = torch.is_grad_enabled() and (state.requires_grad or weight.requires_grad or bias.requires_grad)
-    return _Rollout.apply(state, weight, bias, model, steps, checkpoint_every, generator, masks, need_grad)
+    return _Rollout.apply(state, weight, bias, model, steps, checkpoint_every, generator, masks, engine,
+                          need_grad)
 
 
-def make_rollout(checkpoint_every: int | None = None, masks: str = "exact"):
+def make_rollout(checkpoint_every: int | None = None, masks: str = "exact", engine: str = "auto"):
     """``rollout(model, states, steps)`` for ``helpers.train.train_pool(..., rollout=...)``."""
-    if checkpoint_every is not None and (not isinstance(checkpoint_every, int) or checkpoint_every < 1):
-        raise ValueError(f"checkpoint_every must be None or a positive integer, got {checkpoint_every!r}")
-    if masks not in MASK_MODES:
-        raise ValueError(f"masks must be one of {MASK_MODES}, got {masks!r}")
+    check_options(None, checkpoint_every, masks, engine)
 
     def fast_rollout(model, states, steps):
-        return rollout(model, states, steps, checkpoint_every=checkpoint_every, masks=masks)
+        return rollout(model, states, steps, checkpoint_every=checkpoint_every, masks=masks, engine=engine)
 
     return fast_rollout
 
 
 @torch.no_grad()
 def infer(model: nca.NCA, state: torch.Tensor, steps: int, generator: torch.Generator | None = None,
-          masks: str = "exact") -> torch.Tensor:
+          masks: str = "exact", engine: str = "auto") -> torch.Tensor:
     """Inference: ``steps`` steps without gradients (the same states as ``model.rollout``)."""
-    return rollout(model, state, steps, generator=generator, masks=masks)
+    return rollout(model, state, steps, generator=generator, masks=masks, engine=engine)

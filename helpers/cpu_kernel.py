@@ -1,0 +1,144 @@
+"""Compile and load the fused CPU kernel of ``helpers.fast`` (``helpers/csrc/nca_cpu.cpp``).
+
+The kernel is plain C++ without any PyTorch headers, so it compiles in about a second with the
+system's C++ compiler (``g++`` on Linux and Colab, ``clang++`` on a Mac) and is called through
+``ctypes`` with the tensors' data pointers. The compiled library is cached in
+``~/.cache/dsos/`` (or ``$DSOS_CACHE``), under a name that depends on the source, the compiler
+flags and the processor, so a changed source or another machine gets a fresh build.
+
+Nothing here is required: when no compiler is found or compiling fails, ``load()`` returns
+``None`` with the reason in ``load_error()``, and ``helpers.fast`` runs its PyTorch engine instead.
+``DSOS_CPU_KERNEL=0`` switches the kernel off.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).parent / "csrc" / "nca_cpu.cpp"
+ENV_SWITCH = "DSOS_CPU_KERNEL"
+VERSION = 1
+
+# -march=native: the vector instructions of this processor (AVX2 and FMA on most x86 machines).
+# Tried in order: with OpenMP (threads), then without (one thread, e.g. Apple clang).
+FLAG_SETS = (["-O3", "-march=native", "-fopenmp"], ["-O3", "-march=native"], ["-O3"])
+COMMON_FLAGS = ["-std=c++17", "-shared", "-fPIC"]
+
+_library = None
+_error: str | None = None
+_tried = False
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("DSOS_CACHE") or Path.home() / ".cache" / "dsos")
+
+
+def find_compiler() -> str | None:
+    for name in (os.environ.get("CXX"), "g++", "c++", "clang++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def processor_id() -> str:
+    """What -march=native depends on: the processor's model and feature flags (Linux), else its name."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        lines = [line for line in cpuinfo.read_text().splitlines()
+                 if line.startswith(("model name", "flags", "Features"))]
+        return "\n".join(sorted(set(lines)))
+    return platform.processor() + platform.machine()
+
+
+def library_path(compiler: str, flags: list[str]) -> Path:
+    key = hashlib.sha256("\n".join([SOURCE.read_text(), compiler, " ".join(flags), processor_id()]).encode())
+    return cache_dir() / f"nca_cpu_v{VERSION}_{key.hexdigest()[:16]}.so"
+
+
+def compile_library(compiler: str, flags: list[str]) -> Path:
+    """Compile the kernel (or reuse a cached build); raise RuntimeError with the compiler's message."""
+    target = library_path(compiler, flags)
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Build under a temporary name and rename: two processes compiling at once never see half a file.
+    with tempfile.TemporaryDirectory(dir=target.parent) as folder:
+        built = Path(folder) / target.name
+        result = subprocess.run([compiler, *flags, *COMMON_FLAGS, str(SOURCE), "-o", str(built)],
+                                capture_output=True, text=True, timeout=300)
+        if result.returncode != 0:
+            raise RuntimeError(f"{Path(compiler).name} {' '.join(flags)} failed: {result.stderr.strip()[-2000:]}")
+        os.replace(built, target)
+    return target
+
+
+def declare(library) -> None:
+    """The C signatures, so that ctypes converts and checks every argument."""
+    pointer, integer, long_ = ctypes.c_void_p, ctypes.c_int, ctypes.c_long
+    library.nca_step.argtypes = [pointer] * 6 + [integer] * 7
+    library.nca_step.restype = None
+    library.nca_step_backward.argtypes = [pointer] * 10 + [integer] * 7
+    library.nca_step_backward.restype = None
+    library.nca_random_mask.argtypes = [pointer, long_, ctypes.c_uint64, ctypes.c_uint64, integer]
+    library.nca_random_mask.restype = None
+    library.nca_kernel_version.restype = integer
+    library.nca_kernel_has_openmp.restype = integer
+
+
+def load():
+    """The loaded kernel library, or None (see ``load_error()``). Compiles once per machine."""
+    global _library, _error, _tried
+    if _tried:
+        return _library
+    _tried = True
+    if os.environ.get(ENV_SWITCH, "1") == "0":
+        _error = f"switched off by {ENV_SWITCH}=0"
+        return None
+    compiler = find_compiler()
+    if compiler is None:
+        _error = "no C++ compiler found (install g++ or set CXX); using the PyTorch engine"
+        return None
+    failures = []
+    for flags in FLAG_SETS:
+        try:
+            library = ctypes.CDLL(str(compile_library(compiler, flags)))
+        except (RuntimeError, OSError, subprocess.SubprocessError) as error:
+            failures.append(str(error))
+            continue
+        declare(library)
+        if library.nca_kernel_version() != VERSION:
+            failures.append(f"kernel version {library.nca_kernel_version()}, expected {VERSION}")
+            continue
+        _library = library
+        return _library
+    _error = "could not compile helpers/csrc/nca_cpu.cpp: " + " | ".join(failures)
+    return None
+
+
+def load_error() -> str | None:
+    """Why ``load()`` returned None (None when the kernel is loaded or not tried yet)."""
+    return _error
+
+
+def available() -> bool:
+    return load() is not None
+
+
+def has_openmp() -> bool:
+    library = load()
+    return bool(library and library.nca_kernel_has_openmp())
+
+
+def pointer(tensor: torch.Tensor) -> int:
+    """The address of a contiguous CPU tensor's data, for a C function."""
+    if tensor.device.type != "cpu" or not tensor.is_contiguous():
+        raise ValueError("the CPU kernel needs contiguous CPU tensors")
+    return tensor.data_ptr()
