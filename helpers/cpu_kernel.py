@@ -100,7 +100,7 @@ def load():
         return _library
     _tried = True
     if os.environ.get(ENV_SWITCH, "1") == "0":
-        _error = f"switched off by {ENV_SWITCH}=0"
+        _error = f"switched off by {ENV_SWITCH}=0; using the PyTorch engine"
         return None
     compiler = find_compiler()
     if compiler is None:
@@ -121,6 +121,12 @@ def load():
         return _library
     _error = "could not compile helpers/csrc/nca_cpu.cpp: " + " | ".join(failures)
     return None
+
+
+def reset() -> None:
+    """Forget the loaded library, so the next ``load()`` tries again (after changing the environment)."""
+    global _library, _error, _tried
+    _library, _error, _tried = None, None, False
 
 
 def load_error() -> str | None:

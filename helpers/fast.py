@@ -128,7 +128,8 @@ class Workspace:
         # the same masks: [B, C, H, W] per value, [B, 1, H, W] per cell.
         mask_channels = channels if self.per == "channel" else 1
         self.mask_shape = (batch, mask_channels, height, width)
-        self.uniform = new(*self.mask_shape) if masks == "exact" else None
+        # (in torch's default dtype, as update_mask draws them, whatever the state's dtype)
+        self.uniform = new(*self.mask_shape, dtype=torch.get_default_dtype()) if masks == "exact" else None
         self.mask = new(*self.mask_shape)                       # this step's mask as 0.0 / 1.0
         self.random_bytes = (new(batch * mask_channels * height * width // 8 + 1, dtype=torch.uint8)
                              if masks == "fast" else None)
@@ -256,7 +257,7 @@ class KernelWorkspace:
         self.filters = model.filters.to(device=device, dtype=dtype).reshape(channels, 9).contiguous()
         self.filters_flipped = torch.flip(model.filters, dims=(2, 3)).to(dtype).reshape(channels, 9).contiguous()
         self.mask_shape = (batch, channels if self.per_channel else 1, height, width)
-        self.uniform = torch.empty(self.mask_shape, dtype=dtype) if masks == "exact" else None
+        self.uniform = torch.empty(self.mask_shape, dtype=torch.get_default_dtype()) if masks == "exact" else None
         self.mask = torch.empty(self.mask_shape, dtype=torch.bool)
         self.grad_perception = torch.empty(shape, dtype=dtype)       # scratch space of the backward pass
         self.threads = torch.get_num_threads()
@@ -312,6 +313,11 @@ class KernelWorkspace:
                                    p(self.grad_perception), p(weight), p(bias), p(self.filters),
                                    p(self.filters_flipped), *self._grid())
         return grad_in
+
+
+def uses_cpu_kernel(device="cpu") -> bool:
+    """Whether ``engine="auto"`` runs float32 rollouts on ``device`` with the fused C++ kernel."""
+    return torch.device(device).type == "cpu" and cpu_kernel.available()
 
 
 def make_workspace(model, state, generator, masks, engine):

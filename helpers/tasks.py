@@ -522,11 +522,16 @@ def train_mst(iterations: int, out: str | None = None, min_steps: int = 64, max_
               canvas: int = CANVAS, min_points: int = MIN_POINTS, max_points: int = MAX_POINTS,
               margin: float = MARGIN, eval_steps: int = 96, extra_ink_weight: float = 0.5,
               lr_milestones: tuple | None = None, checkpoint: str | None = None, init: str | None = None,
-              chapter_count: int = 50, progress: bool = True):
+              chapter_count: int = 50, progress: bool = True, engine: str = "fast"):
     """Train the chapter's NCA on MST tasks with the chapter-03 pool loop, then measure it on the
     held-out set (tasks like the training ones) and on the chapter's 100x100 held-out set; save if ``out``.
 
-    ``init`` continues from saved weights (a ``.pt`` with its ``.json``, whose command is recorded)."""
+    ``init`` continues from saved weights (a ``.pt`` with its ``.json``, whose command is recorded).
+    ``engine="fast"`` trains with ``helpers.fast`` (the fused CPU kernel where it compiles; random
+    masks from the fast stream: the same distribution as the plain ones, not the same draws);
+    ``"plain"`` with the plain ``model.rollout`` of chapter 03."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     from . import train  # imported here: helpers.train imports the texture losses, which MST does not need
 
     if threads:
@@ -545,8 +550,9 @@ def train_mst(iterations: int, out: str | None = None, min_steps: int = 64, max_
         model = nca.load_model(init)
         init_from = {key: value for key, value in nca.load_metadata(init).items() if key in ("command", "train_config")}
     make_samples = pool_sampler(np.random.default_rng(seed + 1), **task_settings)
+    rollout = fast.make_rollout(masks="fast") if engine == "fast" else None
     history = train.train_pool(model, make_samples, channel0_loss(extra_ink_weight), config, progress=progress,
-                               on_iteration=save_every(model, checkpoint) if checkpoint else None)
+                               rollout=rollout, on_iteration=save_every(model, checkpoint) if checkpoint else None)
     started = time.perf_counter()
     measured = heldout_metadata(model, task_settings, eval_steps, chapter_count=chapter_count)
     if out:
@@ -556,7 +562,9 @@ def train_mst(iterations: int, out: str | None = None, min_steps: int = 64, max_
             "command": f"python -m helpers.tasks train --iterations {iterations} --min-steps {min_steps} "
                        f"--max-steps {max_steps} --pool-size {pool_size} --batch-size {batch_size} {settings} "
                        f"--lr-milestones {' '.join(map(str, milestones))} --eval-steps {eval_steps} "
-                       f"--seed {seed}" + (f" --init {init}" if init else "") + f" --out {out}",
+                       f"--seed {seed} --engine {engine}" + (f" --threads {threads}" if threads else "")
+                       + (f" --init {init}" if init else "") + f" --out {out}",
+            "engine": engine + (" (fused CPU kernel)" if engine == "fast" and fast.uses_cpu_kernel() else ""),
             "init_from": init_from,
             "train_config": config.as_dict(),
             "task_settings": {**task_settings, "min_spacing": MIN_SPACING, "point_radius": POINT_RADIUS,
@@ -595,6 +603,8 @@ def main(argv=None) -> None:
     trainer.add_argument("--init", default=None, help="continue from these saved weights (NAME.pt with NAME.json)")
     trainer.add_argument("--chapter-count", type=int, default=50,
                          help="held-out tasks for the 100x100 measurement (slow on a CPU)")
+    trainer.add_argument("--engine", choices=ENGINES, default="fast",
+                         help="fast: helpers.fast (default); plain: chapter 03's model.rollout")
     trainer.add_argument("--out", default="data/models/mst.pt")
     evaluator = commands.add_parser("evaluate", help="measure a saved model on the held-out set")
     evaluator.add_argument("model", nargs="?", default="data/models/mst.pt")
@@ -608,7 +618,8 @@ def main(argv=None) -> None:
                                   args.batch_size, args.seed, args.threads, args.canvas, args.min_points,
                                   args.max_points, args.margin, args.eval_steps,
                                   lr_milestones=tuple(args.lr_milestones) if args.lr_milestones else None,
-                                  checkpoint=args.checkpoint, init=args.init, chapter_count=args.chapter_count)
+                                  checkpoint=args.checkpoint, init=args.init, chapter_count=args.chapter_count,
+                                  engine=args.engine)
         print({key: metrics[key] for key in ("f1", "f1_1px", "all_edges_drawn", "hallucinated_blobs")})
     else:
         metadata = nca.load_metadata(args.model)

@@ -2,12 +2,13 @@
 import pytest
 import torch
 
-from helpers import bench, fast
+from helpers import bench, cpu_kernel, fast
 from helpers.nca import NCA
 
 STEPS = 16
 
-
+#: Both engines of helpers.fast: PyTorch operations, and the fused C++ kernel of helpers/csrc.
+ENGINES = ["torch", "kernel"]
 
 
 def make_model(seed=0, **kwargs):
@@ -51,30 +52,40 @@ def assert_same_gradients(expected, actual, rtol=1e-4):
         assert (got - want).norm() <= rtol * want.norm(), f"relative error {(got - want).norm() / want.norm():.2e}"
 
 
+def test_the_cpu_kernel_compiles_here():
+    """CI installs a C++ compiler, so the kernel must build; elsewhere fast falls back to PyTorch."""
+    assert cpu_kernel.available(), cpu_kernel.load_error()
+    assert fast.uses_cpu_kernel()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("options", [{}, {"split_relu": False}, {"filters": "side", "update_per": "cell"},
                                      {"update_rate": 0.3}])
-def test_fast_rollout_matches_plain_states_and_gradients(options):
+def test_fast_rollout_matches_plain_states_and_gradients(options, engine):
     model = make_model(**options)
-    (plain, plain_grads), (quick, quick_grads) = plain_and_fast(model, seed_like_state())
+    (plain, plain_grads), (quick, quick_grads) = plain_and_fast(model, seed_like_state(), engine=engine)
     assert 0.5 < (plain - seed_like_state()).abs().max() < 10, "the rollout should move the state, not explode"
     torch.testing.assert_close(quick, plain, atol=1e-5, rtol=0)
     assert_same_gradients(plain_grads, quick_grads)
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("every", [1, 3, 5, 16, 40])
-def test_checkpointed_rollout_gives_the_plain_gradients(every):
+def test_checkpointed_rollout_gives_the_plain_gradients(every, engine):
     model = make_model()
-    (plain, plain_grads), (quick, quick_grads) = plain_and_fast(model, seed_like_state(), checkpoint_every=every)
+    (plain, plain_grads), (quick, quick_grads) = plain_and_fast(model, seed_like_state(), checkpoint_every=every,
+                                                                engine=engine)
     torch.testing.assert_close(quick, plain, atol=1e-5, rtol=0)
     assert_same_gradients(plain_grads, quick_grads)
 
 
-def test_gradient_with_respect_to_the_state():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_gradient_with_respect_to_the_state(engine):
     model = make_model()
     start = seed_like_state(batch=1, height=9, width=11)
     gradients = []
     for run in (lambda s, g: model.rollout(s, 6, generator=g),
-                lambda s, g: fast.rollout(model, s, 6, generator=g, checkpoint_every=4)):
+                lambda s, g: fast.rollout(model, s, 6, generator=g, checkpoint_every=4, engine=engine)):
         state = start.clone().requires_grad_(True)
         (gradient,) = torch.autograd.grad(loss_of(run(state, torch.Generator().manual_seed(3))), state)
         gradients.append(gradient)
@@ -93,36 +104,88 @@ def test_global_random_generator_gives_the_same_masks_as_plain():
     torch.testing.assert_close(quick, plain, atol=1e-5, rtol=0)
 
 
-def test_inference_stores_nothing_and_matches():
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("width", [24, 13, 3])      # whole vectors of 8 cells, a partial one, a tiny grid
+def test_inference_stores_nothing_and_matches(engine, width):
     model = make_model()
-    state = seed_like_state()
+    state = seed_like_state(width=width)
     with torch.no_grad():
         plain = model.rollout(state, STEPS, generator=torch.Generator().manual_seed(5))
-        quick = fast.infer(model, state, STEPS, generator=torch.Generator().manual_seed(5))
+        quick = fast.infer(model, state, STEPS, generator=torch.Generator().manual_seed(5), engine=engine)
     assert not quick.requires_grad
     torch.testing.assert_close(quick, plain, atol=1e-5, rtol=0)
 
 
-def test_fast_masks_update_about_half_the_values_and_differ_per_step():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_fast_masks_update_about_half_the_values_and_differ_per_step(engine):
     model = make_model()
     state = torch.zeros(2, 12, 32, 32)
     with torch.no_grad():
         model.update.weight.zero_()
         model.update.bias.fill_(1.0)          # every update adds exactly 1 where the mask is on
-        one = fast.infer(model, state, 1, masks="fast", generator=torch.Generator().manual_seed(0))
-        many = fast.infer(model, state, 40, masks="fast", generator=torch.Generator().manual_seed(0))
+        run = lambda steps, seed: fast.infer(model, state, steps, masks="fast",  # noqa: E731
+                                             generator=torch.Generator().manual_seed(seed), engine=engine)
+        one, many = run(1, 0), run(40, 0)
+        again, other = run(40, 0), run(40, 1)
     assert set(one.unique().tolist()) == {0.0, 1.0}
     assert abs(one.mean().item() - 0.5) < 0.02
     assert abs(many.mean().item() - 20.0) < 0.3       # 40 steps, each value updated half the time
     assert many.std().item() > 1.0                   # masks are not the same at every step
+    assert 2.0 < many.std().item() < 4.0              # binomial(40, 1/2): std sqrt(10) = 3.16, no correlations
+    assert torch.equal(many, again) and not torch.equal(many, other)   # the generator decides the masks
 
 
-def test_fast_masks_train_like_exact_masks():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_fast_masks_train_like_exact_masks(engine):
     model = make_model()
     state = seed_like_state()
-    final = fast.rollout(model, state, 8, masks="fast", generator=torch.Generator().manual_seed(2))
+    final = fast.rollout(model, state, 8, masks="fast", generator=torch.Generator().manual_seed(2), engine=engine)
     gradients = torch.autograd.grad(loss_of(final), list(model.parameters()))
     assert all(torch.isfinite(g).all() and g.norm() > 0 for g in gradients)
+
+
+def test_without_the_kernel_auto_falls_back_to_pytorch(monkeypatch):
+    monkeypatch.setenv("DSOS_CPU_KERNEL", "0")
+    cpu_kernel.reset()
+    try:
+        assert not fast.uses_cpu_kernel() and "DSOS_CPU_KERNEL" in cpu_kernel.load_error()
+        (plain, plain_grads), (quick, quick_grads) = plain_and_fast(make_model(), seed_like_state())
+        torch.testing.assert_close(quick, plain, atol=1e-5, rtol=0)
+        assert_same_gradients(plain_grads, quick_grads)
+        with pytest.raises(RuntimeError, match="DSOS_CPU_KERNEL"):
+            fast.rollout(make_model(), seed_like_state(), 2, engine="kernel")
+    finally:
+        monkeypatch.delenv("DSOS_CPU_KERNEL")
+        cpu_kernel.reset()
+    assert cpu_kernel.available()
+
+
+def test_a_kernel_that_does_not_compile_says_why(monkeypatch, tmp_path):
+    broken = tmp_path / "broken.cpp"
+    broken.write_text("this is not C++\n")
+    monkeypatch.setattr(cpu_kernel, "SOURCE", broken)
+    monkeypatch.setenv("DSOS_CACHE", str(tmp_path / "cache"))
+    cpu_kernel.reset()
+    try:
+        assert cpu_kernel.load() is None
+        assert "could not compile" in cpu_kernel.load_error() and "broken.cpp" in cpu_kernel.load_error()
+    finally:
+        monkeypatch.undo()
+        cpu_kernel.reset()
+
+
+def test_the_kernel_refuses_what_it_cannot_run():
+    model = make_model()
+    with pytest.raises(RuntimeError, match="float32"):
+        fast.rollout(model.double(), seed_like_state().double(), 2, engine="kernel")
+    with pytest.raises(ValueError, match="engine"):
+        fast.rollout(make_model(), seed_like_state(), 2, engine="gpu")
+    # engine="auto" runs float64 with PyTorch operations instead, and still matches plain
+    model = make_model().double()
+    with torch.no_grad():
+        plain = model.rollout(seed_like_state().double(), 4, generator=torch.Generator().manual_seed(1))
+        quick = fast.infer(model, seed_like_state().double(), 4, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(quick, plain, atol=1e-12, rtol=0)
 
 
 def test_make_rollout_trains_like_the_plain_rollout():
@@ -138,11 +201,12 @@ def test_make_rollout_trains_like_the_plain_rollout():
 
     config = TrainConfig(iterations=5, batch_size=2, pool_size=4, min_steps=4, max_steps=8, learning_rate=1e-2)
     histories = []
-    for rollout in (None, fast.make_rollout(checkpoint_every=3)):
+    for rollout in (None, fast.make_rollout(checkpoint_every=3), fast.make_rollout(engine="torch")):
         histories.append(train_pool(make_model(), make_samples, loss_fn, config, rollout=rollout, progress=False))
-    plain, quick = (torch.tensor(history.losses) for history in histories)
+    plain, quick, quick_torch = (torch.tensor(history.losses) for history in histories)
     assert len(quick) == 5 and quick.std() > 0
     torch.testing.assert_close(quick, plain, rtol=1e-4, atol=0)
+    torch.testing.assert_close(quick_torch, plain, rtol=1e-4, atol=0)
 
 
 def test_double_backward_through_the_same_rollout_is_refused():
