@@ -49,13 +49,25 @@ class Config:
 
 CONFIGS = [Config("texture", 4, 128, 80, "style"), Config("mst", 8, 100, 96, "pixel")]
 
-#: name -> rollout(model, states, steps), the function a training loop calls.
-VARIANTS = {
-    "plain": lambda model, states, steps: model.rollout(states, steps),
-    "fast": fast.make_rollout(),
-    "fast, checkpoint 8": fast.make_rollout(checkpoint_every=8),
-    "fast, fast masks": fast.make_rollout(masks="fast"),
-}
+
+
+def plain_rollout(model, states, steps):
+    return model.rollout(states, steps)
+
+
+def variants(device: torch.device) -> dict:
+    """name -> (rollout(model, states, steps) for training, the same without gradients for inference).
+
+    "fast" runs the fused C++ kernel where it works (float32 on a CPU with a compiler), PyTorch
+    operations elsewhere (a GPU); on the CPU a "fast, PyTorch ops" row shows what the kernel adds."""
+    engine = "kernel" if fast.uses_cpu_kernel(device) else "torch"
+    table = {"plain": plain_rollout,
+             "fast": fast.make_rollout(engine=engine),
+             "fast, fast masks": fast.make_rollout(engine=engine, masks="fast"),
+             "fast, checkpoint 8": fast.make_rollout(engine=engine, checkpoint_every=8)}
+    if engine == "kernel":
+        table["fast, PyTorch ops"] = fast.make_rollout(engine="torch")
+    return table
 
 
 # ------------------------------------------------------------------------------ losses
@@ -149,26 +161,31 @@ def make_model(device) -> nca.NCA:
     return model
 
 
+def loss_alone(loss_fn, states):
+    """Forward and backward of the loss by itself, on a fixed final state: the part of a training
+    iteration that no NCA engine changes (for the texture configuration, the VGG16 network)."""
+    final = states.clone().requires_grad_(True)
+    loss_fn(final).backward()
+
+
 def bench_config(config: Config, device, repeats: int, memory: PeakMemory, log) -> list[dict]:
     model = make_model(device)
     states = 0.1 * torch.randn(config.batch, nca.CHANNELS, config.size, config.size,
                                generator=torch.Generator().manual_seed(3)).to(device)
     loss_fn = style_loss(device) if config.loss == "style" else pixel_loss(config.batch, config.size, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-6)    # tiny steps: the model barely moves
+    rollouts = variants(device)
+    names = list(rollouts)
     iteration = {name: (lambda rollout=rollout: training_iteration(model, rollout, states, config.steps,
                                                                     loss_fn, optimizer))
-                 for name, rollout in VARIANTS.items()}
-    infer = {
-        "plain": lambda: model.rollout(states, config.steps),
-        "fast": lambda: fast.rollout(model, states, config.steps),
-        "fast, checkpoint 8": lambda: fast.rollout(model, states, config.steps),   # same as fast
-        "fast, fast masks": lambda: fast.rollout(model, states, config.steps, masks="fast"),
-    }
-    peaks, train_times, infer_times = {}, {name: [] for name in VARIANTS}, {name: [] for name in VARIANTS}
+                 for name, rollout in rollouts.items()}
+    infer = {name: (lambda rollout=rollout: rollout(model, states, config.steps)) for name, rollout in rollouts.items()}
+    peaks = {}
+    train_times, infer_times, loss_times = {name: [] for name in names}, {name: [] for name in names}, []
     for repeat in range(repeats + 1):
         # The first round warms up (and measures peak memory); it is not timed.
         log(f"  {config.name}: round {repeat + 1} of {repeats + 1}" + (" (warm-up, memory)" if repeat == 0 else ""))
-        for name in VARIANTS:
+        for name in names:
             if repeat == 0:
                 peaks[name] = memory.measure(iteration[name])
                 with torch.no_grad():
@@ -177,30 +194,45 @@ def bench_config(config: Config, device, repeats: int, memory: PeakMemory, log) 
             train_times[name].append(timed(iteration[name], device))
             with torch.no_grad():
                 infer_times[name].append(timed(infer[name], device))
+        if repeat > 0:
+            loss_times.append(timed(lambda: loss_alone(loss_fn, states), device))
     cell_updates = config.batch * config.size * config.size * config.steps
     plain_train = statistics.median(train_times["plain"])
     plain_infer = statistics.median(infer_times["plain"])
+    loss_s = statistics.median(loss_times)
     rows = []
-    for name in VARIANTS:
+    for name in names:
         train = statistics.median(train_times[name])
         inference = statistics.median(infer_times[name])
         label = f"{config.name} {config.batch}x{config.size}x{config.size} {config.steps} st"
         rows.append({"config": label, "variant": name, "train_s": train, "speedup": plain_train / train,
-                     "peak_mib": peaks[name], "updates_per_s": cell_updates / inference,
+                     "loss_s": loss_s, "peak_mib": peaks[name], "updates_per_s": cell_updates / inference,
                      "infer_speedup": plain_infer / inference})
     return rows
 
 
+def rollout_speedup(row: dict, plain: dict) -> float:
+    """Speed-up of the training iteration without the loss's own time (the engine's part)."""
+    fast_part, plain_part = row["train_s"] - row["loss_s"], plain["train_s"] - plain["loss_s"]
+    return plain_part / fast_part if fast_part > 0 else float("nan")
+
+
 def print_table(rows: list[dict], out=None) -> None:
     out = out or sys.stdout
-    header = (f"{'config':28s} {'variant':20s} {'train iter (s)':>14s} {'speed-up':>9s} {'peak mem (MiB)':>15s} "
-              f"{'inference (cell updates/s)':>28s} {'speed-up':>9s}")
+    header = (f"{'config':28s} {'variant':20s} {'train iter (s)':>14s} {'speed-up':>9s} {'w/o loss':>9s} "
+              f"{'peak mem (MiB)':>15s} {'inference (cell updates/s)':>27s} {'speed-up':>9s}")
     print(header, file=out)
     print("-" * len(header), file=out)
     for row in rows:
+        plain = next(other for other in rows if other["config"] == row["config"] and other["variant"] == "plain")
         peak = "n/a" if row["peak_mib"] is None else f"{row['peak_mib']:.0f}"
         print(f"{row['config']:28s} {row['variant']:20s} {row['train_s']:14.3f} {row['speedup']:8.2f}x "
-              f"{peak:>15s} {row['updates_per_s']:28.3g} {row['infer_speedup']:8.2f}x", file=out)
+              f"{rollout_speedup(row, plain):8.2f}x {peak:>15s} {row['updates_per_s']:27.3g} "
+              f"{row['infer_speedup']:8.2f}x", file=out)
+    for config in dict.fromkeys(row["config"] for row in rows):
+        plain = next(row for row in rows if row["config"] == config and row["variant"] == "plain")
+        print(f"{config}: the loss alone (forward + backward) takes {plain['loss_s']:.3f} s, "
+              f"{100 * plain['loss_s'] / plain['train_s']:.0f}% of the plain iteration", file=out)
 
 
 def main(argv=None) -> list[dict]:
@@ -238,10 +270,15 @@ def main(argv=None) -> list[dict]:
             rows += bench_config(config, device, repeats, memory, log)
     print_table(rows)
     print("speed-up: plain time / this variant's time, measured interleaved in this process.")
+    print("w/o loss: the same ratio after subtracting the loss's own time (the NCA engine's part).")
+    print("fast: " + ("the fused C++ kernel (helpers/csrc/nca_cpu.cpp)" if fast.uses_cpu_kernel(device)
+                      else "PyTorch operations (the C++ kernel runs on CPUs only"
+                      + ("" if device.type != "cpu" else f"; here: {fast.cpu_kernel.load_error()}") + ")"))
     print("peak mem: " + ("CUDA max_memory_allocated during one training iteration." if device.type == "cuda"
                           else "growth of peak resident memory (VmHWM) during one training iteration."
                           if memory.available else "not measurable here (needs CUDA or Linux)."))
-    print("fast masks: Bernoulli(0.5) masks from random bits: the same distribution, not the same draws.")
+    print("fast masks: Bernoulli(0.5) masks from random bits: the same distribution, not the same draws;")
+    print("            the other fast rows draw exactly the plain version's masks (torch.rand).")
     print(f"total {time.perf_counter() - started:.0f} s")
     return rows
 

@@ -2,38 +2,43 @@
 
 Chapter 03 teaches the rule in its plainest form (``NCA.forward``): pad, perceive, concatenate,
 split into signs, concatenate again, 1x1 convolution, random mask. That form is the lesson; this
-module computes *exactly the same states and gradients* with less work for the machine:
+module computes *exactly the same states and gradients* with less work for the machine. A whole
+rollout is ONE ``torch.autograd.Function`` whose forward records nothing and whose backward is
+written by hand below; it needs only the state before each step and that step's mask (1 byte per
+value). Two engines run the steps:
 
-* **no autograd graph over the rollout.** A whole rollout is ONE ``torch.autograd.Function``. Its
-  forward runs without recording anything; its backward (written by hand below) needs only the
-  state before each step and that step's mask. The plain version keeps about 45 MB of
-  intermediate tensors per step at batch 4, 128x128 (the 24- and 48-channel feature maps, the
-  relu results, the padded copy...); this one keeps about 4 MB (the state and a 1-byte mask), or
-  less with checkpointing.
-* **no fresh memory inside the loop.** The buffers (padded state, features, gradients) are
-  allocated once per rollout and reused at every step through ``out=`` arguments. On a virtual
-  machine every fresh page of memory costs a page fault, and the plain version makes about twenty
-  new multi-megabyte tensors per step.
-* **padding for free.** Each new state is written straight into the middle of a grid one cell
-  larger on every side; only the four thin borders are copied to wrap around.
-* **no concatenations.** ``relu(f)`` and ``min(f, 0)`` (equal to ``-relu(-f)``) are written
-  straight into the four quarters of one 48-channel buffer, plus a channel of ones, so that one
-  matrix product per image, ``[C, 48 + 1] @ [48 + 1, H*W]``, applies weights *and* bias, and
-  its transpose gives both gradients. The mask is applied and added in one ``addcmul``.
-* **fewer operations per step** (about a dozen per forward step instead of about twenty): less
-  overhead, and fewer points where parallel threads wait for each other.
+* ``engine="kernel"`` (the default on a CPU, float32): a fused C++ kernel,
+  ``helpers/csrc/nca_cpu.cpp``, compiled on first use by ``helpers.cpu_kernel`` (about a second;
+  it needs ``g++``/``clang++``, which Colab and most Linux machines have). One pass over the grid
+  per step: a cell's 48 features live in vector registers and never travel through memory, eight
+  cells of a row are computed together, rows are shared between threads (OpenMP). Without a
+  compiler ``engine="auto"`` quietly uses the PyTorch engine; ``DSOS_CPU_KERNEL=0`` forces that.
+* ``engine="torch"`` (GPUs, float64, no compiler): the same step as a dozen PyTorch operations on
+  buffers allocated once per rollout:
+
+  - **no fresh memory inside the loop** (``out=`` arguments): on a virtual machine every fresh page
+    costs a page fault, and the plain version makes about twenty new multi-megabyte tensors per step;
+  - **padding for free**: each new state is written straight into the middle of a grid one cell
+    larger on every side; only the four thin borders are copied to wrap around;
+  - **no concatenations**: ``relu(f)`` and ``min(f, 0)`` (equal to ``-relu(-f)``) are written
+    straight into the quarters of one 48-channel buffer, plus a channel of ones, so that one matrix
+    product per image, ``[C, 48 + 1] @ [48 + 1, H*W]``, applies weights *and* bias, and its
+    transpose gives both gradients.
+
+Options of both engines:
+
 * **gradient checkpointing** (``checkpoint_every=k``): keep only every k-th state and recompute
   the others during the backward pass, trading one extra forward step per step for memory.
-* **optional fast masks** (``masks="fast"``): the plain version draws one random float per value
-  (``torch.rand(...) < 0.5``), which on a CPU costs about as much as the 1x1 layer. With an
-  update rate of exactly 0.5 a mask value is one fair random bit, so one random byte gives eight
-  of them. Statistically the same, but a different random stream, so only ``masks="exact"`` (the
-  default) reproduces the plain version's states draw for draw.
+* **fast masks** (``masks="fast"``): the plain version draws one random float per value
+  (``torch.rand(...) < 0.5``); on a CPU that costs about as much as the kernel's whole step. Fast
+  masks draw random bits instead (the kernel hashes a per-step seed from the generator with the
+  value's index): statistically the same, but a different random stream, so only ``masks="exact"``
+  (the default) reproduces the plain version's states draw for draw.
 
-Measured and dropped (see ``python -m helpers.bench`` for what is kept): a channels-last layout
-(``[B, H, W, C]``, the 1x1 layer as ``[cells, 48] @ [48, 12]``): its depthwise convolution is
-faster, but writing the features and masks across channels cost more than that saved;
-``torch.compile`` of a step on the CPU (about a minute to compile, under 2x faster than plain).
+Measured and dropped (``python -m helpers.bench`` measures what is kept): a channels-last layout
+for the PyTorch engine (its depthwise convolution is faster, but writing features and masks across
+channels cost more than that saved); ``torch.compile`` of a step on the CPU (about a minute to
+compile, under 2x faster than plain).
 
 The hand-written backward of one step (state ``x``, mask ``m``, perception ``p = P x``,
 features ``f = [x, p]``, split ``s = [relu(f), min(f, 0)]``, update ``y = x + m * (W s + b)``),
@@ -46,15 +51,17 @@ given the gradient ``gy`` of the loss with respect to ``y``:
     gx      = gy + gf_state + P^T gf_perception
 
 ``P^T``, the adjoint of a circular depthwise convolution, is the same convolution with every 3x3
-filter rotated by 180 degrees. ``tests/test_fast.py`` checks states and gradients against
-``helpers.nca.NCA`` and ``python -m helpers.bench`` measures both side by side.
+filter rotated by 180 degrees. ``tests/test_fast.py`` checks the states and gradients of both
+engines against ``helpers.nca.NCA``; ``python -m helpers.bench`` measures them side by side.
 
 Usage::
 
     from helpers import fast
     final = fast.rollout(model, states, steps)                   # differentiable, like model.rollout
     final = fast.rollout(model, states, steps, checkpoint_every=8)
+    final = fast.rollout(model, states, steps, engine="torch")   # force the PyTorch engine
     train_pool(model, make_samples, loss_fn, config, rollout=fast.make_rollout())
+    train_pool(..., rollout=fast.make_rollout(masks="fast"))     # faster, statistically the same
     with torch.no_grad():
         final = fast.rollout(model, states, steps)               # inference: nothing is stored
 """
