@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import math
 import os
 import platform
 import shutil
@@ -25,7 +26,7 @@ import torch
 
 SOURCE = Path(__file__).parent / "csrc" / "nca_cpu.cpp"
 ENV_SWITCH = "DSOS_CPU_KERNEL"
-VERSION = 1
+VERSION = 2
 
 # -march=native: the vector instructions of this processor (AVX2 and FMA on most x86 machines).
 # Tried in order: with OpenMP (threads), then without (one thread, e.g. Apple clang).
@@ -35,6 +36,7 @@ COMMON_FLAGS = ["-std=c++17", "-shared", "-fPIC"]
 _library = None
 _error: str | None = None
 _tried = False
+_twister_matches: bool | None = None
 
 
 def cache_dir() -> Path:
@@ -89,6 +91,8 @@ def declare(library) -> None:
     library.nca_step_backward.restype = None
     library.nca_random_mask.argtypes = [pointer, long_, ctypes.c_uint64, ctypes.c_uint64, integer]
     library.nca_random_mask.restype = None
+    library.nca_torch_rand_mask.argtypes = [pointer, pointer, long_, ctypes.c_uint32]
+    library.nca_torch_rand_mask.restype = None
     library.nca_kernel_version.restype = integer
     library.nca_kernel_has_openmp.restype = integer
 
@@ -125,8 +129,8 @@ def load():
 
 def reset() -> None:
     """Forget the loaded library, so the next ``load()`` tries again (after changing the environment)."""
-    global _library, _error, _tried
-    _library, _error, _tried = None, None, False
+    global _library, _error, _tried, _twister_matches
+    _library, _error, _tried, _twister_matches = None, None, False, None
 
 
 def load_error() -> str | None:
@@ -148,3 +152,42 @@ def pointer(tensor: torch.Tensor) -> int:
     if tensor.device.type != "cpu" or not tensor.is_contiguous():
         raise ValueError("the CPU kernel needs contiguous CPU tensors")
     return tensor.data_ptr()
+
+
+# ------------------------------------------------------------------------------ exact masks
+
+def rand_threshold(rate: float) -> int:
+    """The integer t with ``u < rate`` exactly when ``(y mod 2^24) < t``, for torch.rand's float32
+    ``u = (y mod 2^24) / 2^24`` (the comparison happens in float32, hence float32(rate))."""
+    return math.ceil(float(torch.tensor(rate, dtype=torch.float32)) * 2**24)
+
+
+def draw_rand_mask(out: torch.Tensor, rate: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``out[...] = torch.rand(out.shape, generator=generator) < rate`` (out: a contiguous bool CPU
+    tensor), drawn by the kernel from the generator's own Mersenne Twister state, which it leaves
+    exactly where torch.rand would. Use it only when ``exact_masks_available()``."""
+    generator = generator if generator is not None else torch.default_generator
+    state = generator.get_state()
+    load().nca_torch_rand_mask(pointer(state), pointer(out), out.numel(), rand_threshold(rate))
+    generator.set_state(state)
+    return out
+
+
+def exact_masks_available() -> bool:
+    """Whether ``draw_rand_mask`` reproduces ``torch.rand(...) < rate`` on this PyTorch: checked once,
+    on both sides of several regenerations of the twister, with torch's default float32 dtype.
+    (If a PyTorch release drew its random numbers differently, the fast engine would quietly
+    keep using torch.rand instead.)"""
+    global _twister_matches
+    if _twister_matches is None:
+        _twister_matches = bool(available()) and torch.get_default_dtype() == torch.float32 and _twister_check()
+    return _twister_matches and torch.get_default_dtype() == torch.float32
+
+
+def _twister_check() -> bool:
+    ours, theirs = torch.Generator().manual_seed(20261201), torch.Generator().manual_seed(20261201)
+    for count, rate in [(5, 0.5), (3000, 0.3), (623, 0.5), (1, 0.9), (7000, 0.5)]:
+        mask = draw_rand_mask(torch.empty(count, dtype=torch.bool), rate, ours)
+        if not torch.equal(mask, torch.rand(count, generator=theirs) < rate):
+            return False
+    return torch.equal(torch.rand(10, generator=ours), torch.rand(10, generator=theirs))

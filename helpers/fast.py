@@ -11,7 +11,11 @@ value). Two engines run the steps:
   ``helpers/csrc/nca_cpu.cpp``, compiled on first use by ``helpers.cpu_kernel`` (about a second;
   it needs ``g++``/``clang++``, which Colab and most Linux machines have). One pass over the grid
   per step: a cell's 48 features live in vector registers and never travel through memory, eight
-  cells of a row are computed together, rows are shared between threads (OpenMP). Without a
+  cells of a row are computed together, rows are shared between threads (OpenMP). The random
+  masks come from the kernel too: it runs the generator's own Mersenne Twister, so it draws
+  exactly ``torch.rand(shape, generator) < rate``, and leaves the generator where ``torch.rand``
+  would, about ten times faster (``helpers.cpu_kernel`` checks this against ``torch.rand`` once
+  per process and falls back to ``torch.rand`` if a PyTorch release ever differed). Without a
   compiler ``engine="auto"`` quietly uses the PyTorch engine; ``DSOS_CPU_KERNEL=0`` forces that.
 * ``engine="torch"`` (GPUs, float64, no compiler): the same step as a dozen PyTorch operations on
   buffers allocated once per rollout:
@@ -30,10 +34,11 @@ Options of both engines:
 * **gradient checkpointing** (``checkpoint_every=k``): keep only every k-th state and recompute
   the others during the backward pass, trading one extra forward step per step for memory.
 * **fast masks** (``masks="fast"``): the plain version draws one random float per value
-  (``torch.rand(...) < 0.5``); on a CPU that costs about as much as the kernel's whole step. Fast
-  masks draw random bits instead (the kernel hashes a per-step seed from the generator with the
-  value's index): statistically the same, but a different random stream, so only ``masks="exact"``
-  (the default) reproduces the plain version's states draw for draw.
+  (``torch.rand(...) < 0.5``); in the PyTorch engine on a CPU that costs about as much as the
+  rest of the step. Fast masks draw random bits instead (the kernel hashes a per-step seed from
+  the generator with the value's index): statistically the same, but a different random stream,
+  so only ``masks="exact"`` (the default) reproduces the plain version's states draw for draw.
+  With the C++ kernel, whose exact masks are already cheap, they gain little.
 
 Measured and dropped (``python -m helpers.bench`` measures what is kept): a channels-last layout
 for the PyTorch engine (its depthwise convolution is faster, but writing features and masks across
@@ -264,7 +269,11 @@ class KernelWorkspace:
         self.filters = model.filters.to(device=device, dtype=dtype).reshape(channels, 9).contiguous()
         self.filters_flipped = torch.flip(model.filters, dims=(2, 3)).to(dtype).reshape(channels, 9).contiguous()
         self.mask_shape = (batch, channels if self.per_channel else 1, height, width)
-        self.uniform = torch.empty(self.mask_shape, dtype=torch.get_default_dtype()) if masks == "exact" else None
+        # Exact masks straight from the generator's Mersenne Twister (about 10x faster than
+        # torch.rand, the same values), when the kernel's check against torch.rand passed.
+        self.twister = masks == "exact" and cpu_kernel.exact_masks_available()
+        self.uniform = (torch.empty(self.mask_shape, dtype=torch.get_default_dtype())
+                        if masks == "exact" and not self.twister else None)
         self.mask = torch.empty(self.mask_shape, dtype=torch.bool)
         self.grad_perception = torch.empty(shape, dtype=dtype)       # scratch space of the backward pass
         self.threads = torch.get_num_threads()
@@ -288,7 +297,9 @@ class KernelWorkspace:
     def draw_mask(self, keep: torch.Tensor | None) -> torch.Tensor:
         """This step's mask as bytes, written straight into ``keep`` when the backward pass needs it."""
         mask = self.mask if keep is None else keep
-        if self.mask_mode == "exact":
+        if self.twister:
+            cpu_kernel.draw_rand_mask(mask, self.rate, self.generator)    # = torch.rand(...) < rate
+        elif self.mask_mode == "exact":
             torch.rand(self.mask_shape, generator=self.generator, out=self.uniform)   # as update_mask does
             torch.lt(self.uniform, self.rate, out=mask)
         else:

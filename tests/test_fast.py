@@ -104,6 +104,45 @@ def test_global_random_generator_gives_the_same_masks_as_plain():
     torch.testing.assert_close(quick, plain, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("shape", [(1,), (623,), (624,), (625,), (2, 12, 30, 41), (3, 1, 100, 100)])
+@pytest.mark.parametrize("rate", [0.5, 0.3, 0.9, 0.0, 1.0])
+def test_kernel_masks_are_torch_rand_masks_draw_for_draw(shape, rate):
+    """The kernel's Mersenne Twister gives torch.rand(shape) < rate exactly, and leaves the generator
+    where torch.rand leaves it (sizes on both sides of the twister's 624-word blocks)."""
+    assert cpu_kernel.exact_masks_available()
+    ours, theirs = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    for _ in range(2):                           # twice: the second draw starts mid-block
+        mask = cpu_kernel.draw_rand_mask(torch.empty(shape, dtype=torch.bool), rate, ours)
+        assert torch.equal(mask, torch.rand(shape, generator=theirs) < rate)
+    assert torch.equal(ours.get_state(), theirs.get_state())
+
+
+def test_kernel_masks_use_the_global_generator_like_torch_rand():
+    torch.manual_seed(3)
+    mask = cpu_kernel.draw_rand_mask(torch.empty(2, 5, 7, dtype=torch.bool), 0.5)
+    after = torch.rand(4)
+    torch.manual_seed(3)
+    assert torch.equal(mask, torch.rand(2, 5, 7) < 0.5) and torch.equal(after, torch.rand(4))
+
+
+def test_a_fast_rollout_leaves_the_generator_where_the_plain_one_does():
+    model, state = make_model(), seed_like_state()
+    plain_generator, fast_generator = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
+    with torch.no_grad():
+        model.rollout(state, 7, generator=plain_generator)
+        fast.infer(model, state, 7, generator=fast_generator)
+    assert torch.equal(plain_generator.get_state(), fast_generator.get_state())
+
+
+def test_without_the_twister_the_kernel_draws_masks_with_torch_rand(monkeypatch):
+    """If a PyTorch release drew random numbers differently, the check fails and torch.rand is used."""
+    monkeypatch.setattr(cpu_kernel, "_twister_matches", False)
+    assert not cpu_kernel.exact_masks_available()
+    (plain, plain_grads), (quick, quick_grads) = plain_and_fast(make_model(), seed_like_state(), engine="kernel")
+    torch.testing.assert_close(quick, plain, atol=1e-5, rtol=0)
+    assert_same_gradients(plain_grads, quick_grads)
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("width", [24, 13, 3])      # whole vectors of 8 cells, a partial one, a tiny grid
 def test_inference_stores_nothing_and_matches(engine, width):

@@ -312,7 +312,7 @@ static void step_backward(const float* x, const uint8_t* mask, const float* gy, 
 
 extern "C" {
 
-int nca_kernel_version() { return 1; }
+int nca_kernel_version() { return 2; }
 
 int nca_kernel_has_openmp() {
 #ifdef _OPENMP
@@ -353,6 +353,78 @@ void nca_random_mask(uint8_t* mask, long count, uint64_t seed, uint64_t threshol
         z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
         z ^= z >> 31;
         mask[i] = (z >> 32) < threshold;
+    }
+}
+
+// The plain version's mask, torch.rand(shape, generator) < rate, drawn here without the float
+// tensor in between: the same Mersenne Twister stream, the same numbers, the same 0/1 values.
+//
+// PyTorch's CPU generator is an MT19937 (Matsumoto and Nishimura, 1998). torch.rand in float32
+// takes one 32-bit output per value, in order, and keeps its low 24 bits: u = (y mod 2^24) / 2^24,
+// so u < rate exactly when (y mod 2^24) < threshold = ceil(float32(rate) * 2^24).
+//
+// generator_state is the byte blob of torch.Generator.get_state(); this function reads the
+// twister's words and position from it, draws count values and writes the new position back, so
+// that Generator.set_state() leaves the generator where torch.rand would have left it.
+// helpers/cpu_kernel.py checks this against torch.rand before using it (and falls back if not).
+namespace twister {
+const int N = 624, M = 397;
+const uint32_t MATRIX_A = 0x9908b0dfu, UPPER = 0x80000000u, LOWER = 0x7fffffffu;
+// Byte offsets in PyTorch's state blob: seed (u64), left (i32), seeded (i32), next (u64), words (624 x u64).
+const int LEFT_AT = 8, NEXT_AT = 16, WORDS_AT = 24;
+
+static inline uint32_t twist(uint32_t upper_of, uint32_t lower_of, uint32_t partner) {
+    const uint32_t y = (upper_of & UPPER) | (lower_of & LOWER);
+    return partner ^ (y >> 1) ^ (0u - (y & 1u) & MATRIX_A);     // (y odd ? MATRIX_A : 0), branch-free
+}
+
+// The next 624 words of the twister from the current 624 (the recurrence of MT19937),
+// word[i] = twist(word[i], word[i + 1], word[i + M]) with indices mod N, in three loops without
+// a modulo (so the compiler can vectorize the first two).
+static void regenerate(uint32_t* word) {
+    int i = 0;
+    for (; i < N - M; ++i) word[i] = twist(word[i], word[i + 1], word[i + M]);
+    for (; i < N - 1; ++i) word[i] = twist(word[i], word[i + 1], word[i + M - N]);
+    word[N - 1] = twist(word[N - 1], word[0], word[M - 1]);
+}
+
+static inline uint32_t temper(uint32_t y) {
+    y ^= y >> 11;
+    y ^= (y << 7) & 0x9d2c5680u;
+    y ^= (y << 15) & 0xefc60000u;
+    return y ^ (y >> 18);
+}
+}  // namespace twister
+
+void nca_torch_rand_mask(uint8_t* generator_state, uint8_t* mask, long count, uint32_t threshold) {
+    using namespace twister;
+    uint32_t word[N];
+    int32_t left;
+    uint64_t next, stored;
+    std::memcpy(&left, generator_state + LEFT_AT, sizeof left);
+    std::memcpy(&next, generator_state + NEXT_AT, sizeof next);
+    for (int i = 0; i < N; ++i) {
+        std::memcpy(&stored, generator_state + WORDS_AT + 8 * i, sizeof stored);
+        word[i] = (uint32_t)stored;
+    }
+    // PyTorch's bookkeeping: "left - 1" words remain from position "next" before the twister must
+    // regenerate; after regenerating, all N remain from position 0.
+    for (long done = 0; done < count;) {
+        if (left <= 1) {
+            regenerate(word);
+            left = N + 1;
+            next = 0;
+        }
+        const long take = (long)(left - 1) < count - done ? (long)(left - 1) : count - done;
+        for (long j = 0; j < take; ++j)
+            mask[done + j] = (temper(word[next + j]) & 0xffffffu) < threshold;
+        done += take, next += take, left -= (int32_t)take;
+    }
+    std::memcpy(generator_state + LEFT_AT, &left, sizeof left);
+    std::memcpy(generator_state + NEXT_AT, &next, sizeof next);
+    for (int i = 0; i < N; ++i) {
+        stored = word[i];
+        std::memcpy(generator_state + WORDS_AT + 8 * i, &stored, sizeof stored);
     }
 }
 
