@@ -562,7 +562,9 @@ def train_mst(iterations: int, out: str | None = None, min_steps: int = 64, max_
             "command": f"python -m helpers.tasks train --iterations {iterations} --min-steps {min_steps} "
                        f"--max-steps {max_steps} --pool-size {pool_size} --batch-size {batch_size} {settings} "
                        f"--lr-milestones {' '.join(map(str, milestones))} --eval-steps {eval_steps} "
-                       f"--seed {seed} --engine {engine}" + (f" --threads {threads}" if threads else "")
+                       f"--seed {seed} --engine {engine}"
+                       + (f" --extra-ink-weight {extra_ink_weight}" if extra_ink_weight != 0.5 else "")
+                       + (f" --threads {threads}" if threads else "")
                        + (f" --init {init}" if init else "") + f" --out {out}",
             "engine": engine + (" (fused CPU kernel)" if engine == "fast" and fast.uses_cpu_kernel() else ""),
             "init_from": init_from,
@@ -598,6 +600,8 @@ def main(argv=None) -> None:
     trainer.add_argument("--lr-milestones", type=int, nargs="*", default=None,
                          help="iterations where the learning rate is multiplied by 0.3 (default: 1/8 and 1/2)")
     trainer.add_argument("--seed", type=int, default=0)
+    trainer.add_argument("--extra-ink-weight", type=float, default=0.5,
+                         help="weight of extra ink in the loss, missing ink weighs 1 (1.0: symmetric)")
     trainer.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     trainer.add_argument("--checkpoint", default=None, help="also save the weights here every 100 iterations")
     trainer.add_argument("--init", default=None, help="continue from these saved weights (NAME.pt with NAME.json)")
@@ -617,6 +621,7 @@ def main(argv=None) -> None:
         _, _, metrics = train_mst(args.iterations, args.out, args.min_steps, args.max_steps, args.pool_size,
                                   args.batch_size, args.seed, args.threads, args.canvas, args.min_points,
                                   args.max_points, args.margin, args.eval_steps,
+                                  extra_ink_weight=args.extra_ink_weight,
                                   lr_milestones=tuple(args.lr_milestones) if args.lr_milestones else None,
                                   checkpoint=args.checkpoint, init=args.init, chapter_count=args.chapter_count,
                                   engine=args.engine)
