@@ -324,3 +324,49 @@ def test_save_every_writes_a_loadable_partial_model(tmp_path):
     loaded = nca.load_model(tmp_path / "partial.pt")
     assert torch.equal(loaded.update.weight, model.update.weight)
     assert nca.load_metadata(tmp_path / "partial.pt")["iteration"] == 2
+
+
+def test_the_train_command_records_the_extra_ink_weight(tmp_path):
+    out = tmp_path / "symmetric.pt"
+    tasks.main(["train", "--iterations", "2", "--min-steps", "4", "--max-steps", "6", "--pool-size", "8",
+                "--batch-size", "2", "--canvas", "32", "--min-points", "3", "--max-points", "4", "--margin", "4",
+                "--eval-steps", "4", "--chapter-count", "2", "--extra-ink-weight", "1.0", "--threads", "1",
+                "--out", str(out)])
+    metadata = nca.load_metadata(out)
+    assert "--extra-ink-weight 1.0" in metadata["command"] and "weight 1.0" in metadata["loss"]
+    assert metadata["train_config"]["iterations"] == 2 and metadata["heldout"]["canvas"] == 32
+
+
+COMPARISON_DIR = nca.models_dir() / "loss_comparison"
+NAMES = {1.0: "symmetric", 0.5: "asymmetric"}
+
+
+def comparison_seeds() -> list[int]:
+    """Seeds for which both the symmetric and the asymmetric model ship."""
+    seeds = [int(path.stem.rsplit("seed", 1)[1]) for path in COMPARISON_DIR.glob("mst_symmetric_seed*.pt")]
+    return sorted(seed for seed in seeds if (COMPARISON_DIR / f"mst_asymmetric_seed{seed}.pt").is_file())
+
+
+def test_the_loss_comparison_ships_pairs_that_differ_only_in_the_extra_ink_weight():
+    """Chapter 05 compares them: same command, same seed, same budget, only the weight changes."""
+    assert len(comparison_seeds()) >= 1
+    for seed in comparison_seeds():
+        commands = {}
+        for weight, name in NAMES.items():
+            metadata = nca.load_metadata(COMPARISON_DIR / f"mst_{name}_seed{seed}.pt")
+            assert metadata["loss"].endswith(f"extra ink weight {weight}") and f"--seed {seed} " in metadata["command"]
+            commands[weight] = metadata["command"].replace(" --extra-ink-weight 1.0", "").replace(name, "NAME")
+        assert commands[1.0] == commands[0.5]
+
+
+@pytest.mark.parametrize("seed", comparison_seeds())
+@pytest.mark.parametrize("weight", list(NAMES))
+def test_the_loss_comparison_models_reach_their_stored_scores(seed, weight):
+    """Re-measure each model on the first held-out tasks: the chapter's comparison rests on them."""
+    path = COMPARISON_DIR / f"mst_{NAMES[weight]}_seed{seed}.pt"
+    claimed = nca.load_metadata(path)["heldout_check"]
+    settings = {key: claimed[key] for key in ("canvas", "min_points", "max_points", "margin")}
+    heldout = tasks.heldout_tasks(claimed["count"], claimed["task_seed"], **settings)
+    result = tasks.evaluate(nca.load_model(path), heldout, steps=claimed["steps"], seed=claimed["rollout_seed"])
+    for key in ("precision", "recall", "f1"):
+        assert abs(result[key] - claimed[key]) < 0.02, key
