@@ -148,6 +148,33 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+# ------------------------------------------------------------------------ chapter preamble
+
+def start_chapter(seed: int = 0, threads: int | str | None = "auto", verbose: bool = True) -> torch.device:
+    """The preamble every chapter runs after its set-up cell, in one call; returns the device.
+
+    * the device, chosen by ``get_device`` (CUDA, else MPS, else CPU; ``DSOS_DEVICE`` overrides);
+    * every random generator seeded with ``seed`` (``seed_everything``);
+    * ``torch.set_flush_denormal(True)``: tiny values decaying towards zero ("denormals") can make
+      CPU arithmetic many times slower, and rounding them to zero changes nothing we measure;
+    * CPU threads: ``"auto"`` uses ONE thread on a CPU in quick mode (small grids: coordinating
+      several threads costs more than it saves, badly so on a busy machine), torch's choice
+      otherwise; an integer sets the count; ``None`` leaves it alone.
+    """
+    device = get_device()
+    seed_everything(seed)
+    torch.set_flush_denormal(True)
+    if threads == "auto":
+        threads = 1 if device.type == "cpu" and is_quick() else None
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be a positive integer, 'auto' or None, got {threads!r}")
+        torch.set_num_threads(threads)
+    if verbose:
+        print(f"device: {describe_device(device)} | mode: {mode_name()} | seed: {seed}")
+    return device
+
+
 # ------------------------------------------------------------------------------ environment
 
 def in_colab() -> bool:
