@@ -9,8 +9,10 @@ that moves the parameters so that a dragged point follows the mouse.
 * ``pin(params, mask)``      stop-gradient: the masked entries are used through ``detach``.
 * ``damped_step``            one damped least-squares (Levenberg-Marquardt) step on |p_k - target|^2.
 * ``DragToy``                a drawing, its parameters and the solver; ``drag_along`` runs a scripted drag.
-* ``DrawingRenderer``        frames of one or more drawings side by side (matplotlib Agg, no pyplot).
-* ``make_drag_widget``       the live toy: a mouse canvas (anywidget) or, without anywidget, sliders.
+* ``DrawingRenderer``        frames of one or more drawings side by side (matplotlib Agg, no pyplot);
+  ``toy_panel`` turns a toy into one panel, ``draw_gradient_graph`` draws a chain's computation graph.
+
+The live widgets that let a mouse drag these drawings are in ``helpers.widgets``.
 """
 from __future__ import annotations
 
@@ -83,7 +85,8 @@ def chain_points(angles: torch.Tensor, lengths, origin=(0.0, 0.0), heading: floa
     lengths = torch.as_tensor(lengths, dtype=angles.dtype, device=angles.device)
     lengths = lengths.expand(len(angles)) if lengths.ndim == 0 else lengths
     if lengths.shape != angles.shape:
-        raise ValueError(f"lengths must be one number or one per segment ({len(angles)}), got shape {tuple(lengths.shape)}")
+        raise ValueError(f"lengths must be one number or one per segment ({len(angles)}), "
+                         f"got shape {tuple(lengths.shape)}")
     headings = heading + torch.cumsum(angles, dim=0)
     steps = lengths[:, None] * direction(headings)
     start = torch.as_tensor(origin, dtype=angles.dtype, device=angles.device).reshape(1, 2)
@@ -238,13 +241,16 @@ class DragToy:
                  handles: Sequence[int] | None = None, pinned=None, damping: float = 1e-3,
                  bounds: Sequence[float] | None = None):
         self.name, self.forward = name, forward
-        self.params = _as_vector(torch.as_tensor(params), "params").detach().to(torch.float64).clone().requires_grad_(True)
+        params = _as_vector(torch.as_tensor(params), "params")
+        self.params = params.detach().to(torch.float64).clone().requires_grad_(True)
         self.initial_params = self.params.detach().clone()
         points = self.points()
         self.point_count = len(points)
         self.edges = torch.as_tensor(edges, dtype=torch.long)
-        if self.edges.ndim != 2 or self.edges.shape[1] != 2 or (len(self.edges) and self.edges.max() >= self.point_count):
-            raise ValueError(f"edges must be pairs of point indices below {self.point_count}, got shape {tuple(self.edges.shape)}")
+        if self.edges.ndim != 2 or self.edges.shape[1] != 2 or (
+                len(self.edges) and self.edges.max() >= self.point_count):
+            raise ValueError(f"edges must be pairs of point indices below {self.point_count}, "
+                             f"got shape {tuple(self.edges.shape)}")
         self.handles = list(range(self.point_count)) if handles is None else [
             _check_point_index(h, self.point_count) for h in handles]
         self.pinned = pinned
@@ -470,207 +476,3 @@ def draw_gradient_graph(ax, angle_count: int, dragged: int, pinned) -> None:
     ax.set_xlim(-0.7, angle_count)
     ax.set_ylim(-0.4, 1.4)
     ax.set_axis_off()
-
-
-# ------------------------------------------------------------------------------ widgets
-
-def has_anywidget() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("anywidget") is not None
-
-
-_CANVAS_JS = r"""
-function render({ model, el }) {
-  const canvas = document.createElement("canvas");
-  canvas.width = model.get("size"); canvas.height = model.get("size");
-  canvas.style.border = "1px solid #ccc"; canvas.style.touchAction = "none"; canvas.style.cursor = "crosshair";
-  el.appendChild(canvas);
-  const info = document.createElement("div"); info.style.font = "12px sans-serif"; el.appendChild(info);
-  const ctx = canvas.getContext("2d");
-  const toPixel = ([x, y]) => { const [x0, x1, y0, y1] = model.get("bounds");
-    return [(x - x0) / (x1 - x0) * canvas.width, (y1 - y) / (y1 - y0) * canvas.height]; };
-  const toWorld = (px, py) => { const [x0, x1, y0, y1] = model.get("bounds");
-    return [x0 + px / canvas.width * (x1 - x0), y1 - py / canvas.height * (y1 - y0)]; };
-  let grabbed = null, pending = null, scheduled = false;
-  function draw() {
-    const points = model.get("points"), colors = model.get("edge_colors");
-    ctx.clearRect(0, 0, canvas.width, canvas.height);
-    ctx.lineWidth = 2; ctx.lineCap = "round";
-    model.get("edges").forEach(([a, b], k) => {
-      ctx.strokeStyle = colors[k] || "#2b4c7e"; ctx.beginPath();
-      ctx.moveTo(...toPixel(points[a])); ctx.lineTo(...toPixel(points[b])); ctx.stroke(); });
-    model.get("handles").forEach((i) => { const [px, py] = toPixel(points[i]);
-      ctx.fillStyle = i === grabbed ? "#d62728" : "#2b4c7e";
-      ctx.beginPath(); ctx.arc(px, py, i === grabbed ? 6 : 3.5, 0, 2 * Math.PI); ctx.fill(); });
-    const target = model.get("target");
-    if (target.length === 2) { const [px, py] = toPixel(target); ctx.strokeStyle = "#d62728";
-      ctx.beginPath(); ctx.moveTo(px - 7, py); ctx.lineTo(px + 7, py); ctx.moveTo(px, py - 7); ctx.lineTo(px, py + 7); ctx.stroke(); }
-    info.textContent = model.get("message");
-  }
-  function send() { scheduled = false; if (pending) { model.set("drag", pending); model.save_changes(); pending = null; } }
-  function position(event) { const r = canvas.getBoundingClientRect();
-    return [(event.clientX - r.left) * canvas.width / r.width, (event.clientY - r.top) * canvas.height / r.height]; }
-  canvas.addEventListener("pointerdown", (event) => {
-    const [px, py] = position(event); let best = null, bestDistance = 12;
-    model.get("handles").forEach((i) => { const [hx, hy] = toPixel(model.get("points")[i]);
-      const d = Math.hypot(hx - px, hy - py); if (d < bestDistance) { best = i; bestDistance = d; } });
-    if (best === null) return;
-    grabbed = best; canvas.setPointerCapture(event.pointerId);
-    model.set("grab", grabbed); model.save_changes(); draw(); });
-  canvas.addEventListener("pointermove", (event) => {
-    if (grabbed === null) return;
-    const [x, y] = toWorld(...position(event));
-    pending = { index: grabbed, x: x, y: y, t: event.timeStamp };
-    if (!scheduled) { scheduled = true; requestAnimationFrame(send); } });
-  const release = () => { grabbed = null; model.set("grab", -1); model.save_changes(); draw(); };
-  canvas.addEventListener("pointerup", release); canvas.addEventListener("pointercancel", release);
-  ["points", "target", "message", "edge_colors"].forEach((name) => model.on("change:" + name, draw));
-  draw();
-}
-export default { render };
-"""
-
-
-def _canvas_class():
-    """The anywidget class of the mouse canvas, built on first use (anywidget is optional)."""
-    global _CANVAS_CLASS
-    if _CANVAS_CLASS is None:
-        import anywidget
-        import traitlets
-
-        class DragCanvas(anywidget.AnyWidget):
-            _esm = _CANVAS_JS
-            points = traitlets.List().tag(sync=True)
-            edges = traitlets.List().tag(sync=True)
-            edge_colors = traitlets.List().tag(sync=True)
-            handles = traitlets.List().tag(sync=True)
-            bounds = traitlets.List().tag(sync=True)
-            target = traitlets.List().tag(sync=True)
-            message = traitlets.Unicode("").tag(sync=True)
-            size = traitlets.Int(320).tag(sync=True)
-            grab = traitlets.Int(-1).tag(sync=True)
-            drag = traitlets.Dict().tag(sync=True)
-
-        _CANVAS_CLASS = DragCanvas
-    return _CANVAS_CLASS
-
-
-_CANVAS_CLASS = None
-
-
-class _LiveToy:
-    """What both widgets share: the toy, the solver call per event, and the status line."""
-
-    def __init__(self, toy: DragToy, steps_per_event: int, edge_colors: Callable[[int], list] | None):
-        if steps_per_event < 1:
-            raise ValueError(f"steps_per_event must be at least 1, got {steps_per_event}")
-        self.toy, self.steps_per_event, self.edge_colors = toy, steps_per_event, edge_colors
-        self.events = 0
-
-    def on_drag(self, index: int, x: float, y: float) -> float:
-        """The callback of one mouse (or slider) event: a few solver steps toward (x, y)."""
-        distance = self.toy.step(index, (x, y), self.steps_per_event)
-        self.events += 1
-        self.redraw(index, (x, y), distance)
-        return distance
-
-    def colors(self, index: int | None) -> list:
-        if self.edge_colors is None or index is None:
-            return [PALETTE["edge"]] * len(self.toy.edges)
-        return self.edge_colors(index)
-
-    def redraw(self, index, target, distance) -> None:
-        raise NotImplementedError
-
-
-class CanvasDrag(_LiveToy):
-    """The mouse version: an anywidget canvas; drag a dot, Python runs the solver, the canvas redraws."""
-
-    def __init__(self, toy: DragToy, steps_per_event: int = 3, edge_colors=None, size: int = 320):
-        super().__init__(toy, steps_per_event, edge_colors)
-        self.view = _canvas_class()(points=toy.points().tolist(), edges=toy.edges.tolist(),
-                                    edge_colors=self.colors(None), handles=list(toy.handles), bounds=toy.bounds,
-                                    target=[], size=size, message=f"{toy.name}: drag a dot")
-        self.view.observe(self._on_drag_message, names="drag")
-        self.view.observe(self._on_grab, names="grab")
-
-    def _on_grab(self, change) -> None:
-        if change["new"] >= 0:
-            self.view.edge_colors = self.colors(change["new"])
-
-    def _on_drag_message(self, change) -> None:
-        message = change["new"]
-        if message:
-            self.on_drag(int(message["index"]), float(message["x"]), float(message["y"]))
-
-    def redraw(self, index, target, distance) -> None:
-        self.view.points = self.toy.points().tolist()
-        self.view.target = [float(target[0]), float(target[1])]
-        self.view.message = f"{self.toy.name}: point {index}, distance to the mouse {distance:.2e}"
-
-
-class SliderDrag(_LiveToy):
-    """The fallback that needs only ipywidgets: choose a point, move the target with two sliders."""
-
-    def __init__(self, toy: DragToy, steps_per_event: int = 10, edge_colors=None, size_inches: float = 3.2):
-        import ipywidgets as widgets
-
-        super().__init__(toy, steps_per_event, edge_colors)
-        x0, x1, y0, y1 = toy.bounds
-        self.renderer = DrawingRenderer(toy.bounds, panel_inches=size_inches)
-        start = toy.handles[-1]
-        point = toy.points()[start]
-        self.point_menu = widgets.Dropdown(options=toy.handles, value=start, description="point")
-        self.x = widgets.FloatSlider(value=float(point[0]), min=x0, max=x1, step=(x1 - x0) / 200, description="target x")
-        self.y = widgets.FloatSlider(value=float(point[1]), min=y0, max=y1, step=(y1 - y0) / 200, description="target y")
-        self.image = widgets.Image(format="png", value=self.renderer.png([toy_panel(toy)]))
-        self.status = widgets.Label(f"{toy.name}: choose a point, then move the target")
-        for slider in (self.x, self.y):
-            slider.observe(self._on_slider, names="value")
-        self.point_menu.observe(self._on_point, names="value")
-        self.view = widgets.HBox([self.image, widgets.VBox([self.point_menu, self.x, self.y, self.status])])
-
-    def _on_slider(self, change) -> None:
-        self.on_drag(self.point_menu.value, self.x.value, self.y.value)
-
-    def _on_point(self, change) -> None:
-        point = self.toy.points()[change["new"]]
-        with self.x.hold_trait_notifications(), self.y.hold_trait_notifications():
-            self.x.unobserve(self._on_slider, names="value")
-            self.y.unobserve(self._on_slider, names="value")
-            self.x.value, self.y.value = float(point[0]), float(point[1])
-            self.x.observe(self._on_slider, names="value")
-            self.y.observe(self._on_slider, names="value")
-
-    def redraw(self, index, target, distance) -> None:
-        panel = toy_panel(self.toy, index, target)
-        panel["edge_colors"] = self.colors(index)
-        self.image.value = self.renderer.png([panel])
-        self.status.value = f"point {index}: distance to the target {distance:.2e}"
-
-
-def make_drag_widget(toy: DragToy, prefer: str = "canvas", edge_colors=None, steps_per_event: int | None = None,
-                     verbose: bool = True) -> _LiveToy:
-    """The live toy: the mouse canvas when anywidget is installed (``prefer="canvas"``), else sliders.
-
-    Returns an object with ``view`` (display it) and ``on_drag(index, x, y)`` (the event callback).
-    """
-    if prefer not in ("canvas", "sliders"):
-        raise ValueError(f"prefer must be 'canvas' or 'sliders', got {prefer!r}")
-    if prefer == "canvas" and has_anywidget():
-        _enable_colab_widgets()
-        return CanvasDrag(toy, steps_per_event or 3, edge_colors)
-    if prefer == "canvas" and verbose:
-        print("anywidget is not installed (pip install anywidget), so this toy uses sliders instead of the mouse")
-    return SliderDrag(toy, steps_per_event or 10, edge_colors)
-
-
-def _enable_colab_widgets() -> None:
-    """Colab shows third-party widgets only after enabling its custom widget manager."""
-    import sys
-
-    if "google.colab" in sys.modules:
-        from google.colab import output  # available only inside Colab
-
-        output.enable_custom_widget_manager()

@@ -1,4 +1,6 @@
-"""Tests of helpers.toys: forward functions, stop-gradient, the drag solver, rendering and widgets."""
+"""Tests of helpers.toys: forward functions, stop-gradient, the drag solver and rendering (widgets: test_widgets)."""
+import ast
+import inspect
 import math
 
 import numpy as np
@@ -132,7 +134,8 @@ def test_point_jacobian_matches_finite_differences():
     for i in range(3):
         shift = torch.zeros(3, dtype=F64)
         shift[i] = eps
-        numeric = (toys.chain_points(params.detach() + shift, 1.0)[3] - toys.chain_points(params.detach() - shift, 1.0)[3]) / (2 * eps)
+        ahead, behind = toys.chain_points(params.detach() + shift, 1.0), toys.chain_points(params.detach() - shift, 1.0)
+        numeric = (ahead[3] - behind[3]) / (2 * eps)
         assert torch.allclose(jacobian[:, i], numeric, atol=1e-8)
 
 
@@ -218,12 +221,13 @@ def test_reset_restores_the_parameters():
 def test_smooth_path_passes_through_waypoints():
     path = toys.smooth_path([[0, 0], [1, 0], [1, 1]], 9)
     assert path.shape == (9, 2)
-    assert torch.allclose(path[0], vec(0, 0)) and torch.allclose(path[4], vec(1, 0)) and torch.allclose(path[-1], vec(1, 1))
+    assert torch.allclose(path[0], vec(0, 0)) and torch.allclose(path[4], vec(1, 0))
+    assert torch.allclose(path[-1], vec(1, 1))
     with pytest.raises(ValueError):
         toys.smooth_path([[0, 0]], 5)
 
 
-# ------------------------------------------------------------------------ drawing and widgets
+# ----------------------------------------------------------------------------------- drawing
 
 def test_renderer_draws_the_segments():
     toy = make_chain(3)
@@ -248,26 +252,12 @@ def test_gradient_graph_draws():
         toys.draw_gradient_graph(ax, 4, dragged=3, pinned=[False])
 
 
-def test_slider_widget_callback_moves_the_point():
-    pytest.importorskip("ipywidgets")
-    toy = make_chain(4)
-    live = toys.make_drag_widget(toy, prefer="sliders")
-    before = toy.distance(4, [1.0, 2.0])
-    after = live.on_drag(4, 1.0, 2.0)
-    assert after < before and live.events == 1
-
-
-def test_canvas_widget_callback_moves_the_point():
-    pytest.importorskip("anywidget")
-    toy = make_chain(4)
-    live = toys.make_drag_widget(toy, prefer="canvas")
-    assert isinstance(live, toys.CanvasDrag)
-    before = toy.distance(4, [1.0, 2.0])
-    live.view.drag = {"index": 4, "x": 1.0, "y": 2.0, "t": 1}  # what the browser sends
-    assert toy.distance(4, [1.0, 2.0]) < before
-    assert live.view.points == toy.points().tolist()
-
-
-def test_make_drag_widget_refuses_unknown_kind():
-    with pytest.raises(ValueError, match="prefer"):
-        toys.make_drag_widget(make_chain(2), prefer="mouse")
+def test_toys_does_not_import_widgets():
+    # the drawings and the solver work without any widget machinery: helpers.widgets builds on toys, not back
+    names = set()
+    for node in ast.walk(ast.parse(inspect.getsource(toys))):
+        if isinstance(node, ast.ImportFrom):
+            names.add(node.module or "")
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update(alias.name for alias in node.names)
+    assert names and not any("widget" in name for name in names), names

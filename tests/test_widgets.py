@@ -1,0 +1,101 @@
+"""Tests of helpers.widgets: the live drag toys (mouse canvas and slider fallback) and their callbacks."""
+import sys
+
+import pytest
+import torch
+
+from helpers import toys, widgets
+
+F64 = torch.float64
+
+
+def make_chain(n=4, pinned=None):
+    return toys.DragToy("chain", lambda a: toys.chain_points(a, 1.0), torch.full((n,), 0.3, dtype=F64),
+                        toys.chain_edges(n), handles=range(1, n + 1), pinned=pinned)
+
+
+def test_slider_widget_callback_moves_the_point():
+    pytest.importorskip("ipywidgets")
+    toy = make_chain(4)
+    live = widgets.make_drag_widget(toy, prefer="sliders")
+    assert isinstance(live, widgets.SliderDrag)
+    before = toy.distance(4, [1.0, 2.0])
+    image_before = live.image.value
+    after = live.on_drag(4, 1.0, 2.0)
+    assert after < before and live.events == 1
+    assert live.image.value != image_before  # the drawing was re-rendered
+    assert "point 4" in live.status.value
+
+
+def test_slider_moves_run_the_solver_and_choosing_a_point_does_not():
+    pytest.importorskip("ipywidgets")
+    toy = make_chain(4)
+    live = widgets.make_drag_widget(toy, prefer="sliders", steps_per_event=5)
+    start = toy.params.detach().clone()
+    live.point_menu.value = 2  # the sliders jump to point 2, without a solver step
+    assert live.events == 0 and torch.equal(toy.params.detach(), start)
+    assert (live.x.value, live.y.value) == pytest.approx(toy.points()[2].tolist(), abs=1e-9)
+    target = [live.x.value - 0.3, live.y.value]  # within reach of p2
+    before = toy.distance(2, target)
+    live.x.value = target[0]  # moving a slider is one event for the chosen point
+    assert live.events == 1 and not torch.equal(toy.params.detach(), start)
+    assert toy.distance(2, target) < before / 10
+
+
+def test_canvas_widget_callback_moves_the_point():
+    pytest.importorskip("anywidget")
+    toy = make_chain(4)
+    live = widgets.make_drag_widget(toy, prefer="canvas")
+    assert isinstance(live, widgets.CanvasDrag)
+    assert live.view._esm == widgets.CANVAS_JS and "export default" in widgets.CANVAS_JS
+    before = toy.distance(4, [1.0, 2.0])
+    live.view.drag = {"index": 4, "x": 1.0, "y": 2.0, "t": 1}  # what the browser sends
+    assert toy.distance(4, [1.0, 2.0]) < before
+    assert live.view.points == toy.points().tolist()
+    assert live.view.target == [1.0, 2.0] and "point 4" in live.view.message
+
+
+def test_canvas_grab_colours_the_pinned_segments():
+    pytest.importorskip("anywidget")
+    toy = make_chain(4, pinned=lambda k: torch.arange(4) >= k)
+    grey, blue = toys.PALETTE["pinned"], toys.PALETTE["edge"]
+    live = widgets.make_drag_widget(
+        toy, edge_colors=lambda k: [grey if p else blue for p in (torch.arange(4) >= k).tolist()])
+    assert live.view.edge_colors == [blue] * 4  # nothing held yet
+    live.view.grab = 2  # the browser says: point 2 is held
+    assert live.view.edge_colors == [blue, blue, grey, grey]
+    before = toy.params.detach().clone()
+    live.view.drag = {"index": 2, "x": -0.5, "y": 1.5, "t": 2}
+    assert torch.equal(toy.params.detach()[2:], before[2:])  # the pinned angles did not move
+
+
+def test_without_anywidget_the_toy_falls_back_to_sliders(monkeypatch, capsys):
+    pytest.importorskip("ipywidgets")
+    monkeypatch.setattr(widgets, "has_anywidget", lambda: False)
+    live = widgets.make_drag_widget(make_chain(3))
+    assert isinstance(live, widgets.SliderDrag)
+    assert "anywidget is not installed" in capsys.readouterr().out
+    widgets.make_drag_widget(make_chain(3), verbose=False)
+    assert capsys.readouterr().out == ""
+
+
+def test_has_anywidget_matches_the_import():
+    try:
+        import anywidget  # noqa: F401 (only whether it imports matters)
+        installed = True
+    except ImportError:
+        installed = False
+    assert widgets.has_anywidget() is installed
+
+
+def test_enable_colab_widgets_is_a_no_op_outside_colab():
+    assert "google.colab" not in sys.modules
+    widgets.enable_colab_widgets()  # must not try to import google.colab
+
+
+def test_bad_widget_arguments_are_refused():
+    with pytest.raises(ValueError, match="prefer"):
+        widgets.make_drag_widget(make_chain(2), prefer="mouse")
+    pytest.importorskip("ipywidgets")
+    with pytest.raises(ValueError, match="steps_per_event"):
+        widgets.SliderDrag(make_chain(2), steps_per_event=0)
