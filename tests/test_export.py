@@ -7,8 +7,12 @@ system compiler, and the WebGL2 page run in headless Chromium. The tolerance is 
 (float32 against float64 runs) and allows ten times that. Each parity test also checks that a change
 of a single weight by one quantization step moves the result by more than the tolerance, so the
 comparison is sharp enough to catch a wrong implementation.
+
+The sections follow the modules of the package: quantize, glsl (and the frame buffer), c, webgl,
+parity, circuit, and the templates the generators fill.
 """
 import re
+import subprocess
 
 import numpy as np
 import pytest
@@ -16,6 +20,7 @@ import torch
 from torch import nn
 
 from helpers import export, nca
+from helpers.export import template
 
 SIZE = (24, 32)  # a small non-square grid, so a swapped height/width would show
 
@@ -213,6 +218,20 @@ def test_webgl_page_is_standalone_and_embeds_the_shader():
     assert 'id="speed"' in page and 'id="mouse-mode"' in page  # the controls the chapter promises
 
 
+def test_parity_tolerance_leaves_the_model_as_it_is():
+    model = damped_model().double()  # e.g. a model a learner keeps in float64 for a reference run
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    state = random_state()
+    tolerance = export.parity_tolerance(model, state, 10, floor=0.0)
+    assert tolerance > 0
+    after = model.state_dict()
+    assert all(value.dtype == torch.float64 for value in after.values()), "parity_tolerance changed the dtype"
+    assert all(torch.equal(after[name], value) for name, value in before.items())
+    assert model.update.weight.dtype == torch.float64
+    # The same call again gives the same answer: nothing about the model changed in between.
+    assert export.parity_tolerance(model, state, 10, floor=0.0) == tolerance
+
+
 def test_parity_tolerance_grows_with_steps_on_an_unstable_rule():
     model = nca.NCA(init_scale=0.005)  # a plain random rule: its state (and rounding noise) grows
     state = random_state()
@@ -289,8 +308,6 @@ def test_webgl_mouse_erases_the_cells_under_it_and_nothing_else():
 
 @needs_chromium
 def test_live_webgl_page_runs_frames_without_errors(tmp_path):
-    import subprocess
-
     page_path = tmp_path / "page.html"
     page_path.write_text(export.webgl_page(export.quantize(damped_model()), size=(32, 32), steps_per_frame=4))
     command = [export.find_chromium(), *export.CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
@@ -314,3 +331,24 @@ def test_per_cell_update_mask_is_exported(tmp_path):
     cells_changed = changed.any(dim=0)
     assert 0.4 < cells_changed.float().mean().item() < 0.6
     assert torch.equal(changed.all(dim=0), cells_changed)  # a cell updates all its channels or none
+
+
+# ------------------------------------------------------------------------------- templates
+
+def test_template_fill_needs_exactly_the_templates_placeholders():
+    text = template.read("image.glsl")
+    assert text == export.glsl_image_shader() and not template.PLACEHOLDER.search(text)
+    with pytest.raises(KeyError, match="WEIGHTS"):
+        template.fill("buffer.glsl", BITS=8)  # placeholders left without a value
+    with pytest.raises(KeyError, match="EXTRA"):
+        template.fill("image.glsl", EXTRA=1)  # a value the template has no place for
+
+
+def test_generated_texts_fill_every_placeholder_once():
+    rule = export.quantize(damped_model())
+    title = "__SHADER__ & <b>__WIDTH__</b>"  # placeholder-like text in a value is kept, not filled again
+    page = export.webgl_page(rule, size=(16, 20), title=title)
+    assert page.count(export.glsl_buffer_shader(rule)) == 1
+    assert "<title>__SHADER__ &amp; &lt;b&gt;__WIDTH__&lt;/b&gt;</title>" in page
+    for text in (export.glsl_buffer_shader(rule), export.c_source(rule), export.webgl_page(rule)):
+        assert not template.PLACEHOLDER.search(text)

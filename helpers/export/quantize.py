@@ -1,0 +1,103 @@
+"""The texture rule as integers: which models can be exported, and their quantized parameters."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..nca import CHANNELS, LAPLACIAN, NCA, SOBEL_X, SOBEL_Y
+
+INPUTS = 4 * CHANNELS  # relu(state), relu(perception), -relu(-state), -relu(-perception)
+
+
+def check_exportable(model) -> None:
+    """Raise a ``ValueError`` unless ``model`` is the 12-channel texture NCA the exporters know."""
+    if not isinstance(model, NCA):
+        raise ValueError(f"the exporters need a helpers.nca.NCA, got {type(model).__name__}")
+    config = model.config()
+    expected = {"channels": CHANNELS, "split_relu": True, "filters": "laplacian_sobel"}
+    wrong = {key: config[key] for key, value in expected.items() if config[key] != value}
+    if wrong:
+        raise ValueError(f"only the 12-channel architecture can be exported (channels=12, split_relu=True, "
+                         f"filters='laplacian_sobel'); this model has {wrong}. Train an NCA() with the "
+                         "default settings, as in chapter 03")
+    expected_filters = torch.stack([LAPLACIAN] * 4 + [SOBEL_X] * 4 + [SOBEL_Y] * 4)[:, None]
+    if not torch.equal(model.filters.detach().cpu().float(), expected_filters):
+        raise ValueError("the exporters assume a Laplacian on channels 0..3, Sobel-x on 4..7 and Sobel-y on "
+                         "8..11 (one filter per frame-buffer tile); this model's filters differ")
+    if tuple(model.update.weight.shape) != (CHANNELS, INPUTS, 1, 1) or model.update.bias is None:
+        raise ValueError(f"the update layer must be a 1x1 convolution {INPUTS} -> {CHANNELS} with a bias, "
+                         f"got weight {tuple(model.update.weight.shape)}")
+
+
+@dataclass(frozen=True)
+class QuantizedRule:
+    """The rule as integer codes and scales: ``weight = weight_codes * weight_scale`` (same for bias).
+
+    ``weight_codes`` is ``[12, 48]`` (output channel, input), ``bias_codes`` is ``[12]``; the scales
+    are float32 values, so every exporter rebuilds bit-identical float32 parameters.
+    """
+    weight_codes: np.ndarray
+    bias_codes: np.ndarray
+    weight_scale: float
+    bias_scale: float
+    bits: int
+    update_rate: float = 0.5
+    update_per: str = "channel"  # the random mask: one draw per value ("channel") or per cell ("cell")
+
+    @property
+    def parameter_count(self) -> int:
+        return self.weight_codes.size + self.bias_codes.size
+
+    def weight(self) -> torch.Tensor:
+        """The dequantized weights, float32 ``[12, 48]``."""
+        return torch.from_numpy(self.weight_codes.astype(np.float32) * np.float32(self.weight_scale))
+
+    def bias(self) -> torch.Tensor:
+        return torch.from_numpy(self.bias_codes.astype(np.float32) * np.float32(self.bias_scale))
+
+    def model(self) -> NCA:
+        """A fresh ``NCA`` that computes with the quantized parameters (the reference for parity)."""
+        model = NCA(update_rate=self.update_rate, update_per=self.update_per)
+        with torch.no_grad():
+            model.update.weight.copy_(self.weight()[:, :, None, None])
+            model.update.bias.copy_(self.bias())
+        return model
+
+
+def _scale_for(values: np.ndarray, largest_code: int) -> np.float32:
+    largest = float(np.abs(values).max())
+    return np.float32(largest / largest_code) if largest > 0 else np.float32(1.0)
+
+
+def quantize(model: NCA, bits: int = 8) -> QuantizedRule:
+    """Round the 588 parameters to signed ``bits``-bit integers, one scale for the weights, one for the biases.
+
+    The scale maps the largest magnitude to the largest code (127 for 8 bits), so the rounding
+    error of every parameter is at most half a scale step.
+    """
+    check_exportable(model)
+    if not isinstance(bits, int) or not 2 <= bits <= 16:
+        raise ValueError(f"bits must be an integer from 2 to 16, got {bits!r}")
+    largest_code = 2 ** (bits - 1) - 1
+    weight = model.update.weight.detach().cpu().double().numpy().reshape(CHANNELS, INPUTS)
+    bias = model.update.bias.detach().cpu().double().numpy()
+    if not (np.isfinite(weight).all() and np.isfinite(bias).all()):
+        raise ValueError("the model has NaN or infinite parameters; it cannot be exported")
+    weight_scale, bias_scale = _scale_for(weight, largest_code), _scale_for(bias, largest_code)
+    weight_codes = np.clip(np.round(weight / weight_scale), -largest_code, largest_code).astype(np.int32)
+    bias_codes = np.clip(np.round(bias / bias_scale), -largest_code, largest_code).astype(np.int32)
+    return QuantizedRule(weight_codes, bias_codes, float(weight_scale), float(bias_scale), bits,
+                         float(model.update_rate), model.update_per)
+
+
+def require_rule(rule, needed_by: str) -> None:
+    """Raise a ``ValueError`` unless ``rule`` is a ``QuantizedRule`` (a generator handed a model, say)."""
+    if not isinstance(rule, QuantizedRule):
+        raise ValueError(f"{needed_by} needs a QuantizedRule (from quantize(model)), got {type(rule).__name__}")
+
+
+def float32_literal(value: float) -> str:
+    """A decimal that reads back as exactly this float32 (9 significant digits always suffice)."""
+    return f"{np.float32(value):.9e}"
