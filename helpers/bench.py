@@ -1,4 +1,4 @@
-"""Benchmark: the plain NCA of chapter 03 against the fast engine of ``helpers.fast``.
+"""Benchmark: the plain NCA of chapter 03 against the fast rollouts of ``helpers.fast``.
 
     python -m helpers.bench            # quick: half the steps, 2 timed rounds
     python -m helpers.bench --full     # the reference steps (80 and 96), 5 timed rounds
@@ -34,8 +34,9 @@ from pathlib import Path
 
 import torch
 
-from . import fast, nca
+from . import env, fast, nca
 from .losses import VGGStyleLoss
+from .train import normalize_gradients
 
 
 @dataclass
@@ -50,7 +51,6 @@ class Config:
 CONFIGS = [Config("texture", 4, 128, 80, "style"), Config("mst", 8, 100, 96, "pixel")]
 
 
-
 def plain_rollout(model, states, steps):
     return model.rollout(states, steps)
 
@@ -58,15 +58,15 @@ def plain_rollout(model, states, steps):
 def variants(device: torch.device) -> dict:
     """name -> (rollout(model, states, steps) for training, the same without gradients for inference).
 
-    "fast" runs the fused C++ kernel where it works (float32 on a CPU with a compiler), PyTorch
-    operations elsewhere (a GPU); on the CPU a "fast, PyTorch ops" row shows what the kernel adds."""
-    engine = "kernel" if fast.uses_cpu_kernel(device) else "torch"
+    "fast" runs the fused C++ kernel backend where it works (float32 on a CPU with a compiler), the
+    PyTorch backend elsewhere (a GPU); on the CPU a "fast, PyTorch ops" row shows what the kernel adds."""
+    backend = "kernel" if fast.uses_cpu_kernel(device) else "torch"
     table = {"plain": plain_rollout,
-             "fast": fast.make_rollout(engine=engine),
-             "fast, fast masks": fast.make_rollout(engine=engine, masks="fast"),
-             "fast, checkpoint 8": fast.make_rollout(engine=engine, checkpoint_every=8)}
-    if engine == "kernel":
-        table["fast, PyTorch ops"] = fast.make_rollout(engine="torch")
+             "fast": fast.make_rollout(backend=backend),
+             "fast, fast masks": fast.make_rollout(backend=backend, masks="fast"),
+             "fast, checkpoint 8": fast.make_rollout(backend=backend, checkpoint_every=8)}
+    if backend == "kernel":
+        table["fast, PyTorch ops"] = fast.make_rollout(backend="torch")
     return table
 
 
@@ -74,7 +74,7 @@ def variants(device: torch.device) -> dict:
 
 def style_loss(device: torch.device):
     """The texture chapter's loss: VGG16 Gram matrices up to relu5_1 (random VGG weights)."""
-    import torchvision
+    import torchvision  # not a dependency of helpers itself (see pyproject): only this configuration needs it
 
     features = torchvision.models.vgg16(weights=None).features[:26].to(device).eval()
     target = torch.rand(3, 128, 128, generator=torch.Generator().manual_seed(1)).to(device)
@@ -96,8 +96,6 @@ def synchronize(device: torch.device) -> None:
 
 def training_iteration(model, rollout, states, steps, loss_fn, optimizer) -> None:
     """One iteration of ``helpers.train.train_pool`` without the pool bookkeeping."""
-    from .train import normalize_gradients
-
     final = rollout(model, states, steps)
     loss = loss_fn(final)
     optimizer.zero_grad(set_to_none=True)
@@ -163,7 +161,7 @@ def make_model(device) -> nca.NCA:
 
 def loss_alone(loss_fn, states):
     """Forward and backward of the loss by itself, on a fixed final state: the part of a training
-    iteration that no NCA engine changes (for the texture configuration, the VGG16 network)."""
+    iteration that no rollout variant changes (for the texture configuration, the VGG16 network)."""
     final = states.clone().requires_grad_(True)
     loss_fn(final).backward()
 
@@ -212,7 +210,7 @@ def bench_config(config: Config, device, repeats: int, memory: PeakMemory, log) 
 
 
 def rollout_speedup(row: dict, plain: dict) -> float:
-    """Speed-up of the training iteration without the loss's own time (the engine's part)."""
+    """Speed-up of the training iteration without the loss's own time (the rollout's part)."""
     fast_part, plain_part = row["train_s"] - row["loss_s"], plain["train_s"] - plain["loss_s"]
     return plain_part / fast_part if fast_part > 0 else float("nan")
 
@@ -235,8 +233,16 @@ def print_table(rows: list[dict], out=None) -> None:
               f"{100 * plain['loss_s'] / plain['train_s']:.0f}% of the plain iteration", file=out)
 
 
-def main(argv=None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def log(message: str) -> None:
+    """Progress goes to stderr, so that stdout holds only the results."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def main(argv=None, prog: str | None = None) -> list[dict]:
+    """Run the benchmark with command-line arguments ``argv`` (default: ``sys.argv[1:]``), print the
+    table and return its rows. ``prog`` names the command in the help (default ``python -m helpers.bench``),
+    for another command line that hands its arguments on."""
+    parser = argparse.ArgumentParser(prog=prog or "python -m helpers.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--full", action="store_true", help="reference steps, 5 rounds (default: quick)")
     parser.add_argument("--small", action="store_true", help="tiny grids and few steps (a smoke test)")
     parser.add_argument("--repeats", type=int, help="timed rounds per configuration (default 2 quick, 5 full)")
@@ -245,8 +251,6 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--device", help="cpu, cuda, ... (default: helpers.env.get_device())")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
-    from . import env
-
     device = env.get_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -254,7 +258,6 @@ def main(argv=None) -> list[dict]:
     if repeats < 1:
         parser.error("--repeats must be at least 1")
     memory = PeakMemory(device)
-    log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
           f"{repeats} timed rounds (medians), VGG16 with random weights (same cost as trained)")
     rows = []
@@ -270,8 +273,9 @@ def main(argv=None) -> list[dict]:
             rows += bench_config(config, device, repeats, memory, log)
     print_table(rows)
     print("speed-up: plain time / this variant's time, measured interleaved in this process.")
-    print("w/o loss: the same ratio after subtracting the loss's own time (the NCA engine's part).")
-    print("fast: " + ("the fused C++ kernel (helpers/csrc/nca_cpu.cpp)" if fast.uses_cpu_kernel(device)
+    print("w/o loss: the same ratio after subtracting the loss's own time (the rollout's part).")
+    print("fast: " + (f"the fused C++ kernel v{fast.cpu_kernel.version()} (helpers/fast/csrc/nca_cpu.cpp)"
+                      if fast.uses_cpu_kernel(device)
                       else "PyTorch operations (the C++ kernel runs on CPUs only"
                       + ("" if device.type != "cpu" else f"; here: {fast.cpu_kernel.load_error()}") + ")"))
     print("peak mem: " + ("CUDA max_memory_allocated during one training iteration." if device.type == "cuda"

@@ -10,10 +10,13 @@ One step of the rule:
    48 x 12 weights + 12 biases = **588 parameters**;
 3. **stochastic update**: each change is applied with probability 0.5 (a random mask).
 
-Chapter 03 builds this from scratch and asserts that it agrees with ``NCA`` here.
+Chapter 03 builds this from scratch and asserts that it agrees with ``NCA`` here. ``NCA.rule()``
+describes a model's options (channels, split_relu, filters, update_rate, update_per) as one frozen
+``Rule``: what a saved model's JSON records (``NCA.config()``) and what ``helpers.fast`` runs.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 from pathlib import Path
@@ -21,6 +24,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from . import env
 
 CHANNELS = 12
 
@@ -96,11 +101,41 @@ def update_mask(shape, rate: float = 0.5, per: str = "channel", generator: torch
 
 def check_state(state: torch.Tensor, channels: int = CHANNELS) -> None:
     if not isinstance(state, torch.Tensor):
-        raise ValueError(f"the state must be a torch tensor [batch, {channels}, height, width], got {type(state).__name__}")
+        raise ValueError(f"the state must be a torch tensor [batch, {channels}, height, width], "
+                         f"got {type(state).__name__}")
     if state.ndim != 4 or state.shape[1] != channels:
         raise ValueError(f"the state must be shaped [batch, {channels}, height, width], got {tuple(state.shape)}")
     if state.shape[2] < 3 or state.shape[3] < 3:
         raise ValueError(f"the grid must be at least 3x3, got {tuple(state.shape[2:])}")
+
+
+UPDATE_PER = ("channel", "cell")
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """What an ``NCA`` computes, apart from its weights: the options of its constructor, frozen.
+
+    ``NCA.rule()`` returns it, ``NCA.config()`` is it as a dict (what a saved model's JSON holds),
+    ``NCA(**dataclasses.asdict(rule))`` builds the model again, and ``helpers.fast`` runs it.
+    """
+
+    channels: int = CHANNELS
+    split_relu: bool = True              # [relu(v), min(v, 0)] per feature (588 parameters) or v (300)
+    filters: str = "laplacian_sobel"     # the kind of perception filters, see perception_filters
+    update_rate: float = 0.5             # the probability that a value (or a cell) updates in one step
+    update_per: str = "channel"          # "channel": every value decides alone; "cell": a cell's channels together
+
+    def __post_init__(self):
+        if self.update_per not in UPDATE_PER:
+            raise ValueError(f"update_per must be one of {UPDATE_PER}, got {self.update_per!r}")
+        if not 0.0 <= self.update_rate <= 1.0:
+            raise ValueError(f"update rate must be in [0, 1], got {self.update_rate}")
+
+    @property
+    def inputs(self) -> int:
+        """The inputs of the 1x1 layer per cell: state and perception (2C), split into signs (4C)."""
+        return 2 * self.channels * (2 if self.split_relu else 1)
 
 
 class NCA(nn.Module):
@@ -109,24 +144,29 @@ class NCA(nn.Module):
     ``split_relu=True`` gives the 588-parameter rule of the course (48 inputs per cell);
     ``split_relu=False`` the plain 300-parameter rule (24 inputs). ``update_per`` is
     ``"channel"`` or ``"cell"``; ``filters`` is ``"laplacian_sobel"`` or ``"side"``.
+    ``rule()`` returns these options as one frozen ``Rule``.
     """
 
     def __init__(self, channels: int = CHANNELS, split_relu: bool = True, filters: str = "laplacian_sobel",
                  update_rate: float = 0.5, update_per: str = "channel", init_scale: float = 1e-3):
         super().__init__()
+        rule = Rule(channels, split_relu, filters, update_rate, update_per)   # clear errors for bad options
         self.channels, self.split_relu, self.filter_kind = channels, split_relu, filters
         self.update_rate, self.update_per = update_rate, update_per
         self.register_buffer("filters", perception_filters(filters, channels))
-        inputs = 2 * channels * (2 if split_relu else 1)
-        self.update = nn.Conv2d(inputs, channels, kernel_size=1)
+        self.update = nn.Conv2d(rule.inputs, channels, kernel_size=1)
         with torch.no_grad():
             self.update.weight.normal_().mul_(init_scale)
             self.update.bias.zero_()
 
+    def rule(self) -> Rule:
+        """The rule this model computes (its options, frozen; the weights are not part of it)."""
+        return Rule(channels=self.channels, split_relu=self.split_relu, filters=self.filter_kind,
+                    update_rate=self.update_rate, update_per=self.update_per)
+
     def config(self) -> dict:
-        """The constructor arguments, stored next to saved weights."""
-        return {"channels": self.channels, "split_relu": self.split_relu, "filters": self.filter_kind,
-                "update_rate": self.update_rate, "update_per": self.update_per}
+        """The constructor arguments (``rule()`` as a dict), stored next to saved weights."""
+        return dataclasses.asdict(self.rule())
 
     def delta(self, state: torch.Tensor) -> torch.Tensor:
         """The proposed change of every value (before the random mask)."""
@@ -215,6 +255,4 @@ def load_model(path: str | Path, device=None) -> NCA:
 
 
 def models_dir() -> Path:
-    from . import env
-
     return env.data_dir() / "models"

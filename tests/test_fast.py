@@ -1,14 +1,20 @@
-"""The fast engine (helpers.fast) must compute what the plain model (helpers.nca.NCA) computes."""
+"""The fast rollouts (helpers.fast) must compute what the plain model (helpers.nca.NCA) computes."""
+import dataclasses
+
 import pytest
 import torch
 
-from helpers import bench, cpu_kernel, fast
+from helpers import bench, fast, nca
+from helpers.fast import cpu_kernel, masks
+from helpers.fast.kernel_engine import KernelWorkspace
+from helpers.fast.torch_engine import TorchWorkspace
 from helpers.nca import NCA
+from helpers.train import TrainConfig, train_pool
 
 STEPS = 16
 
-#: Both engines of helpers.fast: PyTorch operations, and the fused C++ kernel of helpers/csrc.
-ENGINES = ["torch", "kernel"]
+#: Both backends of helpers.fast: PyTorch operations, and the fused C++ kernel of helpers/fast/csrc.
+BACKENDS = ["torch", "kernel"]
 
 
 def make_model(seed=0, **kwargs):
@@ -55,37 +61,100 @@ def assert_same_gradients(expected, actual, rtol=1e-4):
 def test_the_cpu_kernel_compiles_here():
     """CI installs a C++ compiler, so the kernel must build; elsewhere fast falls back to PyTorch."""
     assert cpu_kernel.available(), cpu_kernel.load_error()
-    assert fast.uses_cpu_kernel()
+    assert fast.uses_cpu_kernel() and not fast.uses_cpu_kernel("meta")
+    # what the library is, it says itself (written once, in the C++ source)
+    assert isinstance(cpu_kernel.version(), int) and cpu_kernel.version() >= 3
+    assert cpu_kernel.max_channels() == 16
+    assert f"return {cpu_kernel.version()};" in cpu_kernel.SOURCE.read_text()
 
 
-@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_both_backends_run_the_frozen_rule_with_its_tensors(backend):
+    """fast.run_rule takes the model's Rule and its weight, bias and filters, nothing else of the model."""
+    model = make_model(filters="side", update_per="cell", update_rate=0.3)
+    rule, state = model.rule(), seed_like_state()
+    weight, bias = model.update.weight, model.update.bias
+    plain = model.rollout(state, 6, generator=torch.Generator().manual_seed(4))
+    quick = fast.run_rule(rule, weight, bias, model.filters, state, 6, generator=torch.Generator().manual_seed(4),
+                          backend=backend)
+    torch.testing.assert_close(quick, plain, atol=1e-5, rtol=0)
+    plain_grads = torch.autograd.grad(loss_of(plain), [weight, bias])
+    assert_same_gradients(plain_grads, torch.autograd.grad(loss_of(quick), [weight, bias]))
+    # the workspace of each backend is built from the same Rule
+    workspace = {"torch": TorchWorkspace, "kernel": KernelWorkspace}[backend]
+    work = fast.make_workspace(rule, model.filters, state, None, "exact", backend)
+    assert type(work) is workspace and work.rule is rule and work.mask_shape == (2, 1, 20, 24)
+
+
+def test_run_rule_checks_that_rule_tensors_and_state_fit():
+    model = make_model()
+    rule, weight, bias, filters = model.rule(), model.update.weight, model.update.bias, model.filters
+    state = seed_like_state()
+    with pytest.raises(TypeError, match="Rule"):
+        fast.run_rule(model.config(), weight, bias, filters, state, 2)
+    with pytest.raises(ValueError, match=r"weight is \[12, 24, 1, 1\], got \(12, 48, 1, 1\)"):
+        fast.run_rule(dataclasses.replace(rule, split_relu=False), weight, bias, filters, state, 2)
+    with pytest.raises(ValueError, match="bias"):
+        fast.run_rule(rule, weight, bias[:3], filters, state, 2)
+    with pytest.raises(ValueError, match="filters"):
+        fast.run_rule(rule, weight, bias, filters[:6], state, 2)
+    with pytest.raises(TypeError, match="dtype"):
+        fast.run_rule(rule, weight.double(), bias.double(), filters, state, 2)
+    with pytest.raises(ValueError, match="shaped"):
+        fast.run_rule(rule, weight, bias, filters, state[:, :6], 2)
+
+
+def test_more_channels_than_the_kernel_runs_fall_back_to_pytorch():
+    model = make_model(channels=18)            # the kernel runs at most 16
+    state = seed_like_state(channels=18)
+    with pytest.raises(RuntimeError, match="at most 16 channels"):
+        fast.rollout(model, state, 2, backend="kernel")
+    (plain, plain_grads), (quick, quick_grads) = plain_and_fast(model, state, steps=4)
+    torch.testing.assert_close(quick, plain, atol=1e-5, rtol=0)
+    assert_same_gradients(plain_grads, quick_grads)
+
+
+@pytest.mark.parametrize("update_per", ["channel", "cell"])
+def test_the_shared_exact_masks_are_update_mask_draw_for_draw(update_per):
+    """Both backends' torch.rand path (masks.TorchRandMasks) draws what helpers.nca.update_mask draws."""
+    rule = nca.Rule(update_rate=0.3, update_per=update_per)
+    shape = (2, 12, 7, 9)
+    draws = masks.TorchRandMasks(rule, shape, torch.Generator().manual_seed(8), "cpu")
+    generator = torch.Generator().manual_seed(8)
+    for dtype in (torch.float32, torch.bool):
+        out = torch.empty(masks.mask_shape(rule, shape), dtype=dtype)
+        expected = nca.update_mask(shape, rule.update_rate, rule.update_per, generator)
+        assert torch.equal(draws.draw(out=out).float(), expected)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("options", [{}, {"split_relu": False}, {"filters": "side", "update_per": "cell"},
                                      {"update_rate": 0.3}])
-def test_fast_rollout_matches_plain_states_and_gradients(options, engine):
+def test_fast_rollout_matches_plain_states_and_gradients(options, backend):
     model = make_model(**options)
-    (plain, plain_grads), (quick, quick_grads) = plain_and_fast(model, seed_like_state(), engine=engine)
+    (plain, plain_grads), (quick, quick_grads) = plain_and_fast(model, seed_like_state(), backend=backend)
     assert 0.5 < (plain - seed_like_state()).abs().max() < 10, "the rollout should move the state, not explode"
     torch.testing.assert_close(quick, plain, atol=1e-5, rtol=0)
     assert_same_gradients(plain_grads, quick_grads)
 
 
-@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("every", [1, 3, 5, 16, 40])
-def test_checkpointed_rollout_gives_the_plain_gradients(every, engine):
+def test_checkpointed_rollout_gives_the_plain_gradients(every, backend):
     model = make_model()
     (plain, plain_grads), (quick, quick_grads) = plain_and_fast(model, seed_like_state(), checkpoint_every=every,
-                                                                engine=engine)
+                                                                backend=backend)
     torch.testing.assert_close(quick, plain, atol=1e-5, rtol=0)
     assert_same_gradients(plain_grads, quick_grads)
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_gradient_with_respect_to_the_state(engine):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gradient_with_respect_to_the_state(backend):
     model = make_model()
     start = seed_like_state(batch=1, height=9, width=11)
     gradients = []
     for run in (lambda s, g: model.rollout(s, 6, generator=g),
-                lambda s, g: fast.rollout(model, s, 6, generator=g, checkpoint_every=4, engine=engine)):
+                lambda s, g: fast.rollout(model, s, 6, generator=g, checkpoint_every=4, backend=backend)):
         state = start.clone().requires_grad_(True)
         (gradient,) = torch.autograd.grad(loss_of(run(state, torch.Generator().manual_seed(3))), state)
         gradients.append(gradient)
@@ -138,32 +207,35 @@ def test_without_the_twister_the_kernel_draws_masks_with_torch_rand(monkeypatch)
     """If a PyTorch release drew random numbers differently, the check fails and torch.rand is used."""
     monkeypatch.setattr(cpu_kernel, "_twister_matches", False)
     assert not cpu_kernel.exact_masks_available()
-    (plain, plain_grads), (quick, quick_grads) = plain_and_fast(make_model(), seed_like_state(), engine="kernel")
+    (plain, plain_grads), (quick, quick_grads) = plain_and_fast(make_model(), seed_like_state(), backend="kernel")
     torch.testing.assert_close(quick, plain, atol=1e-5, rtol=0)
     assert_same_gradients(plain_grads, quick_grads)
 
 
-@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("width", [24, 13, 3])      # whole vectors of 8 cells, a partial one, a tiny grid
-def test_inference_stores_nothing_and_matches(engine, width):
+def test_inference_stores_nothing_and_matches(backend, width):
     model = make_model()
     state = seed_like_state(width=width)
     with torch.no_grad():
         plain = model.rollout(state, STEPS, generator=torch.Generator().manual_seed(5))
-        quick = fast.infer(model, state, STEPS, generator=torch.Generator().manual_seed(5), engine=engine)
+        quick = fast.infer(model, state, STEPS, generator=torch.Generator().manual_seed(5), backend=backend)
     assert not quick.requires_grad
     torch.testing.assert_close(quick, plain, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_fast_masks_update_about_half_the_values_and_differ_per_step(engine):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fast_masks_update_about_half_the_values_and_differ_per_step(backend):
     model = make_model()
     state = torch.zeros(2, 12, 32, 32)
     with torch.no_grad():
         model.update.weight.zero_()
         model.update.bias.fill_(1.0)          # every update adds exactly 1 where the mask is on
-        run = lambda steps, seed: fast.infer(model, state, steps, masks="fast",  # noqa: E731
-                                             generator=torch.Generator().manual_seed(seed), engine=engine)
+
+        def run(steps, seed):
+            return fast.infer(model, state, steps, masks="fast", generator=torch.Generator().manual_seed(seed),
+                              backend=backend)
+
         one, many = run(1, 0), run(40, 0)
         again, other = run(40, 0), run(40, 1)
     assert set(one.unique().tolist()) == {0.0, 1.0}
@@ -174,11 +246,11 @@ def test_fast_masks_update_about_half_the_values_and_differ_per_step(engine):
     assert torch.equal(many, again) and not torch.equal(many, other)   # the generator decides the masks
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_fast_masks_train_like_exact_masks(engine):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fast_masks_train_like_exact_masks(backend):
     model = make_model()
     state = seed_like_state()
-    final = fast.rollout(model, state, 8, masks="fast", generator=torch.Generator().manual_seed(2), engine=engine)
+    final = fast.rollout(model, state, 8, masks="fast", generator=torch.Generator().manual_seed(2), backend=backend)
     gradients = torch.autograd.grad(loss_of(final), list(model.parameters()))
     assert all(torch.isfinite(g).all() and g.norm() > 0 for g in gradients)
 
@@ -192,7 +264,7 @@ def test_without_the_kernel_auto_falls_back_to_pytorch(monkeypatch):
         torch.testing.assert_close(quick, plain, atol=1e-5, rtol=0)
         assert_same_gradients(plain_grads, quick_grads)
         with pytest.raises(RuntimeError, match="DSOS_CPU_KERNEL"):
-            fast.rollout(make_model(), seed_like_state(), 2, engine="kernel")
+            fast.rollout(make_model(), seed_like_state(), 2, backend="kernel")
     finally:
         monkeypatch.delenv("DSOS_CPU_KERNEL")
         cpu_kernel.reset()
@@ -216,10 +288,10 @@ def test_a_kernel_that_does_not_compile_says_why(monkeypatch, tmp_path):
 def test_the_kernel_refuses_what_it_cannot_run():
     model = make_model()
     with pytest.raises(RuntimeError, match="float32"):
-        fast.rollout(model.double(), seed_like_state().double(), 2, engine="kernel")
-    with pytest.raises(ValueError, match="engine"):
-        fast.rollout(make_model(), seed_like_state(), 2, engine="gpu")
-    # engine="auto" runs float64 with PyTorch operations instead, and still matches plain
+        fast.rollout(model.double(), seed_like_state().double(), 2, backend="kernel")
+    with pytest.raises(ValueError, match="backend"):
+        fast.rollout(make_model(), seed_like_state(), 2, backend="gpu")
+    # backend="auto" runs float64 with PyTorch operations instead, and still matches plain
     model = make_model().double()
     with torch.no_grad():
         plain = model.rollout(seed_like_state().double(), 4, generator=torch.Generator().manual_seed(1))
@@ -230,8 +302,6 @@ def test_the_kernel_refuses_what_it_cannot_run():
 def test_make_rollout_trains_like_the_plain_rollout():
     """train_pool draws its masks from the global generator: with the fast rollout plugged in, the
     same seed must give the same losses as with the plain one."""
-    from helpers.train import TrainConfig, train_pool
-
     def make_samples(count):
         return {"state": seed_like_state(batch=count, height=12, width=12)}
 
@@ -240,7 +310,7 @@ def test_make_rollout_trains_like_the_plain_rollout():
 
     config = TrainConfig(iterations=5, batch_size=2, pool_size=4, min_steps=4, max_steps=8, learning_rate=1e-2)
     histories = []
-    for rollout in (None, fast.make_rollout(checkpoint_every=3), fast.make_rollout(engine="torch")):
+    for rollout in (None, fast.make_rollout(checkpoint_every=3), fast.make_rollout(backend="torch")):
         histories.append(train_pool(make_model(), make_samples, loss_fn, config, rollout=rollout, progress=False))
     plain, quick, quick_torch = (torch.tensor(history.losses) for history in histories)
     assert len(quick) == 5 and quick.std() > 0

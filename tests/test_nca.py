@@ -1,13 +1,11 @@
-"""Tests of helpers.nca: filters, perception, the update rule, masks, seeds and model files."""
+"""Tests of helpers.nca: filters, perception, the update rule, its frozen Rule, masks, seeds and model files."""
+import dataclasses
 import json
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from helpers import nca
-
-
 
 
 def random_state(batch=2, size=9, seed=0):
@@ -70,7 +68,8 @@ def test_perceive_equals_a_direct_sum_with_wraparound():
                 total = 0.0
                 for dy in (-1, 0, 1):
                     for dx in (-1, 0, 1):
-                        total += filters[channel, 0, dy + 1, dx + 1] * state[0, channel, (y + dy) % height, (x + dx) % width]
+                        neighbour = state[0, channel, (y + dy) % height, (x + dx) % width]
+                        total += filters[channel, 0, dy + 1, dx + 1] * neighbour
                 expected[0, channel, y, x] = total
     assert torch.allclose(result, expected, atol=1e-5)
 
@@ -97,6 +96,27 @@ def test_parameter_counts_are_300_and_588():
     assert nca.count_parameters(nca.NCA(split_relu=False)) == 300
     assert nca.count_parameters(nca.NCA()) == 588
     assert nca.count_parameters(nca.NCA(filters="side")) == 588
+
+
+def test_the_rule_is_frozen_and_round_trips_through_the_config():
+    model = nca.NCA(filters="side", update_rate=0.25, update_per="cell", split_relu=False)
+    rule = model.rule()
+    assert rule == nca.Rule(channels=12, split_relu=False, filters="side", update_rate=0.25, update_per="cell")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rule.update_rate = 0.5
+    # config() is the rule as a dict, with the keys (and their order) that saved JSON files hold
+    assert model.config() == dataclasses.asdict(rule)
+    assert list(model.config()) == ["channels", "split_relu", "filters", "update_rate", "update_per"]
+    assert nca.NCA(**model.config()).rule() == rule
+    assert nca.NCA(**dataclasses.asdict(rule)).config() == model.config()
+    assert nca.NCA().rule() == nca.Rule() and nca.Rule().inputs == 48 and rule.inputs == 24
+
+
+def test_bad_rule_options_are_clear_errors():
+    with pytest.raises(ValueError, match="update_per"):
+        nca.NCA(update_per="pixel")
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        nca.Rule(update_rate=1.5)
 
 
 def test_weights_start_small_and_bias_zero():
@@ -205,7 +225,7 @@ def test_save_and_load_round_trip(tmp_path):
     info = json.loads((tmp_path / "m.json").read_text())
     assert info["parameters"] == 588 and info["note"] == "test" and info["config"]["filters"] == "side"
     loaded = nca.load_model(path)
-    assert loaded.filter_kind == "side" and loaded.update_per == "cell"
+    assert loaded.filter_kind == "side" and loaded.update_per == "cell" and loaded.rule() == model.rule()
     assert torch.equal(loaded.update.weight, model.update.weight)
     assert nca.load_metadata(path)["note"] == "test"
 

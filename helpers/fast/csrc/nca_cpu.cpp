@@ -1,6 +1,6 @@
 // One step of the chapter-03 NCA, forward and backward, fused into one pass over the grid.
 //
-// This is the CPU kernel behind helpers.fast (compiled and loaded by helpers/cpu_kernel.py).
+// This is the CPU kernel behind helpers.fast (compiled and loaded by helpers/fast/cpu_kernel.py).
 // It computes exactly what helpers.nca.NCA computes, in the same float32 arithmetic up to the
 // order of the sums:
 //
@@ -15,7 +15,8 @@
 // Rows are shared out between threads with OpenMP when the compiler supports it.
 //
 // Layout: every tensor is a contiguous float32 [B, C, H, W] (masks: uint8 [B, C or 1, H, W]);
-// the weights are [C, K] with K = 4C (or 2C), filters [C, 9], row-major 3x3.
+// the weights are [C, K] with K = 4C (or 2C), filters [C, 9], row-major 3x3. The rule's options
+// keep the names of helpers.nca.Rule: split_relu, and update_per_channel for update_per == "channel".
 
 #include <cstdint>
 #include <cstdlib>
@@ -35,7 +36,7 @@ struct Rule {
     const float* weight;    // [C, K]
     const float* bias;      // [C]
     const float* filters;   // [C, 9]
-    int channels, features, split;
+    int channels, features, split_relu;
 };
 
 struct Grid {
@@ -98,7 +99,7 @@ static inline void features(const float* rows, int stride, int x0, const Rule& r
         const v8 x = load(rows + (c * 3 + 1) * stride + x0 + 1);
         const v8 p = perceive(rows, stride, c, x0, rule.filters + 9 * c);
         state[c] = x;
-        if (rule.split) {
+        if (rule.split_relu) {
             s[c] = x > 0 ? x : zero;
             s[C + c] = p > 0 ? p : zero;
             s[2 * C + c] = x < 0 ? x : zero;
@@ -118,9 +119,10 @@ static inline v8 mask_of(const uint8_t* mask, int n) {
     return __builtin_convertvector(bytes, v8);
 }
 
-static inline const uint8_t* mask_row(const uint8_t* mask, const Grid& g, int per_channel, int b, int c, int y) {
-    const int mask_channels = per_channel ? g.channels : 1;
-    return mask + ((long)b * mask_channels + (per_channel ? c : 0)) * g.plane() + (long)y * g.width;
+static inline const uint8_t* mask_row(const uint8_t* mask, const Grid& g, int update_per_channel, int b, int c,
+                                      int y) {
+    const int mask_channels = update_per_channel ? g.channels : 1;
+    return mask + ((long)b * mask_channels + (update_per_channel ? c : 0)) * g.plane() + (long)y * g.width;
 }
 
 static int thread_count(int requested) {
@@ -145,9 +147,9 @@ static int thread_index() {
 // 12 outputs of a cell stay in 12 vector registers; 0 means "read it from the argument".
 template <int FIXED_C>
 static void step(const float* x, const uint8_t* mask, float* y, const float* weight, const float* bias,
-                 const float* filters, const Grid& g, int split, int per_channel, int threads) {
+                 const float* filters, const Grid& g, int split_relu, int update_per_channel, int threads) {
     const int C = FIXED_C ? FIXED_C : g.channels;
-    const Rule rule{weight, bias, filters, C, (split ? 4 : 2) * C, split};
+    const Rule rule{weight, bias, filters, C, (split_relu ? 4 : 2) * C, split_relu};
     const int K = rule.features, stride = g.row_buffer();
     // The weights transposed, [K, C]: for each feature, its weight into each of the C outputs.
     std::vector<float> weight_t(K * C);
@@ -171,7 +173,7 @@ static void step(const float* x, const uint8_t* mask, float* y, const float* wei
                     for (int o = 0; o < C; ++o) delta[o] += w[o] * s[k];
                 }
                 for (int o = 0; o < C; ++o) {
-                    const v8 m = mask_of(mask_row(mask, g, per_channel, b, o, yy) + x0, n);
+                    const v8 m = mask_of(mask_row(mask, g, update_per_channel, b, o, yy) + x0, n);
                     store(y + b * g.image() + o * g.plane() + (long)yy * g.width + x0, state[o] + m * delta[o], n);
                 }
             }
@@ -246,9 +248,10 @@ static inline void feature_gradient(const float* weight, const v8* grad, int C, 
 template <int FIXED_C>
 static void step_backward(const float* x, const uint8_t* mask, const float* gy, float* gx, float* grad_wb,
                           float* gp, const float* weight, const float* bias, const float* filters,
-                          const float* filters_flipped, const Grid& g, int split, int per_channel, int threads) {
+                          const float* filters_flipped, const Grid& g, int split_relu, int update_per_channel,
+                          int threads) {
     const int C = FIXED_C ? FIXED_C : g.channels;
-    const Rule rule{weight, bias, filters, C, (split ? 4 : 2) * C, split};
+    const Rule rule{weight, bias, filters, C, (split_relu ? 4 : 2) * C, split_relu};
     const int K = rule.features, stride = g.row_buffer(), nthreads = thread_count(threads);
     const int chunks = (g.width + LANES - 1) / LANES;
     // One accumulator of 8 lanes per weight and bias, per thread: summed at the end.
@@ -272,12 +275,12 @@ static void step_backward(const float* x, const uint8_t* mask, const float* gy, 
                 features(rows.data(), stride, x0, rule, state, s);
                 for (int o = 0; o < C; ++o) {
                     upstream[o] = load(gy + at + o * g.plane(), n);
-                    grad[o] = mask_of(mask_row(mask, g, per_channel, b, o, yy) + x0, n) * upstream[o];
+                    grad[o] = mask_of(mask_row(mask, g, update_per_channel, b, o, yy) + x0, n) * upstream[o];
                 }
                 feature_gradient(weight, grad, C, K, gs);
                 for (int c = 0; c < C; ++c) {
                     v8 grad_x = gs[c], grad_p = gs[C + c];
-                    if (split) {
+                    if (split_relu) {
                         grad_x = (s[c] > 0 ? gs[c] : zero) + (s[2 * C + c] < 0 ? gs[2 * C + c] : zero);
                         grad_p = (s[C + c] > 0 ? gs[C + c] : zero) + (s[3 * C + c] < 0 ? gs[3 * C + c] : zero);
                     }
@@ -312,35 +315,31 @@ static void step_backward(const float* x, const uint8_t* mask, const float* gy, 
 
 extern "C" {
 
-int nca_kernel_version() { return 2; }
+// The one place the kernel's version is written (helpers.fast.cpu_kernel.version() reports it; raise
+// it when a function below changes), and the most channels the kernel runs (Python asks, too).
+int nca_kernel_version() { return 3; }
 
-int nca_kernel_has_openmp() {
-#ifdef _OPENMP
-    return 1;
-#else
-    return 0;
-#endif
-}
+int nca_kernel_max_channels() { return MAX_CHANNELS; }
 
 void nca_step(const float* x, const uint8_t* mask, float* y, const float* weight, const float* bias,
-              const float* filters, int batch, int channels, int height, int width, int split,
-              int per_channel, int threads) {
+              const float* filters, int batch, int channels, int height, int width, int split_relu,
+              int update_per_channel, int threads) {
     const Grid g{batch, channels, height, width};
-    if (channels == 12) step<12>(x, mask, y, weight, bias, filters, g, split, per_channel, threads);
-    else step<0>(x, mask, y, weight, bias, filters, g, split, per_channel, threads);
+    if (channels == 12) step<12>(x, mask, y, weight, bias, filters, g, split_relu, update_per_channel, threads);
+    else step<0>(x, mask, y, weight, bias, filters, g, split_relu, update_per_channel, threads);
 }
 
 void nca_step_backward(const float* x, const uint8_t* mask, const float* gy, float* gx, float* grad_wb,
                        float* gp, const float* weight, const float* bias, const float* filters,
                        const float* filters_flipped, int batch, int channels, int height, int width,
-                       int split, int per_channel, int threads) {
+                       int split_relu, int update_per_channel, int threads) {
     const Grid g{batch, channels, height, width};
     if (channels == 12)
-        step_backward<12>(x, mask, gy, gx, grad_wb, gp, weight, bias, filters, filters_flipped, g, split,
-                          per_channel, threads);
+        step_backward<12>(x, mask, gy, gx, grad_wb, gp, weight, bias, filters, filters_flipped, g, split_relu,
+                          update_per_channel, threads);
     else
-        step_backward<0>(x, mask, gy, gx, grad_wb, gp, weight, bias, filters, filters_flipped, g, split,
-                         per_channel, threads);
+        step_backward<0>(x, mask, gy, gx, grad_wb, gp, weight, bias, filters, filters_flipped, g, split_relu,
+                         update_per_channel, threads);
 }
 
 // A random 0/1 mask with P(1) = threshold / 2^32, from a counter-based hash of (seed, index):
@@ -366,7 +365,7 @@ void nca_random_mask(uint8_t* mask, long count, uint64_t seed, uint64_t threshol
 // generator_state is the byte blob of torch.Generator.get_state(); this function reads the
 // twister's words and position from it, draws count values and writes the new position back, so
 // that Generator.set_state() leaves the generator where torch.rand would have left it.
-// helpers/cpu_kernel.py checks this against torch.rand before using it (and falls back if not).
+// helpers/fast/cpu_kernel.py checks this against torch.rand before using it (and falls back if not).
 namespace twister {
 const int N = 624, M = 397;
 const uint32_t MATRIX_A = 0x9908b0dfu, UPPER = 0x80000000u, LOWER = 0x7fffffffu;
@@ -375,7 +374,7 @@ const int LEFT_AT = 8, NEXT_AT = 16, WORDS_AT = 24;
 
 static inline uint32_t twist(uint32_t upper_of, uint32_t lower_of, uint32_t partner) {
     const uint32_t y = (upper_of & UPPER) | (lower_of & LOWER);
-    return partner ^ (y >> 1) ^ (0u - (y & 1u) & MATRIX_A);     // (y odd ? MATRIX_A : 0), branch-free
+    return partner ^ (y >> 1) ^ ((0u - (y & 1u)) & MATRIX_A);   // (y odd ? MATRIX_A : 0), branch-free
 }
 
 // The next 624 words of the twister from the current 624 (the recurrence of MT19937),

@@ -1,0 +1,201 @@
+"""Fast rollouts of the NCA of chapter 03: the same mathematics as ``helpers.nca.NCA``, run faster.
+
+Chapter 03 teaches the rule in its plainest form (``NCA.forward``): pad, perceive, concatenate,
+split into signs, concatenate again, 1x1 convolution, random mask. That form is the lesson; this
+package computes *exactly the same states and gradients* with less work for the machine. What it
+runs is the model's frozen ``nca.Rule`` (``model.rule()``: channels, split_relu, filters,
+update_rate, update_per) with the model's weight, bias and filter tensors. A whole rollout is ONE
+``torch.autograd.Function`` whose forward records nothing and whose backward is written by hand;
+it needs only the state before each step and that step's mask (1 byte per value).
+
+The package, one job per file:
+
+* ``__init__``: the public functions below, their checks, and the choice of backend;
+* ``autograd``: the autograd Function and its backward walk (with gradient checkpointing);
+* ``torch_engine``: the PyTorch backend, a step as a dozen PyTorch operations on reused buffers;
+* ``kernel_engine``: the C++ kernel backend, a step as one call into ``csrc/nca_cpu.cpp``;
+* ``masks``: the update masks' shapes and the exact ``torch.rand`` masks both backends share;
+* ``cpu_kernel``: compiling, caching and loading ``csrc/nca_cpu.cpp`` (ctypes), and its
+  Mersenne-Twister check.
+
+Two backends run the steps (``backend=``):
+
+* ``"kernel"`` (what ``"auto"`` picks on a CPU, float32): the fused C++ kernel,
+  ``helpers/fast/csrc/nca_cpu.cpp``, compiled on first use by ``helpers.fast.cpu_kernel`` (about
+  a second; it needs ``g++``/``clang++``, which Colab and most Linux machines have). One pass over
+  the grid per step: a cell's 48 features live in vector registers and never travel through
+  memory, eight cells of a row are computed together, rows are shared between threads (OpenMP).
+  The random masks come from the kernel too: it runs the generator's own Mersenne Twister, so it
+  draws exactly ``torch.rand(shape, generator) < rate``, and leaves the generator where
+  ``torch.rand`` would, about ten times faster (checked against ``torch.rand`` once per process,
+  with a fall-back to ``torch.rand`` if a PyTorch release ever differed). Without a compiler
+  ``backend="auto"`` quietly uses the PyTorch backend; ``DSOS_CPU_KERNEL=0`` forces that.
+* ``"torch"`` (what ``"auto"`` picks on GPUs, for float64 or without a compiler): the same step as
+  a dozen PyTorch operations on buffers allocated once per rollout, with no fresh memory inside the
+  loop, padding for free and no concatenations (see ``torch_engine``).
+
+Options of both backends:
+
+* **gradient checkpointing** (``checkpoint_every=k``): keep only every k-th state and recompute
+  the others during the backward pass, trading one extra forward step per step for memory.
+* **fast masks** (``masks="fast"``, needs ``update_rate`` 0.5): the plain version draws one random
+  float per value (``torch.rand(...) < 0.5``); in the PyTorch backend on a CPU that costs about as
+  much as the rest of the step. Fast masks draw random bits instead (the kernel hashes a per-step
+  seed from the generator with the value's index): statistically the same, but a different random
+  stream, so only ``masks="exact"`` (the default) reproduces the plain version's states draw for
+  draw. With the C++ kernel, whose exact masks are already cheap, they gain little.
+
+Measured and dropped (``python -m helpers.bench`` measures what is kept): a channels-last layout
+for the PyTorch backend (its depthwise convolution is faster, but writing features and masks
+across channels cost more than that saved); ``torch.compile`` of a step on the CPU (about a minute
+to compile, under 2x faster than plain).
+
+The hand-written backward of one step (state ``x``, mask ``m``, perception ``p = P x``,
+features ``f = [x, p]``, split ``s = [relu(f), min(f, 0)]``, update ``y = x + m * (W s + b)``),
+given the gradient ``gy`` of the loss with respect to ``y``:
+
+    g       = m * gy                        gradient of the proposed change (W s + b)
+    dW     += g s^T,  db += sum of g        the parameter gradients
+    gs      = W^T g                         gradient of the 48 split features
+    gf      = gs_relu * [f > 0] + gs_min * [f < 0]     (PyTorch's relu has slope 0 at f = 0)
+    gx      = gy + gf_state + P^T gf_perception
+
+``P^T``, the adjoint of a circular depthwise convolution, is the same convolution with every 3x3
+filter rotated by 180 degrees. ``tests/test_fast.py`` checks the states and gradients of both
+backends against ``helpers.nca.NCA``; ``python -m helpers.bench`` measures them side by side.
+
+Usage::
+
+    from helpers import fast
+    final = fast.rollout(model, states, steps)                   # differentiable, like model.rollout
+    final = fast.rollout(model, states, steps, checkpoint_every=8)
+    final = fast.rollout(model, states, steps, backend="torch")  # force the PyTorch backend
+    train_pool(model, make_samples, loss_fn, config, rollout=fast.make_rollout())
+    train_pool(..., rollout=fast.make_rollout(masks="fast"))     # faster, statistically the same
+    final = fast.infer(model, states, steps)                     # inference: nothing is stored
+    final = fast.run_rule(model.rule(), weight, bias, filters, states, steps)   # without a module
+"""
+from __future__ import annotations
+
+import torch
+
+from .. import nca
+from . import cpu_kernel, kernel_engine
+from .autograd import Rollout
+from .kernel_engine import KernelWorkspace
+from .torch_engine import TorchWorkspace
+
+MASK_MODES = ("exact", "fast")
+#: "auto": the fused C++ kernel on the CPU when it compiles, PyTorch operations otherwise.
+BACKENDS = ("auto", "kernel", "torch")
+
+
+# ------------------------------------------------------------------------------ checks
+
+def check_options(rule: nca.Rule | None, checkpoint_every, masks, backend="auto") -> None:
+    """Clear errors for bad options (``rule`` may be None when only the options are known)."""
+    if checkpoint_every is not None and (not isinstance(checkpoint_every, int) or checkpoint_every < 1):
+        raise ValueError(f"checkpoint_every must be None or a positive integer, got {checkpoint_every!r}")
+    if masks not in MASK_MODES:
+        raise ValueError(f"masks must be one of {MASK_MODES}, got {masks!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if masks == "fast" and rule is not None and rule.update_rate != 0.5:
+        raise ValueError(f"masks='fast' draws one random bit per value, so it needs update_rate 0.5 "
+                         f"(this rule has {rule.update_rate}); use masks='exact'")
+
+
+def check_inputs(rule: nca.Rule, weight: torch.Tensor, bias: torch.Tensor, filters: torch.Tensor,
+                 state: torch.Tensor, steps: int) -> None:
+    """Clear errors for a rule, parameters and a state that do not fit together."""
+    if not isinstance(rule, nca.Rule):
+        raise TypeError(f"the fast rollout runs a helpers.nca.Rule (model.rule()), got {type(rule).__name__}")
+    channels, inputs = rule.channels, rule.inputs
+    nca.check_state(state, channels)
+    if weight.shape not in ((channels, inputs), (channels, inputs, 1, 1)):
+        raise ValueError(f"this rule's weight is [{channels}, {inputs}, 1, 1], got {tuple(weight.shape)}")
+    if bias.shape != (channels,):
+        raise ValueError(f"this rule's bias is [{channels}], got {tuple(bias.shape)}")
+    if filters.shape != (channels, 1, 3, 3):
+        raise ValueError(f"this rule's filters are [{channels}, 1, 3, 3], got {tuple(filters.shape)}")
+    if weight.dtype != state.dtype or bias.dtype != state.dtype:
+        raise TypeError(f"the weight and bias ({weight.dtype}, {bias.dtype}) must have the state's dtype "
+                        f"({state.dtype}), as the plain model needs them")
+    if not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
+
+
+# ------------------------------------------------------------------------------ backends
+
+def uses_cpu_kernel(device="cpu") -> bool:
+    """Whether ``backend="auto"`` runs float32 rollouts on ``device`` with the fused C++ kernel."""
+    return torch.device(device).type == "cpu" and cpu_kernel.available()
+
+
+def make_workspace(rule: nca.Rule, filters: torch.Tensor, state: torch.Tensor,
+                   generator: torch.Generator | None, masks: str, backend: str):
+    """The fused C++ kernel for float32 states on the CPU (when it compiled), else PyTorch operations."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    options = (rule, filters, state.shape, state.dtype, state.device, generator, masks)
+    if backend in ("auto", "kernel"):
+        reason = kernel_engine.fits(rule, state.dtype, state.device)
+        if reason is None:
+            return KernelWorkspace(*options)
+        if backend == "kernel":
+            raise RuntimeError(f"the CPU kernel is not available: {reason}. Use backend='auto' or 'torch'.")
+    return TorchWorkspace(*options)
+
+
+# ------------------------------------------------------------------------------ public API
+
+def run_rule(rule: nca.Rule, weight: torch.Tensor, bias: torch.Tensor, filters: torch.Tensor,
+             state: torch.Tensor, steps: int, generator: torch.Generator | None = None,
+             checkpoint_every: int | None = None, masks: str = "exact", backend: str = "auto") -> torch.Tensor:
+    """``rollout`` for a rule and its tensors (the 1x1 layer's ``weight`` [C, inputs, 1, 1] and
+    ``bias`` [C], the perception ``filters`` [C, 1, 3, 3]) instead of a model; differentiable
+    with respect to ``weight``, ``bias`` and ``state``."""
+    check_options(rule, checkpoint_every, masks, backend)
+    check_inputs(rule, weight, bias, filters, state, steps)
+    if steps == 0:
+        return state
+    work = make_workspace(rule, filters.detach(), state, generator, masks, backend)
+    # Store what the backward pass needs only when a gradient can be asked for.
+    need_grad = torch.is_grad_enabled() and (state.requires_grad or weight.requires_grad or bias.requires_grad)
+    return Rollout.apply(state, weight, bias, work, steps, checkpoint_every, need_grad)
+
+
+def rollout(model: nca.NCA, state: torch.Tensor, steps: int, generator: torch.Generator | None = None,
+            checkpoint_every: int | None = None, masks: str = "exact", backend: str = "auto") -> torch.Tensor:
+    """Run ``steps`` steps of ``model`` from ``state`` [B, C, H, W]; the same as ``model.rollout``.
+
+    Differentiable with respect to the model's parameters and the state (a hand-written backward).
+    Under ``torch.no_grad()`` nothing is stored, which makes it the fast inference path.
+    ``generator`` is used exactly as ``model.rollout`` uses it, so with ``masks="exact"`` both
+    draw the same masks. ``checkpoint_every=k`` stores only every k-th state for the backward
+    pass and recomputes the rest (less memory, one more forward step per step). ``backend``:
+    ``"auto"`` (the fused C++ kernel for float32 on the CPU when it compiles, else PyTorch
+    operations), ``"kernel"`` (the kernel or an error saying why not) or ``"torch"``.
+    """
+    if not isinstance(model, nca.NCA):
+        raise TypeError(f"the fast rollout runs helpers.nca.NCA models, got {type(model).__name__}; "
+                        "use model.rollout for other models")
+    return run_rule(model.rule(), model.update.weight, model.update.bias, model.filters, state, steps,
+                    generator=generator, checkpoint_every=checkpoint_every, masks=masks, backend=backend)
+
+
+def make_rollout(checkpoint_every: int | None = None, masks: str = "exact", backend: str = "auto"):
+    """``rollout(model, states, steps)`` for ``helpers.train.train_pool(..., rollout=...)``."""
+    check_options(None, checkpoint_every, masks, backend)
+
+    def fast_rollout(model, states, steps):
+        return rollout(model, states, steps, checkpoint_every=checkpoint_every, masks=masks, backend=backend)
+
+    return fast_rollout
+
+
+@torch.no_grad()
+def infer(model: nca.NCA, state: torch.Tensor, steps: int, generator: torch.Generator | None = None,
+          masks: str = "exact", backend: str = "auto") -> torch.Tensor:
+    """Inference: ``steps`` steps without gradients (the same states as ``model.rollout``)."""
+    return rollout(model, state, steps, generator=generator, masks=masks, backend=backend)
