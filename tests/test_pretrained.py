@@ -3,14 +3,13 @@ and grow their texture: the VGG-free loss to the target is below the value repor
 import pytest
 import torch
 
-from helpers import data, losses, nca, train
+from helpers import data, losses, nca
+from helpers.tasks import texture
 
 MODEL_FILES = sorted(nca.models_dir().glob("texture_*.pt"))
 
 #: Tolerance on the reported value: the test grows from another random seed than the one measured.
 TOLERANCE = 1.5
-
-
 
 
 def test_at_least_three_texture_models_ship():
@@ -22,7 +21,8 @@ def test_pretrained_model_metadata(path):
     info = nca.load_metadata(path)
     for key in ("command", "settings", "loss_kind", "eval", "date", "target"):
         assert key in info, f"{path.name}: metadata lacks {key!r}"
-    assert info["command"].startswith("python -m helpers.train texture")
+    assert info["command"].startswith("python -m helpers train texture")
+    assert info["settings"]["target"] == info["target"] and info["device"].startswith(("cpu", "cuda", "mps"))
     assert info["parameters"] == 588 and info["target"] in data.list_textures()
 
 
@@ -33,7 +33,7 @@ def test_pretrained_model_grows_its_texture_and_stays_in_range(path):
     assert nca.count_parameters(model) == 588
     size = info["eval"]["size"]
     target = data.load_texture(info["target"], info["settings"]["target_size"])
-    result = train.texture_quality(model, target, size=size, steps=2000, seed=1, batch=1)
+    result = texture.quality(model, target, size=size, steps=2000, seed=1, batch=1)
     state = result["state"]
     assert torch.isfinite(state).all() and state.abs().max() <= 1.5
     assert result["loss"] < TOLERANCE * info["eval"]["swd_loss"]

@@ -1,4 +1,4 @@
-"""Tests of helpers.train: the configuration, the pool, gradient normalization, the loop, the texture task."""
+"""Tests of helpers.train: the configuration, the pool, gradient normalization, the loop."""
 import json
 import random
 
@@ -9,16 +9,31 @@ from torch import nn
 from helpers import nca, train
 
 
-
-
 def test_config_rejects_bad_values_and_serializes():
     with pytest.raises(ValueError, match="min_steps"):
         train.TrainConfig(min_steps=10, max_steps=10)
     with pytest.raises(ValueError, match="pool_size >= batch_size"):
         train.TrainConfig(pool_size=2, batch_size=4)
-    as_dict = train.TrainConfig().as_dict()
-    assert as_dict["lr_milestones"] == [1000, 4000] and as_dict["iterations"] == 8000
+    with pytest.raises(ValueError, match="engine"):
+        train.TrainConfig(engine="gpu")
+    with pytest.raises(ValueError, match="masks"):
+        train.TrainConfig(masks="random")
+    with pytest.raises(ValueError, match="plain engine draws exact masks"):
+        train.TrainConfig(engine="plain", masks="fast")
+    with pytest.raises(ValueError, match="learning_rate"):
+        train.TrainConfig(learning_rate=float("nan"))
+    as_dict = train.TrainConfig(lr_milestones=[10, 20]).as_dict()
+    assert as_dict["lr_milestones"] == [10, 20] and as_dict["engine"] == "plain" and as_dict["masks"] == "exact"
     json.dumps(as_dict)
+
+
+def test_the_config_chooses_the_rollout_its_engine_names():
+    assert train.TrainConfig(engine="plain").rollout() is None
+    model, state = nca.NCA(), torch.randn(1, 12, 6, 6) * 0.1
+    rollout = train.TrainConfig(engine="fast").rollout()
+    expected = model.rollout(state, 3, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    torch.testing.assert_close(rollout(model, state, 3), expected)
 
 
 def test_pool_samples_distinct_entries_and_writes_back():
@@ -101,46 +116,6 @@ def test_mean_of_last():
     assert train.mean_of_last([]) != train.mean_of_last([])  # NaN
 
 
-def test_texture_loss_kinds():
-    target = torch.rand(3, 16, 16)
-    loss_fn = train.texture_loss(target, "swd")
-    state = torch.zeros(2, 12, 16, 16)
-    state[:, 5] = 2.0          # out of range by 1 everywhere in one hidden channel
-    value = loss_fn(state, {})
-    texture_only = loss_fn.texture(state[:, :3] + 0.5).mean()
-    assert torch.isclose(value, texture_only + 16 * 16, rtol=1e-3, atol=1e-2)
-    with pytest.raises(ValueError, match="unknown texture loss"):
-        train.texture_loss(target, "l2")
-
-
-def test_train_texture_command_writes_a_loadable_model(tmp_path):
-    out = tmp_path / "texture_stripes.pt"
-    train.main(["texture", "--target", "stripes", "--size", "12", "--target-size", "16", "--iterations", "3",
-                "--batch-size", "2", "--pool-size", "4", "--min-steps", "2", "--max-steps", "4", "--out", str(out),
-                "--device", "cpu"])
-    info = json.loads(out.with_suffix(".json").read_text())
-    assert info["target"] == "stripes" and info["parameters"] == 588 and info["loss_kind"] == "swd"
-    assert info["command"].startswith("python -m helpers.train texture --target stripes")
-    assert info["settings"]["iterations"] == 3 and info["settings"]["target_size"] == 16
-    assert info["eval"]["swd_loss"] > 0 and info["eval"]["swd_closest_other_texture"] > 0
-    assert info["settings"]["engine"] == "fast"
-    assert info["loss_curve"]["every"] == 1 and len(info["loss_curve"]["mean"]) == 3
-    assert nca.count_parameters(nca.load_model(out)) == 588
-
-
-def test_train_texture_fast_and_plain_engines_learn_the_same_weights():
-    settings = dict(size=10, target_size=16, iterations=4, batch_size=2, pool_size=4, min_steps=3, max_steps=6,
-                    progress=False)
-    fast_model, fast_info = train.train_texture("stripes", engine="fast", **settings)
-    plain_model, plain_info = train.train_texture("stripes", engine="plain", **settings)
-    assert fast_info["settings"]["engine"] == "fast" and plain_info["settings"]["engine"] == "plain"
-    assert not torch.equal(fast_model.update.weight, nca.NCA().update.weight)      # it did train
-    for fast_value, plain_value in zip(fast_model.parameters(), plain_model.parameters()):
-        torch.testing.assert_close(fast_value, plain_value, rtol=1e-4, atol=1e-5)
-    with pytest.raises(ValueError, match="unknown engine"):
-        train.train_texture("stripes", engine="gpu", **settings)
-
-
 def test_loss_curve_keeps_block_means_and_maxima():
     curve = train.loss_curve([1.0, 2.0, 3.0, 10.0, 5.0], blocks=2)
     assert curve == {"every": 3, "mean": [2.0, 7.5], "max": [3.0, 10.0]}
@@ -148,16 +123,3 @@ def test_loss_curve_keeps_block_means_and_maxima():
     assert train.loss_curve([]) == {"every": 1, "mean": [], "max": []}
 
 
-def test_texture_quality_is_repeatable_and_sees_the_state():
-    model = nca.NCA()
-    target = torch.rand(3, 16, 16)
-    first = train.texture_quality(model, target, size=12, steps=5, seed=3)
-    again = train.texture_quality(model, target, size=12, steps=5, seed=3)
-    assert first["loss"] == again["loss"] and first["state"].shape == (2, 12, 12, 12)
-    assert first["max_abs"] == first["state"].abs().max().item()
-    # the same states as the plain model stepping with the same generator
-    generator = torch.Generator().manual_seed(3)
-    state = nca.seed_state(2, 12)
-    for _ in range(5):
-        state = model(state, generator=generator)
-    torch.testing.assert_close(first["state"], state)

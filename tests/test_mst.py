@@ -1,4 +1,5 @@
-"""Tests of helpers.tasks: the MST task (chapter 05), its rasterization, loss and measurements."""
+"""Tests of helpers.tasks.mst and mst_metrics: the MST task (chapter 05), its rasterization, loss,
+measurements, training command and shipped models."""
 import itertools
 import json
 
@@ -7,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import nca, tasks
-
+from helpers import cli, nca
+from helpers.tasks import mst, mst_metrics, run
 
 # ----------------------------------------------------------------------------- the MST
 
@@ -21,7 +22,7 @@ def brute_force_mst_length(points) -> float:
         graph = nx.Graph(edges)
         graph.add_nodes_from(range(count))
         if nx.is_connected(graph):
-            best = min(best, tasks.tree_length(points, edges))
+            best = min(best, mst.tree_length(points, edges))
     return best
 
 
@@ -35,33 +36,33 @@ def is_spanning_tree(count, edges) -> bool:
 def test_mst_matches_brute_force_over_all_spanning_trees(seed):
     rng = np.random.default_rng(seed)
     points = rng.uniform(0, 99, size=(int(rng.integers(2, 6)), 2))
-    edges = tasks.minimum_spanning_tree(points)
+    edges = mst.minimum_spanning_tree(points)
     assert is_spanning_tree(len(points), edges)
-    assert tasks.tree_length(points, edges) == pytest.approx(brute_force_mst_length(points), abs=1e-9)
+    assert mst.tree_length(points, edges) == pytest.approx(brute_force_mst_length(points), abs=1e-9)
 
 
 @pytest.mark.parametrize("seed", range(20))
 def test_mst_matches_networkx_for_larger_sets(seed):
     rng = np.random.default_rng(100 + seed)
-    points = tasks.random_points(int(rng.integers(3, 16)), rng)
-    edges = tasks.minimum_spanning_tree(points)
+    points = mst.random_points(int(rng.integers(3, 16)), rng)
+    edges = mst.minimum_spanning_tree(points)
     graph = nx.Graph()
     for i, j in itertools.combinations(range(len(points)), 2):
         graph.add_edge(i, j, weight=float(np.hypot(*(points[i] - points[j]))))
     expected = nx.minimum_spanning_tree(graph).size(weight="weight")
     assert is_spanning_tree(len(points), edges)
-    assert tasks.tree_length(points, edges) == pytest.approx(expected, abs=1e-9)
+    assert mst.tree_length(points, edges) == pytest.approx(expected, abs=1e-9)
     assert all(i < j for i, j in edges) and edges == sorted(edges)
 
 
 def test_mst_of_points_on_a_line_joins_neighbours():
     points = [[10, 50], [40, 50], [20, 50], [80, 50]]  # order along the line: 0, 2, 1, 3
-    assert tasks.minimum_spanning_tree(points) == [(0, 2), (1, 2), (1, 3)]
+    assert mst.minimum_spanning_tree(points) == [(0, 2), (1, 2), (1, 3)]
 
 
 def test_union_find_root():
     parent = [1, 2, 2, 3]
-    assert tasks.find_root(parent, 0) == 2 and tasks.find_root(parent, 3) == 3
+    assert mst.find_root(parent, 0) == 2 and mst.find_root(parent, 3) == 3
 
 
 # --------------------------------------------------------------------------- bad input
@@ -76,35 +77,35 @@ def test_union_find_root():
 ])
 def test_bad_points_raise_clear_errors(points, message):
     with pytest.raises(ValueError, match=message):
-        tasks.minimum_spanning_tree(points)
+        mst.minimum_spanning_tree(points)
     with pytest.raises(ValueError, match=message):
-        tasks.draw_points(points)
+        mst.draw_points(points)
 
 
 @pytest.mark.parametrize("canvas", [100.0, "100", 4, True])
 def test_wrong_canvas_size_raises(canvas):
     with pytest.raises(ValueError, match="canvas"):
-        tasks.draw_points([[2, 2], [3, 3]], canvas=canvas)
+        mst.draw_points([[2, 2], [3, 3]], canvas=canvas)
 
 
 def test_canvas_too_small_for_margin_raises():
     with pytest.raises(ValueError, match="too small"):
-        tasks.random_points(3, np.random.default_rng(0), canvas=20, margin=10)
+        mst.random_points(3, np.random.default_rng(0), canvas=20, margin=10)
 
 
 def test_too_many_points_for_canvas_raises():
     with pytest.raises(ValueError, match="could not place"):
-        tasks.random_points(200, np.random.default_rng(0), canvas=40, margin=5)
+        mst.random_points(200, np.random.default_rng(0), canvas=40, margin=5)
 
 
 def test_images_of_wrong_size_raise():
     with pytest.raises(ValueError, match="expected 100x100"):
-        tasks.pixel_scores(np.zeros((100, 100)), np.zeros((64, 64)))
+        mst_metrics.pixel_scores(np.zeros((100, 100)), np.zeros((64, 64)))
     with pytest.raises(ValueError, match=r"\[H, W\]"):
-        tasks.hallucinated_blobs(np.zeros((2, 100, 100)), np.zeros((100, 100)))
-    batch = tasks.make_tasks(2, np.random.default_rng(0), canvas=32, margin=4, min_points=2, max_points=3)
+        mst_metrics.hallucinated_blobs(np.zeros((2, 100, 100)), np.zeros((100, 100)))
+    batch = mst.make_tasks(2, np.random.default_rng(0), canvas=32, margin=4, min_points=2, max_points=3)
     with pytest.raises(ValueError, match="do not match"):
-        tasks.score_drawings(torch.zeros(2, 1, 40, 40), batch)
+        mst_metrics.score_drawings(torch.zeros(2, 1, 40, 40), batch)
 
 
 # ------------------------------------------------------------------------ rasterization
@@ -112,21 +113,21 @@ def test_images_of_wrong_size_raise():
 def test_random_points_respect_margin_and_spacing():
     rng = np.random.default_rng(3)
     for _ in range(20):
-        points = tasks.random_points(15, rng)
-        assert points.min() >= tasks.MARGIN and points.max() <= tasks.CANVAS - 1 - tasks.MARGIN
+        points = mst.random_points(15, rng)
+        assert points.min() >= mst.MARGIN and points.max() <= mst.CANVAS - 1 - mst.MARGIN
         distances = [np.hypot(*(a - b)) for a, b in itertools.combinations(points, 2)]
-        assert min(distances) >= tasks.MIN_SPACING
+        assert min(distances) >= mst.MIN_SPACING
 
 
 def test_tasks_have_right_shapes_ranges_and_points():
-    batch = tasks.make_tasks(30, np.random.default_rng(1))
+    batch = mst.make_tasks(30, np.random.default_rng(1))
     assert batch.inputs.shape == batch.targets.shape == (30, 1, 100, 100)
     assert batch.inputs.dtype == torch.float32
     for images in (batch.inputs, batch.targets):
         assert images.min() >= 0.0 and images.max() <= 1.0
     assert (batch.targets >= batch.inputs).all()  # the target keeps every input disc
     for image, target, points, edges in zip(batch.inputs, batch.targets, batch.points, batch.edges):
-        assert tasks.MIN_POINTS <= len(points) <= tasks.MAX_POINTS and len(edges) == len(points) - 1
+        assert mst.MIN_POINTS <= len(points) <= mst.MAX_POINTS and len(edges) == len(points) - 1
         for x, y in points:  # every point is inked in the input AND the target, at its centre pixel
             row, column = int(round(y)), int(round(x))
             assert image[0, row, column] > 0.9 and target[0, row, column] > 0.9
@@ -134,34 +135,34 @@ def test_tasks_have_right_shapes_ranges_and_points():
             x, y = (points[i] + points[j]) / 2
             row, column = int(round(y)), int(round(x))
             assert target[0, row, column] > 0.5
-            assert image[0, row, column] == 0.0 or np.hypot(*(points[i] - points[j])) < 4 * tasks.POINT_RADIUS
+            assert image[0, row, column] == 0.0 or np.hypot(*(points[i] - points[j])) < 4 * mst.POINT_RADIUS
 
 
 def test_disc_and_line_profile():
-    image = tasks.draw_points([[20, 20], [60, 20]], canvas=80)
+    image = mst.draw_points([[20, 20], [60, 20]], canvas=80)
     assert image[20, 20] == 1.0 and image[20, 21] == 1.0 and image[20, 23] == 0.0
     assert image[20, 22] == 0.5 and image[22, 20] == 0.5  # the rim, 2 pixels out, is half grey
-    line = tasks.draw_edges([[10, 40], [70, 40]], [(0, 1)], canvas=80)
+    line = mst.draw_edges([[10, 40], [70, 40]], [(0, 1)], canvas=80)
     assert line[40, 40] == 1.0 and line[38, 40] == 0.0 and line[42, 40] == 0.0
     assert 0.0 < line[41, 40] < 1.0  # the rim of a 1.5-pixel line is grey
     assert line[40, 5] == 0.0 and line[40, 75] == 0.0  # the line stops at its ends
 
 
 def test_heldout_set_is_fixed():
-    first, second = tasks.heldout_tasks(5), tasks.heldout_tasks(5)
+    first, second = mst.heldout_tasks(5), mst.heldout_tasks(5)
     assert torch.equal(first.targets, second.targets)
-    other = tasks.make_tasks(5, np.random.default_rng(0))
+    other = mst.make_tasks(5, np.random.default_rng(0))
     assert not torch.equal(first.targets, other.targets)
 
 
 def test_initial_states_and_pool_sampler():
-    make_samples = tasks.pool_sampler(np.random.default_rng(0), canvas=32, margin=4, min_points=2, max_points=4)
+    make_samples = mst.pool_sampler(np.random.default_rng(0), canvas=32, margin=4, min_points=2, max_points=4)
     samples = make_samples(3)
     assert samples["state"].shape == (3, 12, 32, 32) and samples["target"].shape == (3, 1, 32, 32)
     assert (samples["state"][:, 1:] == 0).all() and samples["state"][:, 0].max() == 1.0
     assert (samples["target"] >= samples["state"][:, :1]).all()
     with pytest.raises(ValueError, match=r"\[N, 1, H, W\]"):
-        tasks.initial_states(torch.zeros(3, 32, 32))
+        mst.initial_states(torch.zeros(3, 32, 32))
 
 
 # ------------------------------------------------------------------------------- loss
@@ -172,18 +173,18 @@ def test_asymmetric_loss_charges_extra_ink_half():
     missing = torch.zeros(1, 1, 2, 2)            # misses the one inked pixel by 1
     extra = target.clone()
     extra[0, 0, 1, 1] = 1.0                      # draws one pixel too many, by 1
-    assert tasks.asymmetric_loss(missing, target).item() == pytest.approx(1.0 / 4)
-    assert tasks.asymmetric_loss(extra, target).item() == pytest.approx(0.5 / 4)
-    assert tasks.asymmetric_loss(extra, target, extra_ink_weight=1.0).item() == pytest.approx(1.0 / 4)
-    assert tasks.asymmetric_loss(target, target).item() == 0.0
+    assert mst.asymmetric_loss(missing, target).item() == pytest.approx(1.0 / 4)
+    assert mst.asymmetric_loss(extra, target).item() == pytest.approx(0.5 / 4)
+    assert mst.asymmetric_loss(extra, target, extra_ink_weight=1.0).item() == pytest.approx(1.0 / 4)
+    assert mst.asymmetric_loss(target, target).item() == 0.0
     with pytest.raises(ValueError, match="same shape"):
-        tasks.asymmetric_loss(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 3, 3))
+        mst.asymmetric_loss(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 3, 3))
 
 
 def test_channel0_loss_reads_channel_0_only():
     states = torch.zeros(2, 12, 4, 4)
     states[:, 1:] = 5.0  # the hidden channels do not count
-    loss = tasks.channel0_loss()(states, {"target": torch.ones(2, 1, 4, 4)})
+    loss = mst.channel0_loss()(states, {"target": torch.ones(2, 1, 4, 4)})
     assert loss.item() == pytest.approx(1.0)
 
 
@@ -196,28 +197,28 @@ def test_pixel_scores_on_a_hand_made_image():
     drawn[2, 1:5] = 0.8                          # 4 right
     drawn[7, 1:3] = 0.6                          # 2 wrong
     drawn[2, 5] = 0.4                            # below the threshold: not ink
-    scores = tasks.pixel_scores(drawn, target)
+    scores = mst_metrics.pixel_scores(drawn, target)
     assert scores["precision"] == pytest.approx(4 / 6)
     assert scores["recall"] == pytest.approx(4 / 8)
     assert scores["f1"] == pytest.approx(2 * (4 / 6) * (4 / 8) / (4 / 6 + 4 / 8))
     # one pixel off: with tolerance 1 a shifted line is all right
     shifted = np.roll(target, 1, axis=0)
-    assert tasks.pixel_scores(shifted, target)["f1"] == 0.0
-    assert tasks.pixel_scores(shifted, target, tolerance=1)["f1"] == 1.0
+    assert mst_metrics.pixel_scores(shifted, target)["f1"] == 0.0
+    assert mst_metrics.pixel_scores(shifted, target, tolerance=1)["f1"] == 1.0
     # input pixels are left out of both images
     inputs = np.zeros((10, 10))
     inputs[2, 5:9] = 1.0
-    scores = tasks.pixel_scores(drawn, target, inputs)
+    scores = mst_metrics.pixel_scores(drawn, target, inputs)
     assert (scores["drawn"], scores["target"]) == (6, 4)
     assert scores["precision"] == pytest.approx(4 / 6) and scores["recall"] == 1.0
 
 
 def test_empty_images_score_by_convention():
     empty = np.zeros((8, 8))
-    scores = tasks.pixel_scores(empty, empty)
+    scores = mst_metrics.pixel_scores(empty, empty)
     assert scores["precision"] == scores["recall"] == scores["f1"] == 1.0
     full = np.ones((8, 8))
-    assert tasks.pixel_scores(empty, full)["f1"] == 0.0 and tasks.pixel_scores(empty, full)["recall"] == 0.0
+    assert mst_metrics.pixel_scores(empty, full)["f1"] == 0.0 and mst_metrics.pixel_scores(empty, full)["recall"] == 0.0
 
 
 def test_label_components_counts_8_connected_blobs():
@@ -226,11 +227,11 @@ def test_label_components_counts_8_connected_blobs():
     mask[0, 5:7] = True                          # a second
     mask[4:7, 2] = True
     mask[6, 2:5] = True                          # an L shape: a third
-    labels, count = tasks.label_components(mask)
+    labels, count = mst_metrics.label_components(mask)
     assert count == 3
     assert labels[0, 0] == labels[1, 1] != labels[0, 5]
     assert labels[4, 2] == labels[6, 4] and (labels > 0).sum() == mask.sum()
-    assert tasks.label_components(np.zeros((4, 4), bool))[1] == 0
+    assert mst_metrics.label_components(np.zeros((4, 4), bool))[1] == 0
 
 
 def test_hallucinated_blobs_are_components_touching_no_input():
@@ -240,39 +241,40 @@ def test_hallucinated_blobs_are_components_touching_no_input():
     drawn[2:4, 2:10] = 1.0                       # touches the input disc: fine
     drawn[15, 15] = 1.0                          # an isolated blob
     drawn[10:12, 0:3] = 1.0                      # another
-    assert tasks.hallucinated_blobs(drawn, inputs) == 2
-    assert tasks.hallucinated_blobs(inputs, inputs) == 0
+    assert mst_metrics.hallucinated_blobs(drawn, inputs) == 2
+    assert mst_metrics.hallucinated_blobs(inputs, inputs) == 0
 
 
 def test_edges_drawn_needs_most_of_the_segment():
     points = np.array([[10.0, 20.0], [50.0, 20.0], [10.0, 40.0]])
     edges = [(0, 1), (0, 2)]
-    target = tasks.draw_tree(points, edges, canvas=60)
-    assert tasks.edges_drawn(target, points, edges) == [True, True]
+    target = mst.draw_tree(points, edges, canvas=60)
+    assert mst_metrics.edges_drawn(target, points, edges, mst.POINT_RADIUS) == [True, True]
     half = target.copy()
     half[15:25, 30:50] = 0.0                     # erase the second half of edge (0, 1)
-    assert tasks.edges_drawn(half, points, edges) == [False, True]
-    assert tasks.edges_drawn(tasks.draw_points(points, canvas=60), points, edges) == [False, False]
+    assert mst_metrics.edges_drawn(half, points, edges, mst.POINT_RADIUS) == [False, True]
+    discs_only = mst.draw_points(points, canvas=60)
+    assert mst_metrics.edges_drawn(discs_only, points, edges, mst.POINT_RADIUS) == [False, False]
 
 
 def test_score_drawings_of_targets_and_inputs():
-    batch = tasks.make_tasks(6, np.random.default_rng(2), canvas=48, margin=6, min_points=3, max_points=6)
-    perfect = tasks.score_drawings(batch.targets, batch)
+    batch = mst.make_tasks(6, np.random.default_rng(2), canvas=48, margin=6, min_points=3, max_points=6)
+    perfect = mst_metrics.score_drawings(batch.targets, batch)
     assert perfect["f1"] == 1.0 and perfect["all_edges_drawn"] == 1.0 and perfect["hallucinated_blobs"] == 0
-    copy = tasks.score_drawings(batch.inputs, batch)  # copying the input draws no edge at all
+    copy = mst_metrics.score_drawings(batch.inputs, batch)  # copying the input draws no edge at all
     assert copy["recall"] == 0.0 and copy["all_edges_drawn"] == 0.0
     blob = batch.targets.clone()
     blob[:, :, 0:3, 0:3] = 1.0                   # a corner blob in every task (points keep a margin)
-    assert tasks.score_drawings(blob, batch)["hallucinated_blobs"] == 6
+    assert mst_metrics.score_drawings(blob, batch)["hallucinated_blobs"] == 6
 
 
 def test_evaluate_is_deterministic():
     torch.manual_seed(0)
     model = nca.NCA(init_scale=0.05)
-    batch = tasks.make_tasks(4, np.random.default_rng(0), canvas=32, margin=4, min_points=2, max_points=4)
-    first, second = (tasks.draw_with(model, batch.inputs, steps=10, seed=3) for _ in range(2))
+    batch = mst.make_tasks(4, np.random.default_rng(0), canvas=32, margin=4, min_points=2, max_points=4)
+    first, second = (mst.draw_with(model, batch.inputs, steps=10, seed=3) for _ in range(2))
     assert torch.equal(first, second)
-    assert not torch.equal(first, tasks.draw_with(model, batch.inputs, steps=10, seed=4))
+    assert not torch.equal(first, mst.draw_with(model, batch.inputs, steps=10, seed=4))
 
 
 def test_fast_and_plain_engines_give_the_same_drawings_and_metrics():
@@ -280,23 +282,24 @@ def test_fast_and_plain_engines_give_the_same_drawings_and_metrics():
     # agree up to float rounding (a different order of the sums) and so do the measurements.
     torch.manual_seed(0)
     model = nca.NCA(init_scale=0.05)
-    batch = tasks.make_tasks(3, np.random.default_rng(1), canvas=32, margin=4, min_points=2, max_points=4)
-    plain = tasks.draw_with(model, batch.inputs, steps=12, seed=5, chunk=2, engine="plain")
-    quick = tasks.draw_with(model, batch.inputs, steps=12, seed=5, chunk=2, engine="fast")
+    batch = mst.make_tasks(3, np.random.default_rng(1), canvas=32, margin=4, min_points=2, max_points=4)
+    plain = mst.draw_with(model, batch.inputs, steps=12, seed=5, chunk=2, engine="plain")
+    quick = mst.draw_with(model, batch.inputs, steps=12, seed=5, chunk=2, engine="fast")
     assert torch.allclose(plain, quick, atol=1e-5)
-    assert not torch.allclose(plain, tasks.draw_with(model, batch.inputs, steps=12, seed=6, engine="fast"), atol=1e-3)
+    assert not torch.allclose(plain, mst.draw_with(model, batch.inputs, steps=12, seed=6, engine="fast"), atol=1e-3)
     path = nca.models_dir() / "mst.pt"
     shipped = nca.load_model(path)
-    settings = {key: nca.load_metadata(path)["heldout"][key] for key in ("canvas", "min_points", "max_points", "margin")}
-    few = tasks.heldout_tasks(4, **settings)
-    results = [tasks.summary(tasks.evaluate(shipped, few, steps=96, seed=0, engine=engine))
+    heldout = nca.load_metadata(path)["heldout"]
+    settings = {key: heldout[key] for key in ("canvas", "min_points", "max_points", "margin")}
+    few = mst.heldout_tasks(4, **settings)
+    results = [mst_metrics.summary(mst.evaluate(shipped, few, steps=96, seed=0, engine=engine))
                for engine in ("plain", "fast")]
     assert results[0] == results[1]
 
 
 def test_unknown_engine_raises():
     with pytest.raises(ValueError, match="engine"):
-        tasks.draw_with(nca.NCA(), torch.zeros(1, 1, 8, 8), steps=1, engine="turbo")
+        mst.draw_with(nca.NCA(), torch.zeros(1, 1, 8, 8), steps=1, engine="turbo")
 
 
 # ------------------------------------------------------------------------- the shipped model
@@ -308,16 +311,16 @@ def test_shipped_model_reaches_its_claimed_heldout_f1():
     model = nca.load_model(path)
     assert nca.count_parameters(model) == 588
     settings = {key: claimed[key] for key in ("canvas", "min_points", "max_points", "margin")}
-    heldout = tasks.heldout_tasks(claimed["count"], claimed["task_seed"], **settings)
-    result = tasks.evaluate(model, heldout, steps=claimed["steps"], seed=claimed["rollout_seed"])
+    heldout = mst.heldout_tasks(claimed["count"], claimed["task_seed"], **settings)
+    result = mst.evaluate(model, heldout, steps=claimed["steps"], seed=claimed["rollout_seed"])
     assert result["f1"] >= claimed["f1"] - 0.02
     assert result["f1_1px"] > 0.3, "the shipped model should draw a fair share of the tree edges"
-    assert json.loads(json.dumps(tasks.summary(result)))  # the metrics are plain JSON
+    assert json.loads(json.dumps(mst_metrics.summary(result)))  # the metrics are plain JSON
 
 
-def test_save_every_writes_a_loadable_partial_model(tmp_path):
+def test_checkpoints_write_a_loadable_partial_model(tmp_path):
     model = nca.NCA()
-    hook = tasks.save_every(model, tmp_path / "partial.pt", every=2)
+    hook = run.checkpoints(model, tmp_path / "partial.pt", every=2)
     hook(0, 0.5)
     assert not (tmp_path / "partial.pt").exists()          # only every 2nd iteration
     hook(1, 0.25)
@@ -328,13 +331,15 @@ def test_save_every_writes_a_loadable_partial_model(tmp_path):
 
 def test_the_train_command_records_the_extra_ink_weight(tmp_path):
     out = tmp_path / "symmetric.pt"
-    tasks.main(["train", "--iterations", "2", "--min-steps", "4", "--max-steps", "6", "--pool-size", "8",
+    cli.main(["train", "mst", "--iterations", "2", "--min-steps", "4", "--max-steps", "6", "--pool-size", "8",
                 "--batch-size", "2", "--canvas", "32", "--min-points", "3", "--max-points", "4", "--margin", "4",
                 "--eval-steps", "4", "--chapter-count", "2", "--extra-ink-weight", "1.0", "--threads", "1",
-                "--out", str(out)])
+                "--out", str(out), "--no-progress"])
     metadata = nca.load_metadata(out)
     assert "--extra-ink-weight 1.0" in metadata["command"] and "weight 1.0" in metadata["loss"]
-    assert metadata["train_config"]["iterations"] == 2 and metadata["heldout"]["canvas"] == 32
+    assert metadata["settings"]["iterations"] == 2 and metadata["heldout"]["canvas"] == 32
+    assert metadata["settings"]["extra_ink_weight"] == 1.0 and metadata["settings"]["masks"] == "exact"
+    assert metadata["device"] == "cpu, 1 thread"        # the device and threads really used
 
 
 COMPARISON_DIR = nca.models_dir() / "loss_comparison"
@@ -366,7 +371,7 @@ def test_the_loss_comparison_models_reach_their_stored_scores(seed, weight):
     path = COMPARISON_DIR / f"mst_{NAMES[weight]}_seed{seed}.pt"
     claimed = nca.load_metadata(path)["heldout_check"]
     settings = {key: claimed[key] for key in ("canvas", "min_points", "max_points", "margin")}
-    heldout = tasks.heldout_tasks(claimed["count"], claimed["task_seed"], **settings)
-    result = tasks.evaluate(nca.load_model(path), heldout, steps=claimed["steps"], seed=claimed["rollout_seed"])
+    heldout = mst.heldout_tasks(claimed["count"], claimed["task_seed"], **settings)
+    result = mst.evaluate(nca.load_model(path), heldout, steps=claimed["steps"], seed=claimed["rollout_seed"])
     for key in ("precision", "recall", "f1"):
         assert abs(result[key] - claimed[key]) < 0.02, key

@@ -1,0 +1,4 @@
+"""``python -m helpers ...``: the course's one command line (see ``helpers.cli``)."""
+from .cli import main
+
+main()

@@ -1,0 +1,143 @@
+"""One command line for every task: ``python -m helpers train TASK``, ``evaluate mst``, ``bench``.
+
+Every field of a task's settings dataclass is a flag, with the default and help written once, in
+the dataclass; a saved model's JSON records the command as typed and the settings it produced::
+
+    python -m helpers train texture --target stripes --size 48 --iterations 2000 --out outputs/stripes.pt
+    python -m helpers train mst --iterations 5000 --canvas 64 --max-points 10 --out outputs/mst.pt
+    python -m helpers evaluate mst data/models/mst.pt
+    python -m helpers bench --full
+
+Models are written to ``outputs/`` unless ``--out`` says otherwise, and an existing model is
+never replaced without ``--overwrite``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shlex
+import sys
+import typing
+from pathlib import Path
+
+import torch
+
+from . import bench, env, nca
+from .tasks import mst, run, texture
+
+TASKS = {"texture": texture, "mst": mst}
+
+
+def default_out(task: str, settings) -> str:
+    """Where a model goes when ``--out`` is not given: a user folder, never the shipped data/models."""
+    name = f"texture_{settings.target}" if task == "texture" else task
+    return f"outputs/{name}.pt"
+
+
+def field_type(settings_class, field: dataclasses.Field):
+    """The Python type of a settings field (annotations are strings under ``from __future__ import annotations``)."""
+    return typing.get_type_hints(settings_class)[field.name]
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser, settings_class) -> None:
+    """One flag per field of ``settings_class``: ``--field-name``, its type, default and help."""
+    group = parser.add_argument_group("settings (recorded in the model's JSON)")
+    defaults = settings_class()
+    for field in dataclasses.fields(settings_class):
+        kind, default = field_type(settings_class, field), getattr(defaults, field.name)
+        help_text = field.metadata.get("help", "")
+        flag = run.flag(field.name)
+        if kind is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        elif kind is tuple:
+            group.add_argument(flag, type=int, nargs="*", default=list(default),
+                               help=f"{help_text} (default: {' '.join(map(str, default)) or 'none'})")
+        else:
+            group.add_argument(flag, type=kind, default=default, help=f"{help_text} (default: {default})")
+
+
+def settings_from(args: argparse.Namespace, settings_class):
+    """The settings object the parsed flags describe (its ``__post_init__`` checks the values)."""
+    values = {field.name: getattr(args, field.name) for field in dataclasses.fields(settings_class)}
+    return settings_class(**{key: tuple(value) if isinstance(value, list) else value for key, value in values.items()})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m helpers", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    trainer = commands.add_parser("train", help="train a task's model and save it with its measurements")
+    tasks = trainer.add_subparsers(dest="task", required=True)
+    for name, module in TASKS.items():
+        task_parser = tasks.add_parser(name, help=module.__doc__.splitlines()[0])
+        add_settings_arguments(task_parser, module.Settings)
+        where = task_parser.add_argument_group("where and how to run (not settings)")
+        where.add_argument("--out", help=f"the model file, NAME.pt (default: {default_out(name, module.Settings())})")
+        where.add_argument("--overwrite", action="store_true", help="replace an existing model at --out")
+        where.add_argument("--checkpoint", help="also save the weights so far here every 100 iterations (.pt)")
+        where.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+        where.add_argument("--device", help="cpu, cuda or mps (default: helpers.env.get_device())")
+        where.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evaluator = commands.add_parser("evaluate", help="measure a saved model again")
+    evaluated = evaluator.add_subparsers(dest="task", required=True)
+    evaluate_mst = evaluated.add_parser("mst", help="held-out MST measurements of a saved model")
+    evaluate_mst.add_argument("model", nargs="?", default="data/models/mst.pt")
+    evaluate_mst.add_argument("--steps", type=int, help="rollout steps (default: as stored)")
+    evaluate_mst.add_argument("--chapter-count", type=int, help="tasks of the 100x100 measurement (default: as stored)")
+    evaluate_mst.add_argument("--write", action="store_true",
+                              help="store the held-out metrics in the model's JSON (replacing the old ones)")
+    commands.add_parser("bench", add_help=False, help="the fast engine's benchmark (python -m helpers bench --help)")
+    return parser
+
+
+def train_command(args: argparse.Namespace, parser: argparse.ArgumentParser, typed: str) -> None:
+    module = TASKS[args.task]
+    try:
+        settings = settings_from(args, module.Settings)
+        out = args.out or default_out(args.task, settings)
+        run.check_out_path(out, args.overwrite)       # before training, not after
+        if args.threads is not None and args.threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {args.threads}")
+        device = env.get_device(args.device)
+    except (ValueError, FileExistsError) as error:
+        parser.error(str(error))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    _, metadata = module.train(settings, out=out, device=device, progress=not args.no_progress, command=typed,
+                               overwrite=args.overwrite, checkpoint=args.checkpoint)
+    print(f"saved {out}: {module.summary_line(metadata)} ({metadata['training_seconds']:.0f} s of training)")
+
+
+def evaluate_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    try:
+        metadata = nca.load_metadata(args.model)
+        model = nca.load_model(args.model)
+    except (FileNotFoundError, ValueError) as error:
+        parser.error(str(error))
+    stored = metadata.get("heldout")
+    if stored is None:
+        parser.error(f"{args.model} has no held-out MST measurements in its JSON: is it an MST model?")
+    task_settings = {key: stored[key] for key in ("canvas", "min_points", "max_points", "margin")}
+    steps = args.steps or stored["steps"]
+    chapter_count = args.chapter_count or metadata.get("heldout_chapter_task", {}).get("count", 50)
+    measured = mst.heldout_metadata(model, task_settings, steps, chapter_count=chapter_count)
+    measured["metrics_command"] = (f"python -m helpers evaluate mst {args.model} --steps {steps} "
+                                   f"--chapter-count {chapter_count} --write")
+    print(json.dumps(measured, indent=1))
+    if args.write:
+        metadata.update(measured)
+        Path(args.model).with_suffix(".json").write_text(json.dumps(metadata, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        bench.main(argv[1:])
+        return
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        train_command(args, parser, "python -m helpers " + shlex.join(argv))
+    else:
+        evaluate_command(args, parser)

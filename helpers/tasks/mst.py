@@ -1,0 +1,446 @@
+"""The minimum-spanning-tree task of chapter 05: the task, its loss, running and training a model.
+
+A task is a handful of points scattered on a square canvas. The **input** image shows the points
+as small discs; the **target** shows the same discs joined by the edges of their Euclidean minimum
+spanning tree (MST), drawn as anti-aliased lines. An NCA gets the input in channel 0 of its state
+and must turn channel 0 into the target.
+
+* ``random_points``                     points with a margin and a minimum spacing
+* ``minimum_spanning_tree``             Kruskal's algorithm with a union-find
+* ``draw_points`` / ``draw_tree``       rasterization (values in [0, 1])
+* ``make_tasks`` / ``heldout_tasks``    batches of (input, target) pairs, with their points and edges
+* ``asymmetric_loss``                   missing ink costs twice as much as extra ink
+* ``draw_with`` / ``evaluate``          run a model on tasks and measure its drawings
+  (the measurements themselves are in ``helpers.tasks.mst_metrics``)
+* ``Settings`` / ``train``              every default of the training, and the training itself
+
+The pretrained model ``data/models/mst.pt`` is made by the one command recorded in its JSON
+(``python -m helpers train mst ...``, see ``data/README.md``).
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import fast, nca
+from ..train import ENGINES, History, TrainConfig, mean_of_last, setting
+from . import run
+from .mst_metrics import THRESHOLD, score_drawings, summary
+
+CANVAS = 100             # side of the square canvas, in pixels
+MARGIN = 10              # points keep this far from every border (the NCA's world wraps around)
+MIN_POINTS, MAX_POINTS = 3, 15
+MIN_SPACING = 8.0        # points are at least this far apart, so their discs never touch
+POINT_RADIUS = 2.0       # radius of an input disc (where its anti-aliased rim is half grey)
+LINE_WIDTH = 1.5         # width of a tree edge
+HELDOUT_SEED = 2026      # the fixed seed of the held-out set
+HELDOUT_COUNT = 200
+
+
+# --------------------------------------------------------------------------------- checks
+
+def check_canvas(canvas, margin: float = 0.0) -> int:
+    """The canvas side as an int; anything else (not an integer, too small for its margin) raises."""
+    if isinstance(canvas, bool) or not isinstance(canvas, (int, np.integer)):
+        raise ValueError(f"the canvas size must be an integer number of pixels, got {canvas!r}")
+    if canvas < 8 or canvas <= 2 * margin + 1:
+        raise ValueError(f"a canvas of {canvas} pixels is too small (need at least 8, and more than twice the "
+                         f"margin {margin} + 1); use e.g. canvas={CANVAS}")
+    return int(canvas)
+
+
+def check_points(points, canvas: int = CANVAS) -> np.ndarray:
+    """Points as a float array ``[n, 2]`` of (x, y) pixel coordinates, checked: at least 2 of them,
+    finite, and inside the canvas (0 <= x, y <= canvas - 1)."""
+    canvas = check_canvas(canvas)
+    array = np.asarray(points, dtype=np.float64)
+    if array.ndim != 2 or array.shape[1] != 2:
+        raise ValueError(f"points must be shaped [n, 2] (x, y pairs), got shape {array.shape}")
+    if len(array) < 2:
+        raise ValueError(f"a spanning tree needs at least 2 points, got {len(array)}")
+    if not np.isfinite(array).all():
+        raise ValueError("the points contain NaN or infinite coordinates")
+    outside = (array < 0) | (array > canvas - 1)
+    if outside.any():
+        bad = array[outside.any(axis=1)][0]
+        raise ValueError(f"point {tuple(bad)} lies outside the {canvas}x{canvas} canvas "
+                         f"(coordinates must be in [0, {canvas - 1}])")
+    return array
+
+
+# ------------------------------------------------------------------------------- the task
+
+def random_points(count: int, rng: np.random.Generator, canvas: int = CANVAS, margin: float = MARGIN,
+                  min_spacing: float = MIN_SPACING) -> np.ndarray:
+    """``count`` random (x, y) points, at least ``margin`` from every border and ``min_spacing`` apart.
+
+    Rejection sampling: draw a candidate, keep it if it is far enough from all points kept so far.
+    """
+    canvas = check_canvas(canvas, margin)
+    if count < 2:
+        raise ValueError(f"need at least 2 points, got {count}")
+    points: list[np.ndarray] = []
+    for _ in range(1000 * count):
+        candidate = rng.uniform(margin, canvas - 1 - margin, size=2)
+        if all(np.hypot(*(candidate - p)) >= min_spacing for p in points):
+            points.append(candidate)
+            if len(points) == count:
+                return np.array(points)
+    raise ValueError(f"could not place {count} points {min_spacing} apart on a {canvas}-pixel canvas with "
+                     f"margin {margin}; use fewer points, a larger canvas or a smaller spacing")
+
+
+def find_root(parent: list[int], node: int) -> int:
+    """The representative of ``node``'s set, halving the path on the way (union-find)."""
+    while parent[node] != node:
+        parent[node] = parent[parent[node]]
+        node = parent[node]
+    return node
+
+
+def minimum_spanning_tree(points, canvas: int = CANVAS) -> list[tuple[int, int]]:
+    """The Euclidean minimum spanning tree of ``points``, as a sorted list of edges ``(i, j)``, i < j.
+
+    Kruskal: sort all n(n-1)/2 pairs by length; walk through them, shortest first, and keep an
+    edge when its two ends are still in different components (a union-find tells), merging them.
+    After n - 1 kept edges every point is connected, and no cheaper tree exists (cut property).
+    """
+    points = check_points(points, canvas)
+    count = len(points)
+    pairs = [(float(np.hypot(*(points[i] - points[j]))), i, j) for i in range(count) for j in range(i + 1, count)]
+    pairs.sort()
+    parent = list(range(count))
+    tree = []
+    for _, i, j in pairs:
+        root_i, root_j = find_root(parent, i), find_root(parent, j)
+        if root_i != root_j:
+            parent[root_i] = root_j
+            tree.append((i, j))
+            if len(tree) == count - 1:
+                break
+    return sorted(tree)
+
+
+def tree_length(points, edges) -> float:
+    """Total Euclidean length of ``edges`` (pairs of indices into ``points``)."""
+    points = np.asarray(points, dtype=np.float64)
+    return float(sum(np.hypot(*(points[i] - points[j])) for i, j in edges))
+
+
+def window(canvas: int, corner_a, corner_b, pad: float) -> tuple[slice, slice, np.ndarray, np.ndarray]:
+    """The rows, columns and pixel-centre coordinates (x, y) of the box around two corners, grown by
+    ``pad`` and clipped to the canvas. Drawing a shape only inside its box is much faster than
+    computing distances over the whole canvas, and gives the same picture."""
+    (xa, ya), (xb, yb) = corner_a, corner_b
+    left, right = max(0, int(math.floor(min(xa, xb) - pad))), min(canvas, int(math.ceil(max(xa, xb) + pad)) + 1)
+    top, bottom = max(0, int(math.floor(min(ya, yb) - pad))), min(canvas, int(math.ceil(max(ya, yb) + pad)) + 1)
+    ys, xs = np.mgrid[top:bottom, left:right].astype(np.float64)
+    return slice(top, bottom), slice(left, right), xs, ys
+
+
+def soft_edge(distance: np.ndarray, half_width: float) -> np.ndarray:
+    """Anti-aliasing: 1 up to ``half_width - 0.5``, 0 from ``half_width + 0.5``, linear in between
+    (so a pixel whose centre lies exactly on the outline is half grey)."""
+    return np.clip(half_width + 0.5 - distance, 0.0, 1.0)
+
+
+def draw_points(points, canvas: int = CANVAS, radius: float = POINT_RADIUS) -> np.ndarray:
+    """The input image: every point a disc of ``radius`` pixels, float32 ``[canvas, canvas]`` in [0, 1].
+
+    A pixel's value is how far inside the disc its centre lies, clipped to [0, 1]: 1 well inside,
+    0 outside, a smooth one-pixel ramp at the rim (cheap anti-aliasing)."""
+    points = check_points(points, canvas)
+    image = np.zeros((canvas, canvas))
+    for point in points:
+        rows, columns, xs, ys = window(canvas, point, point, radius + 1)
+        disc = soft_edge(np.hypot(xs - point[0], ys - point[1]), radius)
+        image[rows, columns] = np.maximum(image[rows, columns], disc)
+    return image.astype(np.float32)
+
+
+def segment_distance(xs: np.ndarray, ys: np.ndarray, start, end) -> np.ndarray:
+    """Distance from every pixel centre (xs, ys) to the segment ``start``-``end``."""
+    (x0, y0), (x1, y1) = start, end
+    dx, dy = x1 - x0, y1 - y0
+    # position of the closest point along the segment, as a fraction 0..1 of its length
+    along = np.clip(((xs - x0) * dx + (ys - y0) * dy) / max(dx * dx + dy * dy, 1e-12), 0.0, 1.0)
+    return np.hypot(xs - (x0 + along * dx), ys - (y0 + along * dy))
+
+
+def draw_edges(points, edges, canvas: int = CANVAS, line_width: float = LINE_WIDTH) -> np.ndarray:
+    """Every edge ``(i, j)`` as an anti-aliased line of ``line_width`` pixels, ``[canvas, canvas]``."""
+    points = check_points(points, canvas)
+    image = np.zeros((canvas, canvas))
+    for i, j in edges:
+        rows, columns, xs, ys = window(canvas, points[i], points[j], line_width + 1)
+        line = soft_edge(segment_distance(xs, ys, points[i], points[j]), line_width / 2)
+        image[rows, columns] = np.maximum(image[rows, columns], line)
+    return image.astype(np.float32)
+
+
+def draw_tree(points, edges, canvas: int = CANVAS, radius: float = POINT_RADIUS,
+              line_width: float = LINE_WIDTH) -> np.ndarray:
+    """The target image: the input discs plus every edge as an anti-aliased line, ``[canvas, canvas]``."""
+    return np.maximum(draw_points(points, canvas, radius), draw_edges(points, edges, canvas, line_width))
+
+
+@dataclass
+class TaskBatch:
+    """A batch of tasks: ``inputs`` and ``targets`` are float tensors ``[N, 1, canvas, canvas]``."""
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    points: list = field(default_factory=list)   # one [n, 2] array per task
+    edges: list = field(default_factory=list)    # one list of (i, j) per task
+    point_radius: float = POINT_RADIUS           # how large the input discs were drawn
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+
+def make_task(points, canvas: int = CANVAS) -> tuple[np.ndarray, np.ndarray, list]:
+    """(input image, target image, MST edges) for one set of points."""
+    edges = minimum_spanning_tree(points, canvas)
+    image = draw_points(points, canvas)
+    return image, np.maximum(image, draw_edges(points, edges, canvas)), edges
+
+
+def make_tasks(count: int, rng: np.random.Generator, canvas: int = CANVAS,
+               min_points: int = MIN_POINTS, max_points: int = MAX_POINTS, margin: float = MARGIN) -> TaskBatch:
+    """``count`` random tasks with ``min_points`` to ``max_points`` points each (both included)."""
+    if not 2 <= min_points <= max_points:
+        raise ValueError(f"need 2 <= min_points <= max_points, got {min_points}, {max_points}")
+    inputs, targets, all_points, all_edges = [], [], [], []
+    for _ in range(count):
+        points = random_points(int(rng.integers(min_points, max_points + 1)), rng, canvas, margin)
+        image, target, edges = make_task(points, canvas)
+        inputs.append(image)
+        targets.append(target)
+        all_points.append(points)
+        all_edges.append(edges)
+    as_tensor = lambda images: torch.from_numpy(np.stack(images))[:, None]  # noqa: E731  [N, 1, H, W]
+    return TaskBatch(as_tensor(inputs), as_tensor(targets), all_points, all_edges)
+
+
+def heldout_tasks(count: int = HELDOUT_COUNT, seed: int = HELDOUT_SEED, **kwargs) -> TaskBatch:
+    """The fixed held-out set: the same ``count`` tasks every time (never used for training,
+    whose tasks come from other seeds)."""
+    return make_tasks(count, np.random.default_rng(seed), **kwargs)
+
+
+def initial_states(inputs: torch.Tensor, channels: int = 12) -> torch.Tensor:
+    """NCA states ``[N, channels, H, W]``: the input image in channel 0, zeros elsewhere."""
+    if inputs.ndim != 4 or inputs.shape[1] != 1:
+        raise ValueError(f"inputs must be shaped [N, 1, H, W], got {tuple(inputs.shape)}")
+    state = torch.zeros(inputs.shape[0], channels, *inputs.shape[2:], dtype=inputs.dtype, device=inputs.device)
+    state[:, :1] = inputs
+    return state
+
+
+def pool_sampler(rng: np.random.Generator, canvas: int = CANVAS, channels: int = 12, **kwargs):
+    """``make_samples(n)`` for ``helpers.train.train_pool``: fresh entries {"state", "target"}."""
+    def make_samples(count: int) -> dict[str, torch.Tensor]:
+        tasks = make_tasks(count, rng, canvas, **kwargs)
+        return {"state": initial_states(tasks.inputs, channels), "target": tasks.targets}
+    return make_samples
+
+
+# --------------------------------------------------------------------------------- the loss
+
+def asymmetric_loss(drawn: torch.Tensor, target: torch.Tensor, extra_ink_weight: float = 0.5) -> torch.Tensor:
+    """Weighted squared error: a pixel with too much ink costs ``extra_ink_weight`` times what a
+    pixel with too little costs (missing ink is the worse mistake: a gap breaks the tree)."""
+    if drawn.shape != target.shape:
+        raise ValueError(f"drawn {tuple(drawn.shape)} and target {tuple(target.shape)} must have the same shape")
+    error = drawn - target
+    weight = torch.where(error > 0, extra_ink_weight, 1.0)
+    return (weight * error.square()).mean()
+
+
+def channel0_loss(extra_ink_weight: float = 0.5):
+    """``loss_fn(final_states, batch)`` for ``train_pool``: the asymmetric loss on channel 0."""
+    def loss_fn(final: torch.Tensor, batch: dict) -> torch.Tensor:
+        return asymmetric_loss(final[:, :1], batch["target"], extra_ink_weight)
+    return loss_fn
+
+
+def ink(states: torch.Tensor) -> torch.Tensor:
+    """Channel 0 of NCA states, clipped to [0, 1]: the drawing, ``[N, 1, H, W]``."""
+    return states[:, :1].clamp(0.0, 1.0)
+
+
+def paper(images: torch.Tensor) -> torch.Tensor:
+    """Ink images shown as dark ink on white paper (1 - ink), for pictures."""
+    return 1.0 - images.clamp(0.0, 1.0)
+
+
+# -------------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def draw_with(model, inputs: torch.Tensor, steps: int, seed: int = 0, chunk: int = 50,
+              states: torch.Tensor | None = None, engine: str = "fast") -> torch.Tensor:
+    """Run ``model`` for ``steps`` steps from the inputs (or from ``states``); returns the final states.
+
+    The random update masks come from a ``torch.Generator`` seeded with ``seed``, so the result is
+    the same on every run; tasks run ``chunk`` at a time to bound memory. ``engine="fast"`` runs
+    ``helpers.fast.infer`` with exact masks: the same masks, drawn from the same generator, as
+    ``engine="plain"`` (``model.rollout``), so both give the same states up to float rounding
+    (``tests/test_tasks.py`` checks it); models that are not ``helpers.nca.NCA`` always run plain."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    use_fast = engine == "fast" and isinstance(model, nca.NCA)
+    device = next(model.parameters()).device
+    states = initial_states(inputs, model.channels) if states is None else states
+    generator = torch.Generator(device=device).manual_seed(seed)
+    finals = []
+    for start in range(0, states.shape[0], chunk):
+        batch = states[start:start + chunk].to(device)
+        if use_fast:
+            final = fast.infer(model, batch, steps, generator=generator, masks="exact")
+        else:
+            final = model.rollout(batch, steps, generator=generator)
+        finals.append(final.cpu())
+    return torch.cat(finals)
+
+
+def evaluate(model, tasks: TaskBatch | None = None, steps: int = 96, seed: int = 0,
+             threshold: float = THRESHOLD, engine: str = "fast") -> dict:
+    """Run ``model`` on ``tasks`` (default: the held-out set) and measure the drawings.
+
+    ``engine``: ``"fast"`` (``helpers.fast.infer``, the default) or ``"plain"`` (``model.rollout``);
+    see ``draw_with``."""
+    tasks = tasks if tasks is not None else heldout_tasks()
+    finals = draw_with(model, tasks.inputs, steps, seed, engine=engine)
+    result = score_drawings(finals[:, :1], tasks, threshold)
+    result.update(steps=steps, seed=seed)
+    return result
+
+
+
+# ------------------------------------------------------------------------- held-out measurements
+
+def heldout_metadata(model, task_settings: dict, steps: int, rollout_seed: int = 0, chapter_count: int = 50,
+                     check_count: int = 50) -> dict:
+    """The held-out measurements stored in a model's JSON.
+
+    ``"heldout"``: 200 held-out tasks drawn like the training tasks; ``"heldout_check"``: the first
+    ``check_count`` of them (what the unit test redoes, cheaply); ``"heldout_chapter_task"``: the
+    chapter's own task, 100x100 with 3 to 15 points, on the first ``chapter_count`` held-out tasks
+    (100x100 rollouts are slow on a CPU). Each records how its tasks were made and run."""
+    chapter_settings = {"canvas": CANVAS, "min_points": MIN_POINTS, "max_points": MAX_POINTS, "margin": MARGIN}
+    measured = {}
+    for name, settings, count in [("heldout", task_settings, HELDOUT_COUNT),
+                                  ("heldout_check", task_settings, check_count),
+                                  ("heldout_chapter_task", chapter_settings, chapter_count)]:
+        result = summary(evaluate(model, heldout_tasks(count, **settings), steps=steps, seed=rollout_seed))
+        measured[name] = {"count": count, "task_seed": HELDOUT_SEED, **settings,
+                          **{key: value for key, value in result.items() if key not in ("seed",)},
+                          "rollout_seed": rollout_seed}
+    return measured
+
+
+
+# ------------------------------------------------------------------------------------ training
+
+@dataclass
+class Settings(TrainConfig):
+    """Every default of the MST training (and, inherited, of the pool loop)."""
+    canvas: int = setting(CANVAS, "side of the square canvas, in pixels")
+    min_points: int = setting(MIN_POINTS, "fewest points of a task")
+    max_points: int = setting(MAX_POINTS, "most points of a task (included)")
+    margin: float = setting(float(MARGIN), "points keep this far from every border")
+    extra_ink_weight: float = setting(0.5, "weight of extra ink in the loss; missing ink weighs 1 (1.0: symmetric)")
+    eval_steps: int = setting(96, "rollout steps of the held-out measurement")
+    chapter_count: int = setting(50, "held-out tasks of the chapter's 100x100 measurement (slow on a CPU)")
+    init: str = setting("", "continue from these saved weights (NAME.pt with NAME.json beside it)")
+    # the pool loop's sizes for this task
+    iterations: int = setting(8000, "optimizer steps")
+    batch_size: int = setting(8, "pool entries per iteration")
+    min_steps: int = setting(64, "fewest CA steps per iteration")
+    max_steps: int = setting(128, "CA steps per iteration are drawn from [min-steps, max-steps)")
+    lr_milestones: tuple = setting((), "iterations at which the learning rate is multiplied by lr-gamma (none "
+                                       "given: 1/8 and 1/2 of the iterations, as chapter 03's 1000 and 4000 of 8000)")
+    engine: str = setting("fast", "fast: helpers.fast (the same states and gradients, several times faster); "
+                                  "plain: model.rollout, as chapter 03 teaches it")
+
+    def __post_init__(self):
+        if not self.lr_milestones:
+            self.lr_milestones = (max(1, self.iterations // 8), max(2, self.iterations // 2))
+        super().__post_init__()
+        check_canvas(self.canvas, self.margin)
+        if not 2 <= self.min_points <= self.max_points:
+            raise ValueError(f"need 2 <= min_points <= max_points, got {self.min_points}, {self.max_points}")
+        if self.eval_steps < 1 or self.chapter_count < 1:
+            raise ValueError(f"need eval_steps >= 1 and chapter_count >= 1, got {self.eval_steps}, "
+                             f"{self.chapter_count}")
+        if not (self.extra_ink_weight > 0 and math.isfinite(self.extra_ink_weight)):
+            raise ValueError(f"extra_ink_weight must be a positive finite number (a weight <= 0 would reward "
+                             f"extra ink), got {self.extra_ink_weight}")
+
+    def task_settings(self) -> dict:
+        """How the tasks are drawn (the keyword arguments of ``make_tasks``)."""
+        return {"canvas": self.canvas, "min_points": self.min_points, "max_points": self.max_points,
+                "margin": self.margin}
+
+
+def new_model(settings: Settings) -> nca.NCA:
+    """The untrained rule of chapter 03, or the saved one ``settings.init`` names (to continue training)."""
+    return nca.load_model(settings.init) if settings.init else nca.NCA()
+
+
+def make_samples(settings: Settings, device=None):
+    """``make_samples(n)`` for ``train_pool``: fresh tasks from a generator of their own (seed + 1,
+    so training tasks never repeat the held-out set's seed); ``train_pool`` moves them to the device."""
+    return pool_sampler(np.random.default_rng(settings.seed + 1), **settings.task_settings())
+
+
+def loss(settings: Settings, device=None):
+    """The training loss: the asymmetric squared error on channel 0."""
+    return channel0_loss(settings.extra_ink_weight)
+
+
+def measure(model: nn.Module, settings: Settings) -> dict:
+    """The held-out measurements a saved model's JSON reports (see ``heldout_metadata``)."""
+    return heldout_metadata(model, settings.task_settings(), settings.eval_steps, chapter_count=settings.chapter_count)
+
+
+def describe(settings: Settings, model: nn.Module, history: History) -> dict:
+    """What a saved MST model's JSON says about how it was made and how good it is."""
+    started = time.perf_counter()
+    measured = measure(model, settings)
+    init_from = None
+    if settings.init:
+        init_from = {key: value for key, value in nca.load_metadata(settings.init).items()
+                     if key in ("command", "settings")}
+    return {
+        "engine": settings.engine + (" (fused CPU kernel)" if settings.engine == "fast" and fast.uses_cpu_kernel()
+                                     else ""),
+        "init_from": init_from,
+        "task_settings": {**settings.task_settings(), "min_spacing": MIN_SPACING, "point_radius": POINT_RADIUS,
+                          "line_width": LINE_WIDTH},
+        "loss": f"asymmetric squared error on channel 0, extra ink weight {settings.extra_ink_weight}",
+        "final_loss_mean_of_last_100": mean_of_last(history.losses, 100),
+        **measured,
+        "evaluation_seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def summary_line(metadata: dict) -> str:
+    """One line for the command to print after training."""
+    heldout = metadata["heldout"]
+    return (f"held-out ({heldout['count']} tasks, {heldout['steps']} steps): F1 {heldout['f1']:.3f} "
+            f"(1 px: {heldout['f1_1px']:.3f}), all edges drawn in {heldout['all_edges_drawn']:.1%} of tasks, "
+            f"{heldout['hallucinated_blobs']} hallucinated blobs")
+
+
+def train(settings: Settings, out=None, device=None, progress: bool = True, **options) -> tuple[nn.Module, dict]:
+    """Train the chapter's NCA on MST tasks with the chapter-03 pool loop, measure it on the held-out
+    sets and (with ``out``, a ``.pt`` path) save it; returns the model and its metadata. ``options``:
+    see ``helpers.tasks.run.train_and_save``."""
+    return run.train_and_save(sys.modules[__name__], settings, out, device, progress, **options)

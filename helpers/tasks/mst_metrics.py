@@ -1,0 +1,180 @@
+"""The measurements of chapter 05: how well a drawing matches its minimum spanning tree.
+
+They read images only (no model, no task generation), so they can be checked on hand-made images:
+
+* ``pixel_scores``     pixel precision, recall and F1 of the edges (strict, or with a tolerance)
+* ``edges_drawn``      which tree edges are drawn over their whole length
+* ``label_components`` / ``hallucinated_blobs``   ink that touches no input point
+* ``score_drawings``   all of them for a batch of drawings, pooled; ``summary`` for JSON
+* ``overlay``          a picture: black where right, blue where missing, red where extra
+
+``helpers.tasks.mst`` makes the tasks and runs models; this module judges what they drew.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+THRESHOLD = 0.5          # a pixel "has ink" when its value is at least this
+
+
+def check_image(image, name: str, canvas: int | None = None) -> np.ndarray:
+    """A single-channel image as a float NumPy array ``[H, W]`` (accepts [1, H, W] too)."""
+    array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if array.ndim == 3 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be one image shaped [H, W] or [1, H, W], got shape {array.shape}")
+    if canvas is not None and array.shape != (canvas, canvas):
+        raise ValueError(f"{name} is {array.shape[0]}x{array.shape[1]}, expected {canvas}x{canvas}")
+    return array.astype(np.float32)
+
+
+def overlay(drawn, target, threshold: float = THRESHOLD) -> np.ndarray:
+    """An RGB picture ``[H, W, 3]`` comparing a drawing with its target: black where both have ink,
+    blue where ink is missing, red where ink is extra, white where neither."""
+    drawn = check_image(drawn, "drawn") >= threshold
+    target = check_image(target, "target", drawn.shape[0]) >= threshold
+    picture = np.ones(drawn.shape + (3,), np.float32)
+    picture[drawn & target] = (0.0, 0.0, 0.0)
+    picture[target & ~drawn] = (0.15, 0.35, 1.0)
+    picture[drawn & ~target] = (0.95, 0.2, 0.15)
+    return picture
+
+
+# ------------------------------------------------------------------------------ measurements
+
+def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Binary dilation by a (2 radius + 1)^2 square (no wraparound): True within ``radius`` pixels."""
+    if radius <= 0:
+        return mask.copy()
+    height, width = mask.shape
+    padded = np.pad(mask, radius)
+    grown = np.zeros_like(mask)
+    for dy in range(2 * radius + 1):
+        for dx in range(2 * radius + 1):
+            grown |= padded[dy:dy + height, dx:dx + width]
+    return grown
+
+
+def pixel_scores(drawn, target, inputs=None, threshold: float = THRESHOLD, tolerance: int = 0) -> dict:
+    """Pixel precision, recall and F1 of ink ``drawn >= threshold`` against ``target >= threshold``.
+
+    With ``inputs`` the pixels of the input discs are left out of both, so the scores measure the
+    *edges* only (copying the input would otherwise earn free points). With ``tolerance = t`` a
+    drawn pixel counts as correct when target ink lies within t pixels, and a target pixel as found
+    when drawn ink lies within t pixels. Counts are returned too, so scores can be pooled.
+    """
+    drawn = check_image(drawn, "drawn") >= threshold
+    target = check_image(target, "target", drawn.shape[0]) >= threshold
+    keep = np.ones_like(drawn)
+    if inputs is not None:
+        keep = check_image(inputs, "inputs", drawn.shape[0]) <= 0.0
+    drawn, target = drawn & keep, target & keep
+    true_drawn = int((drawn & dilate(target, tolerance)).sum())    # drawn pixels that are right
+    found_target = int((target & dilate(drawn, tolerance)).sum())  # target pixels that were drawn
+    return scores_from_counts(true_drawn, int(drawn.sum()), found_target, int(target.sum()))
+
+
+def scores_from_counts(true_drawn: int, drawn: int, found_target: int, target: int) -> dict:
+    """Precision = right drawn / drawn, recall = found target / target, F1 their harmonic mean.
+    An empty drawing has precision 1 (nothing wrong was drawn); an empty target has recall 1."""
+    precision = true_drawn / drawn if drawn else 1.0
+    recall = found_target / target if target else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "true_drawn": true_drawn, "drawn": drawn,
+            "found_target": found_target, "target": target}
+
+
+def edges_drawn(drawn, points, edges, radius: float, threshold: float = THRESHOLD,
+                coverage: float = 0.9, tolerance: int = 1) -> list[bool]:
+    """For every edge: is it drawn? Sample the segment every half pixel, outside the two discs of
+    ``radius`` pixels at its ends; the edge counts as drawn when at least ``coverage`` of the
+    samples find ink (>= ``threshold``) within ``tolerance`` pixels."""
+    near_ink = dilate(check_image(drawn, "drawn") >= threshold, tolerance)
+    size = near_ink.shape[0]
+    points = np.asarray(points, dtype=np.float64)
+    answers = []
+    for i, j in edges:
+        start, end = points[i], points[j]
+        length = float(np.hypot(*(end - start)))
+        fractions = np.linspace(0.0, 1.0, max(2, int(length * 2) + 1))
+        samples = start + fractions[:, None] * (end - start)
+        outside = (fractions * length > radius) & ((1 - fractions) * length > radius)
+        if not outside.any():  # the two discs touch: nothing to draw between them
+            answers.append(True)
+            continue
+        columns, rows = np.clip(np.round(samples[outside]).astype(int).T, 0, size - 1)
+        answers.append(bool(near_ink[rows, columns].mean() >= coverage))
+    return answers
+
+
+def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """Connected components of a boolean image (8-neighbourhood), by flood fill.
+
+    Returns ``(labels, count)``: ``labels`` is 0 on background and 1..count on the components.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 2:
+        raise ValueError(f"label_components needs a 2-D mask, got shape {mask.shape}")
+    height, width = mask.shape
+    labels = np.zeros(mask.shape, dtype=np.int32)
+    count = 0
+    for row, column in zip(*np.nonzero(mask)):
+        if labels[row, column]:
+            continue
+        count += 1
+        labels[row, column] = count
+        stack = [(row, column)]
+        while stack:
+            y, x = stack.pop()
+            for ny in (y - 1, y, y + 1):
+                for nx in (x - 1, x, x + 1):
+                    if 0 <= ny < height and 0 <= nx < width and mask[ny, nx] and not labels[ny, nx]:
+                        labels[ny, nx] = count
+                        stack.append((ny, nx))
+    return labels, count
+
+
+def hallucinated_blobs(drawn, inputs, threshold: float = THRESHOLD) -> int:
+    """Number of ink components in ``drawn`` that touch no input point (no pixel of an input disc)."""
+    drawn = check_image(drawn, "drawn")
+    inputs = check_image(inputs, "inputs", drawn.shape[0])
+    labels, count = label_components(drawn >= threshold)
+    touching = set(np.unique(labels[inputs > 0.0]).tolist()) - {0}
+    return count - len(touching)
+
+
+def score_drawings(drawings: torch.Tensor, tasks, threshold: float = THRESHOLD) -> dict:
+    """Every measurement of the chapter for drawings ``[N, 1, H, W]`` (channel 0, any range) of
+    ``tasks`` (a ``helpers.tasks.mst.TaskBatch``: inputs, targets, points, edges, point_radius).
+
+    Returns pooled pixel precision/recall/F1 (edges only, strict and with 1-pixel tolerance), the
+    fraction of tasks with every tree edge drawn, hallucinated blobs, and per-task lists."""
+    if drawings.shape != tasks.targets.shape:
+        raise ValueError(f"drawings {tuple(drawings.shape)} do not match the tasks {tuple(tasks.targets.shape)}")
+    totals = {0: np.zeros(4, int), 1: np.zeros(4, int)}
+    per_task = {"f1": [], "all_edges": [], "blobs": []}
+    keys = ("true_drawn", "drawn", "found_target", "target")
+    for drawing, image, target, points, edges in zip(drawings, tasks.inputs, tasks.targets, tasks.points, tasks.edges):
+        drawing = drawing[0].float().clamp(0, 1).numpy()
+        for tolerance in totals:
+            scores = pixel_scores(drawing, target, image, threshold, tolerance)
+            totals[tolerance] += [scores[key] for key in keys]
+            if tolerance == 0:
+                per_task["f1"].append(scores["f1"])
+        per_task["all_edges"].append(all(edges_drawn(drawing, points, edges, tasks.point_radius, threshold)))
+        per_task["blobs"].append(hallucinated_blobs(drawing, image, threshold))
+    strict, tolerant = (scores_from_counts(*map(int, totals[t])) for t in (0, 1))
+    return {"precision": strict["precision"], "recall": strict["recall"], "f1": strict["f1"],
+            "precision_1px": tolerant["precision"], "recall_1px": tolerant["recall"], "f1_1px": tolerant["f1"],
+            "all_edges_drawn": float(np.mean(per_task["all_edges"])),
+            "hallucinated_blobs": int(np.sum(per_task["blobs"])),
+            "tasks_with_blobs": float(np.mean(np.array(per_task["blobs"]) > 0)),
+            "tasks": len(tasks), "threshold": threshold, "per_task": per_task}
+
+
+def summary(result: dict) -> dict:
+    """The metrics of ``evaluate`` without the per-task lists, rounded (for JSON and printing)."""
+    return {key: round(value, 4) if isinstance(value, float) else value
+            for key, value in result.items() if key != "per_task"}

@@ -1,0 +1,170 @@
+"""The texture task of chapter 03: grow a shipped texture from the all-zero seed.
+
+The loss compares patch statistics of the visible channels with those of the target image (the
+VGG-free sliced Wasserstein loss ``"swd"`` or the VGG16 Gram loss ``"vgg"``), plus the overflow
+loss that keeps the states in range. The shipped models are made by one command each, e.g.::
+
+    python -m helpers train texture --target stripes --size 48 --target-size 64 --iterations 2000 \
+        --min-steps 32 --max-steps 64 --lr-milestones 1000 1600 --threads 1 --out data/models/texture_stripes.pt
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .. import data, fast, losses, nca
+from ..train import History, TrainConfig, loss_curve, mean_of_last, setting
+from . import run
+
+#: Steps of the long rollout a saved model is measured after (far beyond its training rollouts).
+EVAL_STEPS = 2000
+
+
+@dataclass
+class Settings(TrainConfig):
+    """Every default of the texture task (and, inherited, of the pool loop)."""
+    target: str = setting("stripes", "a texture name from data/textures")
+    size: int = setting(64, "side of the training grid, in cells")
+    target_size: int = setting(0, "the texture is resized to this side (0: the grid's size)")
+    loss: str = setting("swd", "texture loss: swd (VGG-free sliced Wasserstein) or vgg (VGG16 Gram)")
+    overflow_weight: float = setting(1.0, "weight of the loss that keeps states in [-1, 1]")
+    vgg_weights: str = setting("", "local VGG16 state_dict file (else $DSOS_VGG16_WEIGHTS or a download)")
+    # the pool loop's sizes for this task
+    iterations: int = setting(2000, "optimizer steps")
+    max_steps: int = setting(96, "CA steps per iteration are drawn from [min-steps, max-steps)")
+    lr_milestones: tuple = setting((1000, 4000), "iterations at which the learning rate is multiplied by lr-gamma")
+    engine: str = setting("fast", "fast: helpers.fast (the same states and gradients, several times faster); "
+                                  "plain: model.rollout, as the chapter teaches it")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.target not in data.list_textures():
+            raise ValueError(f"unknown texture {self.target!r}; the shipped ones are {data.list_textures()}")
+        if self.loss not in ("swd", "vgg"):
+            raise ValueError(f"unknown texture loss {self.loss!r}; use 'swd' or 'vgg'")
+        if self.size < 3 or self.target_size < 0:
+            raise ValueError(f"need size >= 3 and target_size >= 0, got {self.size}, {self.target_size}")
+
+    @property
+    def image_size(self) -> int:
+        """The side the target texture is resized to."""
+        return self.target_size or self.size
+
+
+def visible(state: torch.Tensor) -> torch.Tensor:
+    """Channels 0..2 plus 0.5, NOT clipped (unlike ``nca.to_rgb``), so the loss still sees, and
+    corrects, values out of range."""
+    return state[:, :3] + 0.5
+
+
+def new_model(settings: Settings) -> nca.NCA:
+    """The untrained 588-parameter rule of chapter 03 (its initial weights come from torch's seed)."""
+    return nca.NCA()
+
+
+def make_samples(settings: Settings, device=None) -> Callable[[int], dict]:
+    """``make_samples(n)`` for ``train_pool``: ``n`` all-zero seeds of the training grid."""
+    return lambda count: {"state": nca.seed_state(count, settings.size, device=device)}
+
+
+def loss(settings: Settings, device=None) -> Callable:
+    """The training loss for ``settings``: its texture loss to the target image plus the overflow loss."""
+    image = data.load_texture(settings.target, settings.image_size).to(device)
+    return texture_loss(image, settings.loss, settings.overflow_weight, settings.vgg_weights)
+
+
+def texture_loss(target: torch.Tensor, kind: str = "swd", overflow_weight: float = 1.0,
+         vgg_weights: str | None = None) -> Callable:
+    """``loss_fn(final_states, batch)`` for ``train_pool``: texture loss (``"vgg"`` or ``"swd"``)
+    of the visible channels, averaged over the batch, plus the overflow loss."""
+    if kind == "vgg":
+        texture = losses.VGGStyleLoss(target, weights_path=vgg_weights or None)
+    elif kind == "swd":
+        texture = losses.SlicedWassersteinLoss(target)
+    else:
+        raise ValueError(f"unknown texture loss {kind!r}; use 'vgg' or 'swd'")
+
+    def loss_fn(final: torch.Tensor, batch: dict) -> torch.Tensor:
+        return texture(visible(final)).mean() + overflow_weight * losses.overflow_loss(final).mean()
+
+    loss_fn.texture = texture
+    return loss_fn
+
+
+@torch.no_grad()
+def quality(model: nn.Module, target: torch.Tensor, size: int = 64, steps: int = EVAL_STEPS, seed: int = 0,
+            batch: int = 2) -> dict:
+    """Grow ``batch`` textures from the seed for ``steps`` steps and measure the VGG-free loss to
+    ``target`` with fixed random directions (so the number is repeatable). Returns a dict with
+    ``loss`` (mean over the batch), ``max_abs`` (largest state value) and the final ``state``."""
+    generator = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    state = nca.seed_state(batch, size, model.channels, device=device)
+    # The fast engine draws the same masks from the generator as model.rollout (tests/test_fast.py),
+    # so this is the plain model's rollout, a few times faster.
+    state = fast.infer(model, state, steps, generator=generator)
+    measure_loss = losses.SlicedWassersteinLoss(target.to(device), projections=256)
+    value = measure_loss(nca.to_rgb(state), generator=torch.Generator().manual_seed(seed)).mean().item()
+    return {"loss": value, "max_abs": state.abs().max().item(), "state": state}
+
+
+def baseline(target_name: str, size: int = 64, image_size: int | None = None, seed: int = 0) -> dict:
+    """Reference values of the VGG-free loss to a texture: a uniform grey image, and the other
+    shipped textures (the loss a model would get for growing the *wrong* texture). The target is
+    the texture at ``size``; the compared images are ``image_size`` (default ``size``)."""
+    target = data.load_texture(target_name, size)
+    measure_loss = losses.SlicedWassersteinLoss(target, projections=256)
+
+    def value(images):
+        return measure_loss(images, generator=torch.Generator().manual_seed(seed)).mean().item()
+
+    image_size = image_size or size
+    others = {name: value(data.load_texture(name, image_size)[None]) for name in data.list_textures()
+              if name != target_name}
+    return {"grey": value(torch.full((1, 3, image_size, image_size), 0.5)), "other_textures_min": min(others.values()),
+            "other_textures": others, "self": value(target[None])}
+
+
+def measure(model: nn.Module, settings: Settings) -> dict:
+    """The ``eval`` entry of a saved model's JSON: its VGG-free loss after a long rollout, beside
+    the loss of a grey image and of every other shipped texture."""
+    eval_size = max(settings.size, settings.image_size)
+    target = data.load_texture(settings.target, settings.image_size)
+    grown = quality(model, target, size=eval_size)
+    reference = baseline(settings.target, settings.image_size, eval_size)
+    return {"steps": EVAL_STEPS, "size": eval_size, "swd_loss": grown["loss"], "max_abs_state": grown["max_abs"],
+            "swd_grey_image": reference["grey"], "swd_closest_other_texture": reference["other_textures_min"],
+            "other_textures": reference["other_textures"]}
+
+
+def describe(settings: Settings, model: nn.Module, history: History) -> dict:
+    """What a saved texture model's JSON says about how it was made and how good it is."""
+    return {
+        "task": "texture", "target": settings.target, "loss_kind": settings.loss,
+        "loss_note": ("trained with the VGG-free sliced Wasserstein patch loss (no VGG16 weights offline)"
+                      if settings.loss == "swd" else "trained with the VGG16 Gram style loss"),
+        "final_training_loss_mean_of_last_50": mean_of_last(history.losses),
+        "loss_curve": loss_curve(history.losses),
+        "eval": measure(model, settings),
+    }
+
+
+def summary_line(metadata: dict) -> str:
+    """One line for the command to print after training."""
+    measured = metadata["eval"]
+    return (f"training loss {metadata['final_training_loss_mean_of_last_50']:.4g}, VGG-free loss after "
+            f"{measured['steps']} steps {measured['swd_loss']:.4g} (grey image {measured['swd_grey_image']:.4g}, "
+            f"closest other texture {measured['swd_closest_other_texture']:.4g})")
+
+
+def train(settings: Settings, out=None, device=None, progress: bool = True, **options) -> tuple[nn.Module, dict]:
+    """Train, measure and (with ``out``, a ``.pt`` path) save a texture model; returns it and its
+    metadata. The grid is ``size`` x ``size``; the target image is the texture resized to
+    ``target_size``. The two may differ: the loss compares patch statistics, not pixels, so a small
+    grid can learn the texture at the scale of a larger image (cheaper training). ``options``: see
+    ``helpers.tasks.run.train_and_save``."""
+    return run.train_and_save(sys.modules[__name__], settings, out, device, progress, **options)

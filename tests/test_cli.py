@@ -1,0 +1,70 @@
+"""Tests of helpers.cli: one command line built from each task's settings dataclass."""
+import dataclasses
+import shlex
+
+import pytest
+
+from helpers import cli, nca
+from helpers.tasks import run
+
+SHIPPED = sorted(nca.models_dir().glob("*.pt")) + sorted((nca.models_dir() / "loss_comparison").glob("*.pt"))
+
+
+def parse(arguments):
+    parser = cli.build_parser()
+    args = parser.parse_args(arguments)
+    return args, cli.settings_from(args, cli.TASKS[args.task].Settings)
+
+
+@pytest.mark.parametrize("task", sorted(cli.TASKS))
+def test_every_settings_field_is_a_flag_with_the_dataclass_default(task):
+    args, settings = parse(["train", task])
+    assert settings == cli.TASKS[task].Settings()
+    for field in dataclasses.fields(settings):
+        assert hasattr(args, field.name), f"--{field.name} missing"
+        assert field.metadata.get("help"), f"{task}.Settings.{field.name} has no help text"
+
+
+@pytest.mark.parametrize("task", sorted(cli.TASKS))
+def test_the_equivalent_command_reproduces_the_settings(task):
+    changed = {"texture": dict(target="polka_dots", size=20, lr_milestones=(5, 7), masks="fast", iterations=9),
+               "mst": dict(canvas=40, margin=4.0, max_points=6, extra_ink_weight=1.0, iterations=16)}[task]
+    settings = cli.TASKS[task].Settings(**changed)
+    command = run.command_line(task, settings, out="outputs/x.pt", threads=2)
+    words = shlex.split(command)
+    assert words[:4] == ["python", "-m", "helpers", "train"]
+    args, parsed = parse(words[3:])
+    assert parsed == settings and args.out == "outputs/x.pt" and args.threads == 2
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_each_shipped_model_records_a_command_that_gives_its_settings(path):
+    info = nca.load_metadata(path)
+    words = shlex.split(info["command"])
+    assert words[:3] == ["python", "-m", "helpers"], info["command"]
+    args, settings = parse(words[3:])
+    assert settings.as_dict() == info["settings"]
+    assert args.out == str(path.relative_to(nca.models_dir().parent.parent)), "the command names the shipped file"
+
+
+def test_bad_values_and_paths_fail_before_training_with_a_usage_error(tmp_path, capsys):
+    for arguments, message in [(["--iterations", "-5"], "iterations"), (["--target", "nothing"], "unknown texture"),
+                               (["--out", str(tmp_path / "model.json")], "must name the weights file"),
+                               (["--engine", "gpu"], "engine must be one of")]:
+        with pytest.raises(SystemExit) as stop:
+            cli.main(["train", "texture", *arguments])
+        assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_an_existing_model_is_never_replaced_without_overwrite(tmp_path, capsys):
+    existing = tmp_path / "mine.pt"
+    existing.write_bytes(b"precious")
+    with pytest.raises(SystemExit):
+        cli.main(["train", "mst", "--out", str(existing)])
+    assert "--overwrite" in capsys.readouterr().err and existing.read_bytes() == b"precious"
+
+
+def test_the_default_output_is_a_user_folder_not_the_shipped_models():
+    for task, module in cli.TASKS.items():
+        out = cli.default_out(task, module.Settings())
+        assert out.startswith("outputs/") and out.endswith(".pt")

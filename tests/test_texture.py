@@ -1,0 +1,63 @@
+"""Tests of helpers.tasks.texture: the loss, the measurement, training and the saved model's JSON."""
+import json
+
+import pytest
+import torch
+
+from helpers import cli, nca
+from helpers.tasks import texture
+
+
+def test_texture_loss_kinds():
+    target = torch.rand(3, 16, 16)
+    loss_fn = texture.texture_loss(target, "swd")
+    state = torch.zeros(2, 12, 16, 16)
+    state[:, 5] = 2.0          # out of range by 1 everywhere in one hidden channel
+    value = loss_fn(state, {})
+    texture_only = loss_fn.texture(state[:, :3] + 0.5).mean()
+    assert torch.isclose(value, texture_only + 16 * 16, rtol=1e-3, atol=1e-2)
+    with pytest.raises(ValueError, match="unknown texture loss"):
+        texture.texture_loss(target, "l2")
+
+
+def test_train_texture_command_writes_a_loadable_model(tmp_path):
+    out = tmp_path / "texture_stripes.pt"
+    cli.main(["train", "texture", "--target", "stripes", "--size", "12", "--target-size", "16", "--iterations", "3",
+                "--batch-size", "2", "--pool-size", "4", "--min-steps", "2", "--max-steps", "4", "--out", str(out),
+                "--device", "cpu", "--no-progress"])
+    info = json.loads(out.with_suffix(".json").read_text())
+    assert info["target"] == "stripes" and info["parameters"] == 588 and info["loss_kind"] == "swd"
+    assert info["command"].startswith("python -m helpers train texture --target stripes")
+    assert info["settings"]["iterations"] == 3 and info["settings"]["target_size"] == 16
+    assert info["eval"]["swd_loss"] > 0 and info["eval"]["swd_closest_other_texture"] > 0
+    assert info["settings"]["engine"] == "fast"
+    assert info["loss_curve"]["every"] == 1 and len(info["loss_curve"]["mean"]) == 3
+    assert nca.count_parameters(nca.load_model(out)) == 588
+
+
+def test_train_texture_fast_and_plain_engines_learn_the_same_weights():
+    settings = dict(target="stripes", size=10, target_size=16, iterations=4, batch_size=2, pool_size=4, min_steps=3,
+                    max_steps=6)
+    fast_model, fast_info = texture.train(texture.Settings(engine="fast", **settings), progress=False)
+    plain_model, plain_info = texture.train(texture.Settings(engine="plain", **settings), progress=False)
+    assert fast_info["settings"]["engine"] == "fast" and plain_info["settings"]["engine"] == "plain"
+    assert not torch.equal(fast_model.update.weight, nca.NCA().update.weight)      # it did train
+    for fast_value, plain_value in zip(fast_model.parameters(), plain_model.parameters()):
+        torch.testing.assert_close(fast_value, plain_value, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="engine must be one of"):
+        texture.Settings(engine="gpu", **settings)
+
+
+def test_texture_quality_is_repeatable_and_sees_the_state():
+    model = nca.NCA()
+    target = torch.rand(3, 16, 16)
+    first = texture.quality(model, target, size=12, steps=5, seed=3)
+    again = texture.quality(model, target, size=12, steps=5, seed=3)
+    assert first["loss"] == again["loss"] and first["state"].shape == (2, 12, 12, 12)
+    assert first["max_abs"] == first["state"].abs().max().item()
+    # the same states as the plain model stepping with the same generator
+    generator = torch.Generator().manual_seed(3)
+    state = nca.seed_state(2, 12)
+    for _ in range(5):
+        state = model(state, generator=generator)
+    torch.testing.assert_close(first["state"], state)
