@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import importlib.util
-import io
 import math
 import tempfile
 import time
@@ -79,7 +78,7 @@ def to_uint8(image) -> np.ndarray:
     return np.round(as_image_array(image) * 255.0).astype(np.uint8)
 
 
-def to_rgb(image, background: float = 1.0) -> np.ndarray:
+def rgb_array(image, background: float = 1.0) -> np.ndarray:
     """An image as float32 RGB (HWC or BHWC): grey is repeated, RGBA is composited on ``background``."""
     array = as_image_array(image)
     channels = array.shape[-1]
@@ -163,7 +162,10 @@ def weight_image(weights, scale: float | None = None) -> np.ndarray:
 
     Brightness is |w| / ``scale`` (default: the largest |w|), so equal colours mean equal sizes.
     """
-    matrix = weights.detach().cpu().double().numpy() if isinstance(weights, torch.Tensor) else np.asarray(weights, float)
+    if isinstance(weights, torch.Tensor):
+        matrix = weights.detach().cpu().double().numpy()
+    else:
+        matrix = np.asarray(weights, float)
     if matrix.ndim != 2:
         raise ValueError(f"weight_image needs a 2-D matrix, got shape {matrix.shape}; "
                          "reshape a 1x1 convolution weight [out, in, 1, 1] to [out, in] first")
@@ -243,9 +245,10 @@ class VideoWriter:
             array = tile(array)
         if self.zoom_factor > 1:
             array = zoom(array, self.zoom_factor)
-        rgb = np.round(to_rgb(array) * 255).astype(np.uint8)
+        rgb = np.round(rgb_array(array) * 255).astype(np.uint8)
         if self.frames and rgb.shape != self.frames[0].shape:
-            raise ValueError(f"frame of shape {rgb.shape[:2]} differs from the first frame's {self.frames[0].shape[:2]}")
+            raise ValueError(f"frame of shape {rgb.shape[:2]} differs from the first frame's "
+                             f"{self.frames[0].shape[:2]}")
         self.frames.append(rgb)
 
     def close(self) -> Path:
@@ -311,7 +314,10 @@ class VideoWriter:
         from IPython.display import HTML, Image, display
 
         self.close()
-        shown = HTML(self.to_html(width)) if self.format == "mp4" else Image(data=self.path.read_bytes(), format="gif", width=width)
+        if self.format == "mp4":
+            shown = HTML(self.to_html(width))
+        else:
+            shown = Image(data=self.path.read_bytes(), format="gif", width=width)
         display(shown)
 
 

@@ -9,7 +9,6 @@ import torch
 
 from helpers import display
 
-
 # ------------------------------------------------------------------ as_image_array
 
 def test_float_chw_tensor_becomes_hwc():
@@ -58,12 +57,12 @@ def test_bad_images_raise_a_clear_error(bad, message):
     assert "accepted" in str(error.value) or "NaN" in message
 
 
-def test_to_uint8_and_to_rgb():
+def test_to_uint8_and_rgb_array():
     assert display.to_uint8(np.full((2, 2, 3), 0.5)).max() == 128
     rgba = np.zeros((1, 1, 4), np.float32)
     rgba[..., 0], rgba[..., 3] = 1.0, 0.5  # half-transparent red over white
-    assert np.allclose(display.to_rgb(rgba), [[[1.0, 0.5, 0.5]]])
-    assert display.to_rgb(np.full((2, 2), 0.25)).shape == (2, 2, 3)
+    assert np.allclose(display.rgb_array(rgba), [[[1.0, 0.5, 0.5]]])
+    assert display.rgb_array(np.full((2, 2), 0.25)).shape == (2, 2, 3)
 
 
 # -------------------------------------------------------------------- zoom and tile

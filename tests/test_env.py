@@ -2,7 +2,6 @@
 import json
 import random
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -180,3 +179,25 @@ def test_setup_cell_runs_outside_colab(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(env.REPO_ROOT / "notebooks")
     exec(compile(env.SETUP_CELL, "setup-cell", "exec"), {})
     assert "helpers ready (local)" in capsys.readouterr().out
+
+
+def test_start_chapter_seeds_flushes_denormals_and_picks_threads(monkeypatch, capsys):
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("DSOS_QUICK", "1")
+        monkeypatch.setenv("DSOS_DEVICE", "cpu")
+        device = env.start_chapter(seed=7)
+        first = torch.rand(3)
+        assert device.type == "cpu" and torch.get_num_threads() == 1      # quick mode on a CPU: one thread
+        assert "seed: 7" in capsys.readouterr().out
+        env.start_chapter(seed=7, threads=None, verbose=False)
+        assert torch.equal(torch.rand(3), first)                          # seeded again: the same numbers
+        assert torch.tensor(1e-40).item() == 0.0                          # denormals flushed to zero
+        env.start_chapter(seed=0, threads=2, verbose=False)
+        assert torch.get_num_threads() == 2
+        for bad in (0, "many", True):
+            with pytest.raises(ValueError, match="threads"):
+                env.start_chapter(threads=bad, verbose=False)
+    finally:
+        torch.set_num_threads(before)
+        torch.set_flush_denormal(False)

@@ -7,9 +7,6 @@ import torch
 
 from helpers import data, losses
 
-
-
-
 # ------------------------------------------------------------------------------ Gram / style
 
 def test_gram_matrix_equals_a_direct_computation():
@@ -192,7 +189,8 @@ def test_vgg_free_loss_is_zero_for_identical_and_shifted_inputs():
     same = loss(target[None], generator=torch.Generator().manual_seed(0))
     shifted = loss(torch.roll(target, (8, 16), (1, 2))[None], generator=torch.Generator().manual_seed(0))
     assert same.shape == (1,) and same.item() < 1e-10
-    assert shifted.item() < 1e-8  # a texture does not care where it starts (shift by multiples of 8, the coarsest scale)
+    # a texture does not care where it starts (shift by multiples of 8, the coarsest scale)
+    assert shifted.item() < 1e-8
 
 
 def test_vgg_free_loss_is_larger_for_another_texture_or_grey():
