@@ -133,7 +133,7 @@ def evaluate_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:
-        bench.main(argv[1:])
+        bench.main(argv[1:], prog="python -m helpers bench")
         return
     parser = build_parser()
     args = parser.parse_args(argv)
