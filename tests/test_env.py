@@ -159,6 +159,33 @@ def test_notebooks_are_committed_without_outputs(path):
             assert cell["outputs"] == [] and cell["execution_count"] is None, f"{path.name} has stored outputs"
 
 
+CHAPTERS = [path for path in NOTEBOOKS if not path.name.startswith("00_")]   # 00 is a set-up check, not a chapter
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_every_chapter_has_the_one_skeleton(path):
+    """Title, set-up cell, "## 0 · Configuration" with ONE code cell that holds the preamble
+    (env.start_chapter), numbered sections, then "Things to try"; no preamble repeated elsewhere."""
+    cells = json.loads(path.read_text())["cells"]
+    sources = ["".join(cell["source"]) for cell in cells]
+    assert cells[2]["cell_type"] == "markdown" and sources[2].startswith("## 0 · Configuration")
+    assert cells[3]["cell_type"] == "code" and "env.start_chapter(" in sources[3]
+    for index, source in enumerate(sources):
+        if cells[index]["cell_type"] == "code" and index != 3:
+            for preamble in ("env.start_chapter(", "torch.set_num_threads(", "torch.set_flush_denormal("):
+                assert preamble not in source, f"{path.name} cell {index} repeats the preamble: {preamble}"
+    headings = [source.split("\n")[0] for source in sources if source.startswith("## ")]
+    numbers = [int(heading[3]) for heading in headings if heading[3].isdigit()]
+    assert numbers == sorted(numbers) and numbers[0] == 0, f"{path.name}: sections out of order {headings}"
+    assert any(heading.startswith("## Things to try") for heading in headings)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_cells_have_unique_ids(path):
+    ids = [cell.get("id") for cell in json.loads(path.read_text())["cells"]]
+    assert None not in ids and len(set(ids)) == len(ids)
+
+
 def test_write_setup_cells_rewrites_the_cell(tmp_path):
     source = NOTEBOOKS[0]
     notebook = json.loads(source.read_text())
