@@ -119,6 +119,20 @@ def test_bad_rule_options_are_clear_errors():
         nca.Rule(update_rate=1.5)
 
 
+@pytest.mark.parametrize("options, name", [
+    ({"channels": 3.0}, "channels"), ({"channels": "12"}, "channels"), ({"channels": True}, "channels"),
+    ({"channels": 0}, "channels"), ({"split_relu": "no"}, "split_relu"), ({"split_relu": 1}, "split_relu"),
+    ({"filters": None}, "filter kind"), ({"update_rate": "0.5"}, "update_rate"),
+    ({"update_rate": float("nan")}, "update_rate must be a finite"), ({"update_rate": float("inf")}, "finite"),
+    ({"update_rate": -0.1}, "update_rate"), ({"update_per": ["cell"]}, "update_per"),
+])
+def test_options_of_the_wrong_type_name_the_argument(options, name):
+    # the Rule checks them, so NCA(...) and a saved config (through NCA(**config)) give the same error
+    for build in (nca.Rule, nca.NCA):
+        with pytest.raises((TypeError, ValueError), match=name):
+            build(**options)
+
+
 def test_weights_start_small_and_bias_zero():
     torch.manual_seed(0)
     model = nca.NCA()
@@ -202,6 +216,14 @@ def test_rollout_is_repeated_forward_and_keeps_frames():
     for _ in range(6):
         again = model(again, generator=generator)
     assert torch.equal(final, again)
+
+
+@pytest.mark.parametrize("steps", [-5, 2.0, "3", True, None])
+def test_rollout_steps_must_be_a_non_negative_int(steps):
+    with pytest.raises(ValueError, match="steps must be a non-negative int"):
+        nca.NCA().rollout(nca.seed_state(1, 8), steps)
+    state = nca.seed_state(1, 8)
+    assert nca.NCA().rollout(state, 0) is state    # zero steps is allowed: nothing happens
 
 
 def test_seed_and_to_rgb():
