@@ -3,7 +3,8 @@
 Every function accepts images the way they come out of a chapter: a NumPy array or a torch
 tensor, float in [0, 1] or uint8, laid out HWC or CHW, one image or a batch, with 1, 3 or 4
 channels. ``as_image_array`` turns all of these into one form (float32, HWC or BHWC, in [0, 1]);
-everything else builds on it.
+everything else builds on it. Floats far outside [0, 1] (e.g. 0..255) and arrays with no
+channel axis (e.g. a 12-channel NCA state) are refused with a ValueError rather than drawn wrong.
 
 * ``show(img)``             draw an image (a batch is tiled) with nearest-neighbour pixels
 * ``tile(batch)``           a grid of images as one image
@@ -26,6 +27,11 @@ import torch
 
 ACCEPTED = ("a NumPy array or torch tensor shaped HW, HWC, CHW, BHWC or BCHW with 1, 3 or 4 channels, "
             "dtype uint8 (0..255) or float (0..1)")
+# Floats a little outside [0, 1] (overshoot of a model's output) are clipped; beyond these limits the
+# values are on another scale (0..255, or raw NCA state channels) and clipping would show a flat image.
+FLOAT_LIMITS = (-0.5, 1.5)
+STATE_HINT = ("an NCA state with more than 4 channels is not an image: show helpers.nca.to_rgb(state) "
+              "(channels 0..2), or one channel per picture")
 
 
 # ------------------------------------------------------------------------ image conversion
@@ -35,7 +41,12 @@ def as_image_array(image) -> np.ndarray:
 
     A CHW/BCHW layout is recognised by a channel axis of size 1, 3 or 4 in front; when both ends
     could be channels (e.g. 3x4x4 ... 4x4x3), torch tensors are read as CHW and arrays as HWC,
-    following each library's convention.
+    following each library's convention. An NCA state [B, 12, H, W] has no such axis and is
+    refused with a pointer to ``helpers.nca.to_rgb`` (unless W happens to be 1, 3 or 4: then it
+    cannot be told from a BHWC batch, which chapter 03 shows as torch tensors).
+
+    Refused with a ValueError, never silently clipped: floats outside ``FLOAT_LIMITS`` (-0.5..1.5;
+    e.g. 0..255 stored as float), and shapes with no channel axis of size 1, 3 or 4.
     """
     is_torch = isinstance(image, torch.Tensor)
     if is_torch:
@@ -52,6 +63,11 @@ def as_image_array(image) -> np.ndarray:
         array = array.astype(np.float32)
         if not np.isfinite(array).all():
             raise ValueError("the image contains NaN or infinite values; check the computation that made it")
+        low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+        if low < FLOAT_LIMITS[0] or high > FLOAT_LIMITS[1]:
+            raise ValueError(f"float images must be in [0, 1], got values {low:g}..{high:g}; for 0..255 "
+                             "data divide by 255 (or pass uint8); for other ranges rescale or clamp(0, 1) "
+                             "first; accepted: " + ACCEPTED)
         array = np.clip(array, 0.0, 1.0)
     elif array.dtype == np.bool_:
         array = array.astype(np.float32)
@@ -69,7 +85,7 @@ def as_image_array(image) -> np.ndarray:
         array = np.moveaxis(array, -3, -1)
     elif not channels_last:
         raise ValueError(f"got shape {tuple(array.shape)}: no axis of size 1, 3 or 4 for the channels; "
-                         f"accepted: {ACCEPTED}")
+                         f"{STATE_HINT}; accepted: {ACCEPTED}")
     return np.ascontiguousarray(array)
 
 

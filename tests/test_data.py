@@ -69,3 +69,51 @@ def test_unknown_texture_lists_the_available_ones():
 def test_bad_size_is_rejected():
     with pytest.raises(ValueError, match="size"):
         data.load_texture("stripes", size=3)
+
+
+# ------------------------------------------------- other image files: bit depth, transparency
+
+@pytest.fixture
+def texture_folder(tmp_path, monkeypatch):
+    """Textures are read from tmp_path, so that load_texture sees the test's own files."""
+    monkeypatch.setattr(data, "texture_dir", lambda: tmp_path)
+    return tmp_path
+
+
+def test_16_bit_greyscale_is_scaled_by_65535_not_clipped_to_white(texture_folder):
+    ramp = np.linspace(0, 65535, 16 * 16).round().astype(np.uint16).reshape(16, 16)
+    Image.fromarray(ramp).save(texture_folder / "deep.png")
+    assert Image.open(texture_folder / "deep.png").mode in ("I;16", "I")
+    texture = data.load_texture("deep")
+    assert texture.shape == (3, 16, 16)
+    expected = torch.from_numpy(ramp / 65535.0).float()
+    for channel in texture:
+        assert torch.allclose(channel, expected, atol=1e-6)
+    assert data.load_texture("deep", size=8).mean() == pytest.approx(0.5, abs=0.01)  # resizing keeps the range
+
+
+def test_transparent_pixels_are_composited_on_the_background(texture_folder):
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., 0] = 255                  # hidden colour: red everywhere
+    rgba[:4, ..., 3] = 0                # top half fully transparent
+    rgba[4:, ..., 3] = 255              # bottom half opaque
+    rgba[4:, :4, 3] = 128               # bottom-left quarter half transparent
+    Image.fromarray(rgba, "RGBA").save(texture_folder / "glass.png")
+    texture = data.load_texture("glass")
+    assert torch.allclose(texture[:, :4], torch.ones(3, 4, 8))                      # white, not red
+    assert torch.allclose(texture[:, 4:, 4:], torch.tensor([1.0, 0, 0])[:, None, None].expand(3, 4, 4))
+    half = texture[:, 4:, :4].mean(dim=(1, 2))
+    assert torch.allclose(half, torch.tensor([1.0, 127 / 255, 127 / 255]), atol=1.5 / 255)
+    black = data.load_image(texture_folder / "glass.png", background=0.0)
+    assert black[:, :4].max() == 0.0
+    blue = data.load_image(texture_folder / "glass.png", background=(0.0, 0.0, 1.0))
+    assert torch.allclose(blue[:, 0, 0], torch.tensor([0.0, 0.0, 1.0]))
+    with pytest.raises(ValueError, match="background"):
+        data.load_image(texture_folder / "glass.png", background=2.0)
+
+
+def test_palette_transparency_is_composited_too(texture_folder):
+    picture = Image.new("P", (8, 8), 0)
+    picture.putpalette([0, 255, 0] * 256)  # every index green...
+    picture.save(texture_folder / "sprite.png", transparency=0)  # ...and index 0 transparent
+    assert torch.allclose(data.load_texture("sprite"), torch.ones(3, 8, 8))

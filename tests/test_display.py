@@ -65,6 +65,48 @@ def test_to_uint8_and_rgb_array():
     assert display.rgb_array(np.full((2, 2), 0.25)).shape == (2, 2, 3)
 
 
+# ----------------------------------------- refusals instead of silently mangled pictures
+
+def photo_0_255(dtype=np.float32):
+    return (np.arange(4 * 4 * 3).reshape(4, 4, 3) * 5).astype(dtype)  # 0..235, as float
+
+
+@pytest.mark.parametrize("convert", [display.as_image_array, display.to_uint8, display.rgb_array,
+                                     display.tile, display.show])
+def test_float_0_255_is_refused_not_clipped_to_white(convert):
+    with pytest.raises(ValueError, match=r"float images must be in \[0, 1\].*divide by 255"):
+        convert(photo_0_255())
+    with pytest.raises(ValueError, match="divide by 255"):
+        convert(torch.from_numpy(photo_0_255()).permute(2, 0, 1))
+    convert(photo_0_255(np.uint8))  # the same values as uint8 are fine
+
+
+def test_float_limits_are_half_a_unit_either_side():
+    display.as_image_array(np.array([[[-0.5, 0.5, 1.5]]]))  # overshoot is clipped (see above)
+    for bad in (1.51, -0.51):
+        with pytest.raises(ValueError, match="must be in"):
+            display.as_image_array(np.array([[[0.0, 0.5, bad]]]))
+
+
+def test_video_refuses_a_float_0_255_frame(tmp_path):
+    video = display.VideoWriter(tmp_path / "v.gif")
+    with pytest.raises(ValueError, match="divide by 255"):
+        video.add(photo_0_255())
+    assert video.frames == []
+
+
+@pytest.mark.parametrize("shape", [(1, 12, 8, 8), (2, 16, 5, 7), (12, 8, 8)])
+def test_an_nca_state_is_refused_with_a_pointer_to_to_rgb(shape):
+    with pytest.raises(ValueError, match=r"helpers\.nca\.to_rgb"):
+        display.show(torch.rand(shape))
+
+
+def test_bhwc_batches_are_still_fine():
+    assert display.as_image_array(np.random.rand(1, 12, 8, 3)).shape == (1, 12, 8, 3)
+    assert display.as_image_array(torch.rand(4, 24, 24, 3)).shape == (4, 24, 24, 3)  # as in chapter 03
+    assert display.as_image_array(torch.rand(1, 8, 12, 3).permute(0, 3, 1, 2)).shape == (1, 8, 12, 3)
+
+
 # -------------------------------------------------------------------- zoom and tile
 
 def test_zoom_repeats_pixels():
