@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from . import bench, env, nca
+from . import bench, env, nca, train
 from .tasks import mst, run, texture
 
 TASKS = {"texture": texture, "mst": mst}
@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
         where.add_argument("--checkpoint", help="also save the weights so far here every 100 iterations (.pt)")
         where.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
         where.add_argument("--device", help="cpu, cuda or mps (default: helpers.env.get_device())")
+        where.add_argument("--allow-diverged", action="store_true",
+                           help="save the rule even if its long rollout does not stay bounded")
         where.add_argument("--no-progress", action="store_true", help="no progress bar")
     evaluator = commands.add_parser("evaluate", help="measure a saved model again")
     evaluated = evaluator.add_subparsers(dest="task", required=True)
@@ -104,8 +106,14 @@ def train_command(args: argparse.Namespace, parser: argparse.ArgumentParser, typ
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
-    _, metadata = module.train(settings, out=out, device=device, progress=not args.no_progress, command=typed,
-                               overwrite=args.overwrite, checkpoint=args.checkpoint)
+    try:
+        _, metadata = module.train(settings, out=out, device=device, progress=not args.no_progress, command=typed,
+                                   overwrite=args.overwrite, checkpoint=args.checkpoint,
+                                   allow_diverged=args.allow_diverged)
+    except KeyboardInterrupt:
+        sys.exit(130)             # the model so far was saved, marked partial (train_and_save said where)
+    except train.Diverged as error:
+        sys.exit(f"error: {error}")
     print(f"saved {out}: {module.summary_line(metadata)} ({metadata['training_seconds']:.0f} s of training)")
 
 

@@ -33,6 +33,10 @@ def setting(default, help: str):
     return field(default=default, metadata={"help": help})
 
 
+class Diverged(RuntimeError):
+    """Training went wrong numerically: a non-finite loss, or a trained rule whose states blow up."""
+
+
 #: The task-level switch between the plain model (``model.rollout``, what the chapters teach) and
 #: ``helpers.fast`` (the same states and gradients, faster). ``masks`` says how the fast engine
 #: draws its random update masks: "exact" (the plain model's own draws) or "fast" (random bits).
@@ -156,7 +160,7 @@ def train_pool(model: nn.Module, make_samples: Callable[[int], dict], loss_fn: C
         final = rollout(model, batch["state"], steps)
         loss = loss_fn(final, batch)
         if not torch.isfinite(loss):
-            raise RuntimeError(f"the loss became {loss.item()} at iteration {iteration}: training diverged. "
+            raise Diverged(f"the loss became {loss.item()} at iteration {iteration}: training diverged. "
                                "Lower learning_rate, or check the loss and the targets.")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -68,3 +68,39 @@ def test_the_default_output_is_a_user_folder_not_the_shipped_models():
     for task, module in cli.TASKS.items():
         out = cli.default_out(task, module.Settings())
         assert out.startswith("outputs/") and out.endswith(".pt")
+
+
+TINY_TEXTURE = ["--target", "stripes", "--size", "12", "--target-size", "16", "--batch-size", "2", "--pool-size", "4",
+                "--min-steps", "2", "--max-steps", "4", "--device", "cpu", "--no-progress"]
+
+
+def test_a_diverged_rule_is_refused_and_nothing_is_saved(tmp_path, capsys):
+    out = tmp_path / "diverged.pt"
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["train", "texture", *TINY_TEXTURE, "--learning-rate", "1e3", "--iterations", "1", "--out", str(out)])
+    assert stop.value.code != 0 and "diverged" in str(stop.value.code)
+    assert not out.exists() and not out.with_suffix(".json").exists()
+
+
+def test_a_diverged_rule_is_saved_when_asked_with_its_stability_recorded(tmp_path):
+    out = tmp_path / "diverged.pt"
+    settings = cli.TASKS["texture"].Settings(target="stripes", size=12, target_size=16, batch_size=2, pool_size=4,
+                                             min_steps=2, max_steps=4, learning_rate=1e3, iterations=1)
+    cli.TASKS["texture"].train(settings, out=out, progress=False, allow_diverged=True)
+    assert nca.load_metadata(out)["stability"]["bounded"] is False
+
+
+def test_ctrl_c_saves_the_model_so_far_marked_partial(tmp_path, monkeypatch):
+    def interrupted_training(model, make_samples, loss_fn, config, on_iteration=None, **options):
+        for iteration in range(3):
+            on_iteration(iteration, 0.5)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run.train, "train_pool", interrupted_training)
+    out = tmp_path / "stopped.pt"
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["train", "texture", *TINY_TEXTURE, "--iterations", "50", "--out", str(out)])
+    assert stop.value.code == 130
+    info = nca.load_metadata(out)
+    assert info["partial"] is True and info["iterations_done"] == 3 and info["settings"]["iterations"] == 50
+    nca.load_model(out)

@@ -16,7 +16,7 @@ from types import ModuleType
 
 import torch
 
-from .. import nca, train
+from .. import fast, nca, train
 
 
 def flag(name: str) -> str:
@@ -74,48 +74,83 @@ def device_description(device: torch.device) -> str:
     return device.type
 
 
-def checkpoints(model, path: Path, every: int):
-    """An ``on_iteration`` hook for ``train_pool``: every ``every`` iterations, save the weights so
-    far to ``path``, marked partial, so that a long run that has to be stopped leaves a model behind."""
+#: A trained rule's states must stay within this bound over a rollout four times its longest
+#: training rollout; beyond it the rule has diverged (the shipped rules stay within 1.5).
+DIVERGENCE_BOUND = 100.0
 
-    def save(iteration: int, loss: float) -> None:
-        if (iteration + 1) % every == 0:
-            nca.save_model(model, path, {"partial": True, "iteration": iteration + 1, "loss": loss})
-            print(f"iteration {iteration + 1}: loss {loss:.5g}, weights so far saved to {path}", flush=True)
 
-    return save
+@torch.no_grad()
+def stability(model, task: ModuleType, settings) -> dict:
+    """Roll the trained rule out from two fresh samples for 4 x ``max_steps`` steps: is it bounded?"""
+    states = task.make_samples(settings, None)(2)["state"]
+    steps = 4 * settings.max_steps
+    final = fast.infer(model, states, steps, generator=torch.Generator().manual_seed(settings.seed))
+    finite = bool(torch.isfinite(final).all())
+    largest = final.abs().max().item() if finite else float("inf")
+    return {"steps": steps, "max_abs_state": largest, "bound": DIVERGENCE_BOUND,
+            "bounded": finite and largest <= DIVERGENCE_BOUND}
+
+
+class Progress:
+    """The ``on_iteration`` hook of a training: counts the iterations done and, with a ``checkpoint``
+    path, saves the weights so far there every ``every`` iterations (marked partial), so that a
+    long run that has to be stopped leaves a model behind."""
+
+    def __init__(self, model, checkpoint: Path | None = None, every: int = 100):
+        self.model, self.checkpoint, self.every = model, checkpoint, every
+        self.done, self.last_loss = 0, None
+
+    def __call__(self, iteration: int, loss: float) -> None:
+        self.done, self.last_loss = iteration + 1, loss
+        if self.checkpoint is not None and self.done % self.every == 0:
+            nca.save_model(self.model, self.checkpoint, {"partial": True, "iteration": self.done, "loss": loss})
+            print(f"iteration {self.done}: loss {loss:.5g}, weights so far saved to {self.checkpoint}", flush=True)
+
+
+def checkpoints(model, path: Path, every: int) -> Progress:
+    """An ``on_iteration`` hook that saves the weights so far to ``path`` every ``every`` iterations."""
+    return Progress(model, Path(path), every)
 
 
 def train_and_save(task: ModuleType, settings, out: str | Path | None = None, device=None, progress: bool = True,
                    command: str | None = None, overwrite: bool = False, checkpoint: str | Path | None = None,
-                   checkpoint_every: int = 100) -> tuple:
+                   checkpoint_every: int = 100, allow_diverged: bool = False) -> tuple:
     """Train ``task``'s model with ``settings``; save it to ``out`` (when given) with its metadata.
 
     Returns ``(model, metadata)``. ``command`` is what the user typed (the command line passes
     it); from Python the equivalent command is recorded instead. ``checkpoint``: also save the
-    weights so far there every ``checkpoint_every`` iterations."""
+    weights so far there every ``checkpoint_every`` iterations. Interrupted (Ctrl-C), the model so
+    far is saved to ``out`` marked partial. A rule whose long rollout does not stay bounded raises
+    ``helpers.train.Diverged`` and is not saved, unless ``allow_diverged``."""
     name = task.__name__.rsplit(".", 1)[-1]
     path = check_out_path(out, overwrite) if out else None
     if checkpoint is not None:
         checkpoint = check_out_path(checkpoint, overwrite=True)
     device = torch.device(device) if device is not None else torch.device("cpu")
     started = datetime.datetime.now()
+    recorded = {"task": name, "command": command or command_line(name, settings, out), "settings": settings.as_dict(),
+                "device": device_description(device), "torch": torch.__version__, "date": started.date().isoformat()}
     torch.manual_seed(settings.seed)      # the initial weights
     model = task.new_model(settings).to(device)
-    hook = checkpoints(model, checkpoint, checkpoint_every) if checkpoint is not None else None
-    history = train.train_pool(model, task.make_samples(settings, device), task.loss(settings, device), settings,
-                               progress=progress, on_iteration=hook)
+    hook = Progress(model, checkpoint, checkpoint_every)
+    try:
+        history = train.train_pool(model, task.make_samples(settings, device), task.loss(settings, device), settings,
+                                   progress=progress, on_iteration=hook)
+    except KeyboardInterrupt:
+        if path is not None:
+            nca.save_model(model.eval().cpu(), path, {**recorded, "partial": True, "iterations_done": hook.done,
+                                                      "last_loss": hook.last_loss})
+            print(f"\ninterrupted after {hook.done} of {settings.iterations} iterations: the model so far is saved "
+                  f"to {path}, marked partial", flush=True)
+        raise
     model = model.eval().cpu()
-    metadata = {
-        "task": name,
-        "command": command or command_line(name, settings, out),
-        "settings": settings.as_dict(),
-        "device": device_description(device),
-        "torch": torch.__version__,
-        "date": started.date().isoformat(),
-        "training_seconds": round(history.seconds, 1),
-        **task.describe(settings, model, history),
-    }
+    checked = stability(model, task, settings)
+    if not checked["bounded"] and not allow_diverged:
+        raise train.Diverged(f"the trained rule diverged: over {checked['steps']} steps its states reach "
+                            f"{checked['max_abs_state']:.3g} (bound {DIVERGENCE_BOUND:g}); nothing was saved. "
+                            "Lower the learning rate, or pass allow_diverged=True (--allow-diverged) to save it anyway")
+    metadata = {**recorded, "training_seconds": round(history.seconds, 1), "stability": checked,
+                **task.describe(settings, model, history)}
     if path is not None:
         nca.save_model(model, path, metadata)
     return model, metadata
