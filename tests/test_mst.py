@@ -108,6 +108,31 @@ def test_images_of_wrong_size_raise():
         mst_metrics.score_drawings(torch.zeros(2, 1, 40, 40), batch)
 
 
+def test_scores_refuse_thresholds_that_make_any_drawing_perfect_and_non_finite_drawings():
+    batch = mst.make_tasks(3, np.random.default_rng(0), canvas=32, margin=4, min_points=2, max_points=3)
+    blank = torch.zeros_like(batch.targets)
+    for threshold in (0, 0.0, 1.0, float("nan"), -0.5, "0.5", True):
+        with pytest.raises(ValueError, match="threshold"):
+            mst_metrics.score_drawings(blank, batch, threshold=threshold)
+    with pytest.raises(ValueError, match="threshold"):
+        mst_metrics.pixel_scores(blank[0], batch.targets[0], threshold=0)
+    broken = blank.clone()
+    broken[0, 0, 5, 5] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        mst_metrics.score_drawings(broken, batch)
+    # the honest score of a blank canvas: no edge found
+    assert mst_metrics.score_drawings(blank, batch)["recall"] == 0.0
+
+
+def test_a_model_with_nan_weights_cannot_be_scored_as_perfect():
+    model = nca.NCA()
+    with torch.no_grad():
+        model.update.bias.fill_(float("nan"))
+    batch = mst.make_tasks(2, np.random.default_rng(1), canvas=32, margin=4, min_points=2, max_points=3)
+    with pytest.raises(ValueError, match="diverge"):
+        mst.evaluate(model, batch, steps=3)
+
+
 # ------------------------------------------------------------------------ rasterization
 
 def test_random_points_respect_margin_and_spacing():

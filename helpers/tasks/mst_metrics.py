@@ -27,12 +27,24 @@ def check_image(image, name: str, canvas: int | None = None) -> np.ndarray:
         raise ValueError(f"{name} must be one image shaped [H, W] or [1, H, W], got shape {array.shape}")
     if canvas is not None and array.shape != (canvas, canvas):
         raise ValueError(f"{name} is {array.shape[0]}x{array.shape[1]}, expected {canvas}x{canvas}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} contains NaN or infinite values (did the model diverge?); it cannot be scored")
     return array.astype(np.float32)
+
+
+def check_threshold(threshold) -> float:
+    """The ink threshold, strictly between 0 and 1: at 0 every pixel would count as ink (and an
+    untrained model would score F1 = 1 on a blank canvas), at 1 almost none would."""
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)) \
+            or not 0.0 < float(threshold) < 1.0:
+        raise ValueError(f"threshold must be a number strictly between 0 and 1, got {threshold!r}")
+    return float(threshold)
 
 
 def overlay(drawn, target, threshold: float = THRESHOLD) -> np.ndarray:
     """An RGB picture ``[H, W, 3]`` comparing a drawing with its target: black where both have ink,
     blue where ink is missing, red where ink is extra, white where neither."""
+    threshold = check_threshold(threshold)
     drawn = check_image(drawn, "drawn") >= threshold
     target = check_image(target, "target", drawn.shape[0]) >= threshold
     picture = np.ones(drawn.shape + (3,), np.float32)
@@ -65,6 +77,7 @@ def pixel_scores(drawn, target, inputs=None, threshold: float = THRESHOLD, toler
     drawn pixel counts as correct when target ink lies within t pixels, and a target pixel as found
     when drawn ink lies within t pixels. Counts are returned too, so scores can be pooled.
     """
+    threshold = check_threshold(threshold)
     drawn = check_image(drawn, "drawn") >= threshold
     target = check_image(target, "target", drawn.shape[0]) >= threshold
     keep = np.ones_like(drawn)
@@ -91,6 +104,7 @@ def edges_drawn(drawn, points, edges, radius: float, threshold: float = THRESHOL
     """For every edge: is it drawn? Sample the segment every half pixel, outside the two discs of
     ``radius`` pixels at its ends; the edge counts as drawn when at least ``coverage`` of the
     samples find ink (>= ``threshold``) within ``tolerance`` pixels."""
+    threshold = check_threshold(threshold)
     near_ink = dilate(check_image(drawn, "drawn") >= threshold, tolerance)
     size = near_ink.shape[0]
     points = np.asarray(points, dtype=np.float64)
@@ -138,6 +152,7 @@ def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
 
 def hallucinated_blobs(drawn, inputs, threshold: float = THRESHOLD) -> int:
     """Number of ink components in ``drawn`` that touch no input point (no pixel of an input disc)."""
+    threshold = check_threshold(threshold)
     drawn = check_image(drawn, "drawn")
     inputs = check_image(inputs, "inputs", drawn.shape[0])
     labels, count = label_components(drawn >= threshold)
@@ -151,6 +166,7 @@ def score_drawings(drawings: torch.Tensor, tasks, threshold: float = THRESHOLD) 
 
     Returns pooled pixel precision/recall/F1 (edges only, strict and with 1-pixel tolerance), the
     fraction of tasks with every tree edge drawn, hallucinated blobs, and per-task lists."""
+    threshold = check_threshold(threshold)
     if drawings.shape != tasks.targets.shape:
         raise ValueError(f"drawings {tuple(drawings.shape)} do not match the tasks {tuple(tasks.targets.shape)}")
     totals = {0: np.zeros(4, int), 1: np.zeros(4, int)}
