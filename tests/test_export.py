@@ -79,8 +79,10 @@ def test_quantization_error_is_at_most_half_a_step():
 
 def test_fewer_bits_give_smaller_codes_and_larger_errors():
     model = damped_model()
-    rule4, rule8 = export.quantize(model, bits=4), export.quantize(model, bits=8)
-    assert np.abs(rule4.weight_codes).max() == 7
+    with pytest.warns(RuntimeWarning, match="rounded to zero"):   # 4 bits keep only 7 levels a side
+        rule4 = export.quantize(model, bits=4)
+    rule8 = export.quantize(model, bits=8)
+    assert np.abs(rule4.weight_codes).max() == 7 and rule4.zeroed_weights > rule8.zeroed_weights
     weight = model.update.weight.detach().reshape(12, 48)
     assert (rule4.weight() - weight).abs().mean() > 5 * (rule8.weight() - weight).abs().mean()
 
@@ -182,6 +184,29 @@ def test_c_program_matches_pytorch_in_deterministic_mode(tmp_path):
     # Sharp enough: one weight off by one step changes the result by far more than the tolerance.
     wrong = deterministic_rollout(nudged(rule).model(), state, steps)
     assert (wrong - reference).abs().max().item() > 10 * tolerance
+
+
+@needs_cc
+def test_c_program_reports_a_diverged_state_and_lets_nan_spread_as_pytorch_does(tmp_path):
+    rule = export.quantize(damped_model())
+    binary = export.compile_c(export.c_source(rule), tmp_path)
+    state = random_state()
+    state[0, 5, 3, 4] = float("nan")                    # one NaN value
+    reference = deterministic_rollout(rule.model(), state, 3)
+    assert torch.isnan(reference).sum() > 1               # PyTorch spreads it to the neighbours
+    with pytest.raises(RuntimeError, match="NaN or infinite .* diverged"):
+        export.run_c(binary, state, 3)
+
+
+def test_quantization_reports_its_error_and_warns_when_an_outlier_zeroes_the_rule():
+    rule = export.quantize(damped_model())
+    assert rule.zeroed_weights < 576 // 10 and 0 < rule.relative_error < 0.05 and "rounded to zero" in rule.report()
+    model = damped_model()
+    with torch.no_grad():
+        model.update.weight[0, 0] = 1e30                  # one absurd weight sets the one scale
+    with pytest.warns(RuntimeWarning, match="rounded to zero"):
+        outlier = export.quantize(model)
+    assert outlier.zeroed_weights > 500
 
 
 @needs_cc

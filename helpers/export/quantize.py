@@ -1,6 +1,7 @@
 """The texture rule as integers: which models can be exported, and their quantized parameters."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +46,13 @@ class QuantizedRule:
     bits: int
     update_rate: float = 0.5
     update_per: str = "channel"  # the random mask: one draw per value ("channel") or per cell ("cell")
+    zeroed_weights: int = 0      # nonzero weights that rounded to code 0 (lost entirely)
+    relative_error: float = 0.0  # |w - w_hat| / |w| over all weights (root of the sums of squares)
+
+    def report(self) -> str:
+        """How much the rounding cost, in one line (the exporters' users should read it)."""
+        return (f"{self.bits}-bit codes: relative error {self.relative_error:.2%} of the weights' norm; "
+                f"{self.zeroed_weights} of {self.weight_codes.size} weights rounded to zero")
 
     @property
     def parameter_count(self) -> int:
@@ -88,8 +96,21 @@ def quantize(model: NCA, bits: int = 8) -> QuantizedRule:
     weight_scale, bias_scale = _scale_for(weight, largest_code), _scale_for(bias, largest_code)
     weight_codes = np.clip(np.round(weight / weight_scale), -largest_code, largest_code).astype(np.int32)
     bias_codes = np.clip(np.round(bias / bias_scale), -largest_code, largest_code).astype(np.int32)
-    return QuantizedRule(weight_codes, bias_codes, float(weight_scale), float(bias_scale), bits,
-                         float(model.update_rate), model.update_per)
+    zeroed = int(((weight_codes == 0) & (weight != 0)).sum())
+    norm = float(np.linalg.norm(weight))
+    error = float(np.linalg.norm(weight - weight_codes * float(weight_scale)))
+    rule = QuantizedRule(weight_codes, bias_codes, float(weight_scale), float(bias_scale), bits,
+                         float(model.update_rate), model.update_per, zeroed, error / norm if norm else 0.0)
+    nonzero = int((weight != 0).sum())
+    if nonzero and zeroed > nonzero // 4:
+        # One scale for all weights: a single outlier makes the step so coarse that most weights vanish.
+        largest = float(np.abs(weight).max())
+        median = float(np.median(np.abs(weight[weight != 0])))
+        warnings.warn(f"quantization lost most of the rule: {zeroed} of {nonzero} nonzero weights rounded to zero "
+                      f"because the largest weight ({largest:.3g}) is {largest / median:.3g} times the median "
+                      f"magnitude; {rule.report()}. Check the model for an outlier weight, or use more bits",
+                      RuntimeWarning, stacklevel=2)
+    return rule
 
 
 def require_rule(rule, needed_by: str) -> None:
