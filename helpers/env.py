@@ -79,7 +79,10 @@ def get_device(prefer: str | None = None) -> torch.device:
     """
     choice = prefer or os.environ.get("DSOS_DEVICE")
     if choice:
-        device = torch.device(choice)
+        device = torch.device(choice)      # raises for names torch does not know
+        if device.type not in ("cpu", "cuda", "mps"):
+            raise ValueError(f"device {choice!r} cannot run the course (it computes nothing, or is not supported "
+                             "here); use 'cpu', 'cuda' or 'mps', or leave DSOS_DEVICE unset")
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {choice!r} was asked for, but torch sees no CUDA GPU here; "
                              "use 'cpu' or leave DSOS_DEVICE unset")

@@ -228,3 +228,10 @@ def test_start_chapter_seeds_flushes_denormals_and_picks_threads(monkeypatch, ca
     finally:
         torch.set_num_threads(before)
         torch.set_flush_denormal(False)
+
+
+@pytest.mark.parametrize("name", ["meta", "cpu:0x", "tpu"])
+def test_devices_that_cannot_run_the_course_are_refused(monkeypatch, name):
+    monkeypatch.setenv("DSOS_DEVICE", name)
+    with pytest.raises((ValueError, RuntimeError)):
+        env.get_device()
