@@ -57,11 +57,18 @@ given the gradient ``gy`` of the loss with respect to ``y``:
     g       = m * gy                        gradient of the proposed change (W s + b)
     dW     += g s^T,  db += sum of g        the parameter gradients
     gs      = W^T g                         gradient of the 48 split features
-    gf      = gs_relu * [f > 0] + gs_min * [f < 0]     (PyTorch's relu has slope 0 at f = 0)
+    gf      = gs_relu * [f > 0] + gs_min * [f < 0]     (PyTorch's relu has slope 0 at f = 0,
+                                                       and passes the gradient where f is NaN)
     gx      = gy + gf_state + P^T gf_perception
 
 ``P^T``, the adjoint of a circular depthwise convolution, is the same convolution with every 3x3
-filter rotated by 180 degrees. ``tests/test_fast.py`` checks the states and gradients of both
+filter rotated by 180 degrees.
+
+Non-finite values behave as in the plain model: NaN and inf propagate through both backends as
+through PyTorch's operations (``relu(NaN)`` is NaN, ``0 * inf`` is NaN), so a diverging rollout is
+as visible as in ``model.rollout``; ``tests/test_fast_properties.py`` checks that the same values
+are NaN or infinite. A state must be float32 or float64 with weights of its own dtype (the plain
+model refuses a mix too); a rule's options pass ``nca.Rule``'s checks again in ``run_rule``. ``tests/test_fast.py`` checks the states and gradients of both
 backends against ``helpers.nca.NCA``; ``python -m helpers.bench`` measures them side by side.
 
 Usage::
@@ -86,6 +93,8 @@ from .kernel_engine import KernelWorkspace
 from .torch_engine import TorchWorkspace
 
 MASK_MODES = ("exact", "fast")
+#: The dtypes a state (and the model's weight and bias) may have; the kernel runs float32 only.
+STATE_DTYPES = (torch.float32, torch.float64)
 #: "auto": the fused C++ kernel on the CPU when it compiles, PyTorch operations otherwise.
 BACKENDS = ("auto", "kernel", "torch")
 
@@ -110,17 +119,34 @@ def check_inputs(rule: nca.Rule, weight: torch.Tensor, bias: torch.Tensor, filte
     """Clear errors for a rule, parameters and a state that do not fit together."""
     if not isinstance(rule, nca.Rule):
         raise TypeError(f"the fast rollout runs a helpers.nca.Rule (model.rule()), got {type(rule).__name__}")
+    # The Rule's own checks once more (a frozen dataclass can still be changed with object.__setattr__),
+    # so the fast engine refuses exactly the options the plain model refuses.
+    nca.Rule.__post_init__(rule)
     channels, inputs = rule.channels, rule.inputs
     nca.check_state(state, channels)
+    for name, tensor in (("weight", weight), ("bias", bias), ("filters", filters)):
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"the {name} must be a torch tensor, got {type(tensor).__name__}")
     if weight.shape not in ((channels, inputs), (channels, inputs, 1, 1)):
         raise ValueError(f"this rule's weight is [{channels}, {inputs}, 1, 1], got {tuple(weight.shape)}")
     if bias.shape != (channels,):
         raise ValueError(f"this rule's bias is [{channels}], got {tuple(bias.shape)}")
     if filters.shape != (channels, 1, 3, 3):
         raise ValueError(f"this rule's filters are [{channels}, 1, 3, 3], got {tuple(filters.shape)}")
+    if state.dtype not in STATE_DTYPES:
+        # the plain model's float masks turn a float16/bfloat16 state into float32 after one step,
+        # and its next step then fails: the fast engine refuses such a state at once
+        raise TypeError(f"the fast rollout runs float32 or float64 states (as the plain model does), got {state.dtype}")
     if weight.dtype != state.dtype or bias.dtype != state.dtype:
+        # the plain model raises too (its 1x1 convolution needs one dtype); nothing is cast silently
         raise TypeError(f"the weight and bias ({weight.dtype}, {bias.dtype}) must have the state's dtype "
-                        f"({state.dtype}), as the plain model needs them")
+                        f"({state.dtype}), as the plain model needs them: convert the model "
+                        f"(model.to({state.dtype})) or the state (state.to({weight.dtype}))")
+    if not filters.is_floating_point():
+        raise TypeError(f"the filters must be floating point, got {filters.dtype}")
+    if weight.device != state.device or bias.device != state.device:
+        raise ValueError(f"the weight and bias ({weight.device}, {bias.device}) must be on the state's device "
+                         f"({state.device}), as the plain model needs them")
     if not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
 

@@ -156,14 +156,24 @@ def max_channels() -> int:
     return 0 if library is None else library.nca_kernel_max_channels()
 
 
-def pointer(tensor: torch.Tensor) -> int:
-    """The address of a contiguous CPU tensor's data, for a C function."""
-    if tensor.device.type != "cpu" or not tensor.is_contiguous():
+def pointer(tensor: torch.Tensor, dtype: torch.dtype, shape=None) -> int:
+    """The address of a contiguous CPU tensor's data, for a C function that reads it as ``dtype``
+    (and, when given, as ``shape``): the C side trusts the pointer, so anything else is refused here,
+    never reinterpreted (a float64 buffer read as float32 gives garbage, a smaller one overruns)."""
+    if not isinstance(tensor, torch.Tensor) or tensor.device.type != "cpu" or not tensor.is_contiguous():
         raise ValueError("the CPU kernel needs contiguous CPU tensors")
+    if tensor.dtype != dtype:
+        raise TypeError(f"the CPU kernel reads this buffer as {dtype}, got {tensor.dtype}")
+    if shape is not None and tuple(tensor.shape) != tuple(shape):
+        raise ValueError(f"the CPU kernel reads this buffer as {tuple(shape)}, got {tuple(tensor.shape)}")
     return tensor.data_ptr()
 
 
 # ------------------------------------------------------------------------------ exact masks
+
+#: The bytes of a CPU torch.Generator.get_state() the kernel uses: seed, left, seeded, next, 624 words.
+TWISTER_STATE_BYTES = 8 + 4 + 4 + 8 + 624 * 8
+
 
 def rand_threshold(rate: float) -> int:
     """The integer t with ``u < rate`` exactly when ``(y mod 2^24) < t``, for torch.rand's float32
@@ -177,7 +187,11 @@ def draw_rand_mask(out: torch.Tensor, rate: float, generator: torch.Generator | 
     exactly where torch.rand would. Use it only when ``exact_masks_available()``."""
     generator = generator if generator is not None else torch.default_generator
     state = generator.get_state()
-    load().nca_torch_rand_mask(pointer(state), pointer(out), out.numel(), rand_threshold(rate))
+    if state.numel() < TWISTER_STATE_BYTES:     # the kernel reads and writes that many bytes of it
+        raise ValueError(f"draw_rand_mask needs a CPU generator (a Mersenne Twister state of at least "
+                         f"{TWISTER_STATE_BYTES} bytes), got a {state.numel()}-byte state")
+    load().nca_torch_rand_mask(pointer(state, torch.uint8), pointer(out, torch.bool), out.numel(),
+                               rand_threshold(rate))
     generator.set_state(state)
     return out
 

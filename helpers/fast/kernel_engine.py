@@ -54,9 +54,13 @@ class KernelWorkspace:
         self.weight = self.bias = None
 
     def load_parameters(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
-        """The 1x1 layer for this rollout, as the kernel reads it: weights ``[C, inputs]``, bias ``[C]``."""
-        self.weight = weight.reshape(self.rule.channels, -1).contiguous()
-        self.bias = bias.contiguous()
+        """The 1x1 layer for this rollout, as the kernel reads it: weights ``[C, inputs]``, bias ``[C]``
+        in float32 (anything else is refused, never reinterpreted: the kernel reads raw float32 memory)."""
+        if weight.dtype != self.dtype or bias.dtype != self.dtype:
+            raise TypeError(f"the CPU kernel runs {self.dtype} weights and biases with {self.dtype} states, got "
+                            f"{weight.dtype} and {bias.dtype}; convert the model or use backend='torch'")
+        self.weight = weight.reshape(self.rule.channels, self.rule.inputs).contiguous()
+        self.bias = bias.reshape(self.rule.channels).contiguous()
 
     @property
     def state_shape(self):
@@ -84,7 +88,8 @@ class KernelWorkspace:
             # One 64-bit seed per step from the generator; the kernel hashes (seed, index) to bits.
             seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
             threshold = int(self.rule.update_rate * 2**32)
-            self.lib.nca_random_mask(cpu_kernel.pointer(mask), mask.numel(), seed, threshold, self.threads)
+            self.lib.nca_random_mask(cpu_kernel.pointer(mask, torch.bool, self.mask_shape), mask.numel(), seed,
+                                     threshold, self.threads)
         return mask
 
     def _grid(self):
@@ -93,15 +98,31 @@ class KernelWorkspace:
         update_per_channel = self.rule.update_per == "channel"
         return batch, channels, height, width, int(self.rule.split_relu), int(update_per_channel), self.threads
 
+    # Every buffer handed to the kernel is checked for its dtype and shape (cpu_kernel.pointer): the
+    # C++ side reads raw memory, so a float64 or smaller buffer would be misread, not refused.
+
+    def _state(self, tensor: torch.Tensor) -> int:
+        return cpu_kernel.pointer(tensor, self.dtype, self.shape)
+
+    def _mask(self, tensor: torch.Tensor) -> int:
+        return cpu_kernel.pointer(tensor, torch.bool, self.mask_shape)
+
+    def _parameters(self) -> list[int]:
+        if self.weight is None:
+            raise RuntimeError("load_parameters(weight, bias) must come before the first step")
+        channels, inputs, p = self.rule.channels, self.rule.inputs, cpu_kernel.pointer
+        return [p(self.weight, self.dtype, (channels, inputs)), p(self.bias, self.dtype, (channels,)),
+                p(self.filters, self.dtype, (channels, 9))]
+
     def step(self, state: torch.Tensor, mask: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        p = cpu_kernel.pointer
-        self.lib.nca_step(p(state), p(mask), p(out), p(self.weight), p(self.bias), p(self.filters), *self._grid())
+        self.lib.nca_step(self._state(state), self._mask(mask), self._state(out), *self._parameters(), *self._grid())
         return out
 
     def step_backward(self, state: torch.Tensor, mask: torch.Tensor, grad_out: torch.Tensor,
                       grad_weight_bias: torch.Tensor, grad_in: torch.Tensor) -> torch.Tensor:
-        p = cpu_kernel.pointer
-        self.lib.nca_step_backward(p(state), p(mask), p(grad_out), p(grad_in), p(grad_weight_bias),
-                                   p(self.grad_perception), p(self.weight), p(self.bias), p(self.filters),
-                                   p(self.filters_flipped), *self._grid())
+        grad_wb = cpu_kernel.pointer(grad_weight_bias, self.dtype, (self.rule.channels, self.rule.inputs + 1))
+        flipped = cpu_kernel.pointer(self.filters_flipped, self.dtype, (self.rule.channels, 9))
+        self.lib.nca_step_backward(self._state(state), self._mask(mask), self._state(grad_out), self._state(grad_in),
+                                   grad_wb, self._state(self.grad_perception), *self._parameters(), flipped,
+                                   *self._grid())
         return grad_in

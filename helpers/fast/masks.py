@@ -16,7 +16,11 @@ from .. import nca
 def mask_shape(rule: nca.Rule, shape) -> tuple[int, int, int, int]:
     """The shape of one step's mask for a state of ``shape`` ``[B, C, H, W]``, as ``update_mask`` draws it."""
     batch, channels, height, width = shape
-    return (batch, channels if rule.update_per == "channel" else 1, height, width)
+    if rule.update_per == "channel":
+        return (batch, channels, height, width)
+    if rule.update_per == "cell":
+        return (batch, 1, height, width)
+    raise ValueError(f"update_per must be one of {nca.UPDATE_PER}, got {rule.update_per!r}")
 
 
 class TorchRandMasks:

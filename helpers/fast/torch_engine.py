@@ -152,11 +152,12 @@ class TorchWorkspace:
         torch.matmul(self.weight_bias[:, :inputs].t(), g, out=self.grad_features.view(batch, inputs, cells))
         grad_features = self.grad_features                          # gs = W^T g
         if self.rule.split_relu:
-            # relu(f) passes gradient where f > 0, min(f, 0) where f < 0, neither at f = 0: these
-            # slopes are sign(relu(f)) (1 or 0) and -sign(min(f, 0)) (1 or 0).
-            torch.sign(self.features[:, :inputs], out=self.slopes)
+            # relu(f) passes gradient where f > 0, min(f, 0) = -relu(-f) where f < 0, neither at
+            # f = 0, and both where f is NaN (PyTorch's relu passes it where its result is not
+            # <= 0): these slopes are [relu(f) != 0] and [min(f, 0) != 0] (1 or 0; NaN != 0).
+            torch.ne(self.features[:, :inputs], 0.0, out=self.slopes)
             grad_features.mul_(self.slopes)
-            grad_f = torch.sub(grad_features[:, :2 * channels], grad_features[:, 2 * channels:],
+            grad_f = torch.add(grad_features[:, :2 * channels], grad_features[:, 2 * channels:],
                                out=self.slopes[:, :2 * channels])  # [B, 2C, H, W]: state, perception
         else:
             grad_f = grad_features

@@ -2,7 +2,8 @@
 //
 // This is the CPU kernel behind helpers.fast (compiled and loaded by helpers/fast/cpu_kernel.py).
 // It computes exactly what helpers.nca.NCA computes, in the same float32 arithmetic up to the
-// order of the sums:
+// order of the sums, NaN and inf included (they propagate as through PyTorch's operations: no
+// comparison here may turn a NaN into a number):
 //
 //   p = P x                      depthwise 3x3 convolution with wraparound (one filter per channel)
 //   s = [relu(x), relu(p), min(x, 0), min(p, 0)]          (or [x, p] without the sign split)
@@ -100,10 +101,12 @@ static inline void features(const float* rows, int stride, int x0, const Rule& r
         const v8 p = perceive(rows, stride, c, x0, rule.filters + 9 * c);
         state[c] = x;
         if (rule.split_relu) {
-            s[c] = x > 0 ? x : zero;
-            s[C + c] = p > 0 ? p : zero;
-            s[2 * C + c] = x < 0 ? x : zero;
-            s[3 * C + c] = p < 0 ? p : zero;
+            // relu(v) and min(v, 0) as PyTorch computes them, NaN included: a comparison with NaN is
+            // false, so "v < 0 ? 0 : v" keeps a NaN (where "v > 0 ? v : 0" would turn it into 0).
+            s[c] = x < 0 ? zero : x;
+            s[C + c] = p < 0 ? zero : p;
+            s[2 * C + c] = x > 0 ? zero : x;
+            s[3 * C + c] = p > 0 ? zero : p;
         } else {
             s[c] = x;
             s[C + c] = p;
@@ -243,7 +246,8 @@ static inline void feature_gradient(const float* weight, const v8* grad, int C, 
 //   g  = m * gy                      gradient of the proposed change W s + b
 //   dW += g s^T, db += g
 //   gs = W^T g                       gradient of the features
-//   gf = gs_relu [f > 0] + gs_min [f < 0]       for f = x and f = p (slope 0 at f = 0, as torch)
+//   gf = gs_relu [f > 0] + gs_min [f < 0]       for f = x and f = p (slope 0 at f = 0, as torch;
+//                                               both halves pass the gradient where f is NaN, as torch)
 //   gx = gy + gf_x + P^T gf_p        P^T: the same convolution with every filter rotated by 180 deg
 template <int FIXED_C>
 static void step_backward(const float* x, const uint8_t* mask, const float* gy, float* gx, float* grad_wb,
@@ -273,6 +277,14 @@ static void step_backward(const float* x, const uint8_t* mask, const float* gy, 
                 v8* s = s_row.data() + j * K;
                 v8* grad = g_row.data() + j * C;
                 features(rows.data(), stride, x0, rule, state, s);
+                // The lanes of the last vector of a row that lie outside the grid read the wrapped
+                // cell and zeros: set their features to 0, so that a NaN or inf there cannot reach
+                // dW (as 0 * NaN) where the plain model has no such cell.
+                if (n < LANES) {
+                    v8 inside = {};
+                    for (int i = 0; i < n; ++i) inside[i] = 1.0f;
+                    for (int k = 0; k < K; ++k) s[k] = inside != 0 ? s[k] : zero;
+                }
                 for (int o = 0; o < C; ++o) {
                     upstream[o] = load(gy + at + o * g.plane(), n);
                     grad[o] = mask_of(mask_row(mask, g, update_per_channel, b, o, yy) + x0, n) * upstream[o];
@@ -281,8 +293,11 @@ static void step_backward(const float* x, const uint8_t* mask, const float* gy, 
                 for (int c = 0; c < C; ++c) {
                     v8 grad_x = gs[c], grad_p = gs[C + c];
                     if (split_relu) {
-                        grad_x = (s[c] > 0 ? gs[c] : zero) + (s[2 * C + c] < 0 ? gs[2 * C + c] : zero);
-                        grad_p = (s[C + c] > 0 ? gs[C + c] : zero) + (s[3 * C + c] < 0 ? gs[3 * C + c] : zero);
+                        // PyTorch's relu passes the gradient where its result is not <= 0: where
+                        // relu(f) > 0, and where f is NaN. So does the min(f, 0) = -relu(-f) half.
+                        // "!= 0" is true for NaN (relu(f) >= 0 and min(f, 0) <= 0 otherwise).
+                        grad_x = (s[c] != 0 ? gs[c] : zero) + (s[2 * C + c] != 0 ? gs[2 * C + c] : zero);
+                        grad_p = (s[C + c] != 0 ? gs[C + c] : zero) + (s[3 * C + c] != 0 ? gs[3 * C + c] : zero);
                     }
                     store(gx + at + c * g.plane(), upstream[c] + grad_x, n);
                     store(gp + at + c * g.plane(), grad_p, n);
@@ -317,7 +332,7 @@ extern "C" {
 
 // The one place the kernel's version is written (helpers.fast.cpu_kernel.version() reports it; raise
 // it when a function below changes), and the most channels the kernel runs (Python asks, too).
-int nca_kernel_version() { return 3; }
+int nca_kernel_version() { return 4; }
 
 int nca_kernel_max_channels() { return MAX_CHANNELS; }
 
