@@ -68,8 +68,9 @@ Non-finite values behave as in the plain model: NaN and inf propagate through bo
 through PyTorch's operations (``relu(NaN)`` is NaN, ``0 * inf`` is NaN), so a diverging rollout is
 as visible as in ``model.rollout``; ``tests/test_fast_properties.py`` checks that the same values
 are NaN or infinite. A state must be float32 or float64 with weights of its own dtype (the plain
-model refuses a mix too); a rule's options pass ``nca.Rule``'s checks again in ``run_rule``. ``tests/test_fast.py`` checks the states and gradients of both
-backends against ``helpers.nca.NCA``; ``python -m helpers.bench`` measures them side by side.
+model refuses a mix too); a rule's options pass ``nca.Rule``'s checks again in ``run_rule``.
+``tests/test_fast.py`` checks the states and gradients of both backends against ``helpers.nca.NCA``;
+``python -m helpers.bench`` measures them side by side.
 
 Usage::
 
