@@ -203,6 +203,14 @@ class TaskBatch:
         return len(self.points)
 
 
+def draw_graphs(tasks: TaskBatch, make_edges) -> torch.Tensor:
+    """Drawings ``[N, 1, H, W]`` of another graph on each task's points, ``make_edges(points)`` (e.g.
+    a baseline from ``mst_graphs``), by the same renderer as the targets, so both are scored alike."""
+    canvas = tasks.targets.shape[-1]
+    drawings = [draw_tree(points, make_edges(points), canvas, tasks.point_radius) for points in tasks.points]
+    return torch.from_numpy(np.stack(drawings))[:, None]
+
+
 def make_task(points, canvas: int = CANVAS) -> tuple[np.ndarray, np.ndarray, list]:
     """(input image, target image, MST edges) for one set of points."""
     edges = minimum_spanning_tree(points, canvas)
