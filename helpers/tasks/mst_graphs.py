@@ -126,7 +126,7 @@ def edge_rates(drawings, tasks, threshold: float = THRESHOLD, bins=LENGTH_BINS) 
     labels = [f"{low:g}-{high:g}" for low, high in zip(bins[:-1], bins[1:])]
 
     def rates(table):
-        return {label: (drawn / total if total else None) for label, (drawn, total) in zip(labels, table)}
+        return {label: (float(drawn / total) if total else None) for label, (drawn, total) in zip(labels, table)}
 
     return {"mst_edges_drawn": rates(counts[1]), "other_pairs_drawn": rates(counts[0]),
             "mst_edges": dict(zip(labels, counts[1, :, 1].tolist())),
