@@ -30,6 +30,9 @@ def test_train_texture_command_writes_a_loadable_model(tmp_path):
     assert info["command"].startswith("python -m helpers train texture --target stripes")
     assert info["settings"]["iterations"] == 3 and info["settings"]["target_size"] == 16
     assert info["eval"]["swd_loss"] > 0 and info["eval"]["swd_closest_other_texture"] > 0
+    # three iterations grow nothing: the check must say so, with reasons
+    assert info["eval"]["passed"] is False and info["eval"]["reasons"]
+    assert set(info["eval"]["quality"]) == {"patch", "palette", "structure"}
     assert info["settings"]["engine"] == "fast"
     assert info["loss_curve"]["every"] == 1 and len(info["loss_curve"]["mean"]) == 3
     assert nca.count_parameters(nca.load_model(out)) == 588

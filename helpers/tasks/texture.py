@@ -18,7 +18,7 @@ from torch import nn
 
 from .. import data, fast, losses, nca
 from ..train import History, TrainConfig, loss_curve, mean_of_last, setting
-from . import run
+from . import run, texture_quality
 
 #: Steps of the long rollout a saved model is measured after (far beyond its training rollouts).
 EVAL_STEPS = 2000
@@ -129,14 +129,36 @@ def baseline(target_name: str, size: int = 64, image_size: int | None = None, se
             "other_textures": others, "self": value(target[None])}
 
 
+@torch.no_grad()
+def judge(model: nn.Module, target_name: str, image_size: int, size: int | None = None, steps: int = EVAL_STEPS,
+          seed: int = 0, batch: int = 2) -> dict:
+    """Grow ``batch`` textures on a ``size`` grid (default ``image_size``) for ``steps`` steps and
+    run the texture check of ``helpers.tasks.texture_quality`` against the shipped texture
+    ``target_name`` at ``image_size`` (judged against every other shipped texture). Returns the
+    check's dict plus ``max_abs`` (largest state value), ``finite`` and the final ``state``."""
+    size = size or image_size
+    generator = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    state = fast.infer(model, nca.seed_state(batch, size, model.channels, device=device), steps, generator=generator)
+    finite = bool(torch.isfinite(state).all())
+    result = texture_quality.check_shipped(nca.to_rgb(torch.nan_to_num(state)), target_name, image_size, seed)
+    if not finite:
+        result["passed"] = False
+        result["reasons"].insert(0, "the state is not finite after the rollout")
+    return {**result, "max_abs": state.abs().max().item(), "finite": finite, "state": state}
+
+
 def measure(model: nn.Module, settings: Settings) -> dict:
-    """The ``eval`` entry of a saved model's JSON: its VGG-free loss after a long rollout, beside
-    the loss of a grey image and of every other shipped texture."""
+    """The ``eval`` entry of a saved model's JSON: after a long rollout, the texture check
+    (``passed``, its ``reasons`` and figures) and, for reference, the VGG-free loss beside that of a
+    grey image and of every other shipped texture."""
     eval_size = max(settings.size, settings.image_size)
-    target = data.load_texture(settings.target, settings.image_size)
-    grown = quality(model, target, size=eval_size)
+    result = judge(model, settings.target, settings.image_size, eval_size)
     reference = baseline(settings.target, settings.image_size, eval_size)
-    return {"steps": EVAL_STEPS, "size": eval_size, "swd_loss": grown["loss"], "max_abs_state": grown["max_abs"],
+    return {"steps": EVAL_STEPS, "size": eval_size, "image_size": settings.image_size,
+            "passed": result["passed"], "reasons": result["reasons"],
+            "quality": {key: result[key] for key in ("patch", "palette", "structure")},
+            "swd_loss": result["patch"]["distance"], "max_abs_state": result["max_abs"],
             "swd_grey_image": reference["grey"], "swd_closest_other_texture": reference["other_textures_min"],
             "other_textures": reference["other_textures"]}
 
@@ -156,9 +178,9 @@ def describe(settings: Settings, model: nn.Module, history: History) -> dict:
 def summary_line(metadata: dict) -> str:
     """One line for the command to print after training."""
     measured = metadata["eval"]
-    return (f"training loss {metadata['final_training_loss_mean_of_last_50']:.4g}, VGG-free loss after "
-            f"{measured['steps']} steps {measured['swd_loss']:.4g} (grey image {measured['swd_grey_image']:.4g}, "
-            f"closest other texture {measured['swd_closest_other_texture']:.4g})")
+    check = {"passed": measured["passed"], "reasons": measured["reasons"], **measured["quality"]}
+    return (f"training loss {metadata['final_training_loss_mean_of_last_50']:.4g}; after {measured['steps']} steps "
+            f"the texture check says {texture_quality.summary(check)}")
 
 
 def train(settings: Settings, out=None, device=None, progress: bool = True, **options) -> tuple[nn.Module, dict]:
