@@ -7,10 +7,12 @@ that moves the parameters so that a dragged point follows the mouse.
   ``dragon_points(fold, order)``           a dragon curve from one complex "fold" number
   with ``chain_edges``, ``tree_edges``, ``tree_leaves`` and ``polyline_edges`` for drawing.
 * ``pin(params, mask)``      stop-gradient: the masked entries are used through ``detach``.
-* ``damped_step``            one damped least-squares (Levenberg-Marquardt) step on |p_k - target|^2.
+* ``damped_step``            one damped least-squares (Levenberg-Marquardt) step on |r|^2, where the
+  residual r stacks p_k - target for one or several dragged points and optional extra rows (a penalty).
 * ``DragToy``                a drawing, its parameters and the solver; ``drag_along`` runs a scripted drag.
 * ``DrawingRenderer``        frames of one or more drawings side by side (matplotlib Agg, no pyplot);
-  ``toy_panel`` turns a toy into one panel, ``draw_gradient_graph`` draws a chain's computation graph.
+  ``toy_panel`` turns a toy into one panel, ``plot_panel`` draws one on any matplotlib axes,
+  ``bounds_around`` frames a set of drawings, ``draw_gradient_graph`` draws a chain's computation graph.
 
 The live widgets that let a mouse drag these drawings are in ``helpers.widgets``.
 """
@@ -56,10 +58,23 @@ def _check_point_index(index, count: int) -> int:
     return int(index)
 
 
-def _as_target(target, like: torch.Tensor) -> torch.Tensor:
+def _check_point_indices(index, count: int) -> int | list[int]:
+    """One point index, or a non-empty list of distinct ones (a drag of several points at once)."""
+    if isinstance(index, (list, tuple, range)):
+        indices = [_check_point_index(i, count) for i in index]
+        if not indices or len(set(indices)) != len(indices):
+            raise ValueError(f"drag one point, or a list of distinct points; got {list(index)}")
+        return indices
+    return _check_point_index(index, count)
+
+
+def _as_target(target, like: torch.Tensor, points: int | None = None) -> torch.Tensor:
+    """A target (x, y), or ``points`` targets [points, 2] for a drag of several points."""
     target = torch.as_tensor(target, dtype=like.dtype, device=like.device)
-    if target.shape != (2,):
-        raise ValueError(f"a target is one point (x, y), got shape {tuple(target.shape)}")
+    expected = (2,) if points is None else (points, 2)
+    if target.shape != expected:
+        what = "one point (x, y)" if points is None else f"{points} points [{points}, 2]"
+        raise ValueError(f"a target is {what}, got shape {tuple(target.shape)}")
     if not torch.isfinite(target).all():
         raise ValueError(f"the target {target.tolist()} is not finite")
     return target
@@ -199,29 +214,34 @@ def pin(params: torch.Tensor, pinned) -> torch.Tensor:
 # --------------------------------------------------------------------------------- solver
 
 def point_jacobian(point: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-    """d point / d params as a [2, P] matrix (two backward passes); zeros where no gradient flows."""
+    """d point / d params as an [R, P] matrix, R = point.numel() (one backward pass per row: a point
+    (x, y) gives 2 rows, K points 2K); zeros where no gradient flows."""
+    rows_out = point.reshape(-1)
     if not point.requires_grad:
-        return params.new_zeros(2, len(params))
+        return params.new_zeros(len(rows_out), len(params))
     rows = []
-    for coordinate in range(2):
-        (row,) = torch.autograd.grad(point[coordinate], params, retain_graph=True, allow_unused=True)
+    for coordinate in range(len(rows_out)):
+        (row,) = torch.autograd.grad(rows_out[coordinate], params, retain_graph=True, allow_unused=True)
         rows.append(torch.zeros_like(params) if row is None else row)
     return torch.stack(rows)
 
 
 def damped_step(point_of: Callable[[torch.Tensor], torch.Tensor], params: torch.Tensor, target: torch.Tensor,
-                damping: float) -> torch.Tensor:
-    """The damped least-squares step (Levenberg-Marquardt) for the loss |point_of(params) - target|^2.
+                damping: float, extra: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """The damped least-squares step (Levenberg-Marquardt) for the loss |r|^2, r = point_of(params) - target.
 
-    With r = p - target and J = dp/dparams (2 x P):  delta = -J^T (J J^T + damping I)^-1 r.
-    For a large damping this is a small gradient-descent step (the gradient is 2 J^T r); for a
-    small one it is the Gauss-Newton step. Entries that receive no gradient get exactly zero.
+    ``point_of`` may return one point [2] or several [K, 2] (with ``target`` of the same shape);
+    ``extra(params)``, if given, adds residual rows (a penalty such as sqrt(w) * params). With J =
+    dr/dparams (R x P):  delta = -J^T (J J^T + damping I_R)^-1 r. For a large damping this is a small
+    gradient-descent step (the gradient is 2 J^T r); for a small one it is the Gauss-Newton step.
+    Entries that receive no gradient get exactly zero.
     """
-    point = point_of(params)
-    residual = (point - target).detach()
-    jacobian = point_jacobian(point, params)
-    system = jacobian @ jacobian.T + damping * torch.eye(2, dtype=params.dtype, device=params.device)
-    return -jacobian.T @ torch.linalg.solve(system, residual)
+    residual = (point_of(params) - target).reshape(-1)
+    if extra is not None:
+        residual = torch.cat([residual, extra(params).reshape(-1)])
+    jacobian = point_jacobian(residual, params)
+    system = jacobian @ jacobian.T + damping * torch.eye(len(residual), dtype=params.dtype, device=params.device)
+    return -jacobian.T @ torch.linalg.solve(system, residual.detach())
 
 
 class DragToy:
@@ -230,7 +250,11 @@ class DragToy:
     ``edges`` [E, 2] says which points are joined (for drawing); ``handles`` lists the points the
     user may drag. ``pinned`` is None, a boolean mask over the parameters, or a function
     ``index -> mask`` (what to pin may depend on the dragged point); pinned parameters are used
-    through ``detach`` and never move.
+    through ``detach`` and never move. ``penalty``, if given, is a function ``used_params -> residual
+    rows`` added to the loss (for example ``lambda a: 0.3 * a`` prefers a straight chain); it sees the
+    parameters with the pins applied, so pinned entries get no gradient from it either.
+    ``step`` drags one point (an index and a target (x, y)) or several at once (a list of indices
+    and targets [K, 2]: 2K residual rows).
 
     Each call of ``step`` runs damped least-squares steps that are accepted only when they lower
     the distance (the damping grows until one does), so the distance never increases for a fixed
@@ -239,8 +263,8 @@ class DragToy:
 
     def __init__(self, name: str, forward: Callable[[torch.Tensor], torch.Tensor], params, edges,
                  handles: Sequence[int] | None = None, pinned=None, damping: float = 1e-3,
-                 bounds: Sequence[float] | None = None):
-        self.name, self.forward = name, forward
+                 bounds: Sequence[float] | None = None, penalty: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        self.name, self.forward, self.penalty = name, forward, penalty
         params = _as_vector(torch.as_tensor(params), "params")
         self.params = params.detach().to(torch.float64).clone().requires_grad_(True)
         self.initial_params = self.params.detach().clone()
@@ -262,64 +286,83 @@ class DragToy:
         with torch.no_grad():
             return self.forward(self.params)
 
-    def pinned_mask(self, index: int) -> torch.Tensor:
-        """Boolean mask of the parameters that are pinned while point ``index`` is dragged."""
-        mask = self.pinned(index) if callable(self.pinned) else self.pinned
+    def pinned_mask(self, index) -> torch.Tensor:
+        """Boolean mask of the parameters that are pinned while point ``index`` is dragged (for several
+        points, a function-valued ``pinned`` is asked about the first)."""
+        first = index[0] if isinstance(index, list) else index
+        mask = self.pinned(first) if callable(self.pinned) else self.pinned
         if mask is None:
             return torch.zeros(len(self.params), dtype=torch.bool)
         return torch.as_tensor(mask, dtype=torch.bool)
 
-    def point_of(self, index: int) -> Callable[[torch.Tensor], torch.Tensor]:
-        """params -> position of point ``index``, with the pinned parameters detached."""
-        index = _check_point_index(index, self.point_count)
+    def point_of(self, index) -> Callable[[torch.Tensor], torch.Tensor]:
+        """params -> position of point ``index`` [2] (or of a list of points [K, 2]), pins applied."""
+        index = _check_point_indices(index, self.point_count)
         mask = self.pinned_mask(index)
         return lambda params: self.forward(pin(params, mask))[index]
 
-    def distance(self, index: int, target) -> float:
-        point = self.points()[_check_point_index(index, self.point_count)]
-        return float(torch.linalg.vector_norm(point - _as_target(target, point)))
+    def penalty_of(self, index) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """params -> the penalty's residual rows with the pins of point ``index`` applied (None without one)."""
+        if self.penalty is None:
+            return None
+        mask = self.pinned_mask(_check_point_indices(index, self.point_count))
+        return lambda params: self.penalty(pin(params, mask)).reshape(-1)
 
-    def gradient(self, index: int, target) -> torch.Tensor:
-        """Fill and return ``params.grad`` for the loss |p_index - target|^2 (pins applied)."""
+    def _target(self, index, target) -> torch.Tensor:
+        index = _check_point_indices(index, self.point_count)
+        return _as_target(target, self.params, len(index) if isinstance(index, list) else None)
+
+    def distance(self, index, target) -> float:
+        """Distance of point ``index`` to ``target`` (for several points: the root of the summed squares)."""
+        point = self.points()[_check_point_indices(index, self.point_count)]
+        return float(torch.linalg.vector_norm(point - self._target(index, target)))
+
+    def gradient(self, index, target) -> torch.Tensor:
+        """Fill and return ``params.grad`` for the loss |p_index - target|^2 + |penalty|^2 (pins applied)."""
         self.params.grad = None
-        point = self.point_of(index)(self.params)
-        loss = ((point - _as_target(target, self.params)) ** 2).sum()
+        target = self._target(index, target)
+        loss = ((self.point_of(index)(self.params) - target) ** 2).sum()
+        extra = self.penalty_of(index)
+        if extra is not None:
+            loss = loss + (extra(self.params) ** 2).sum()
         if loss.requires_grad:
             loss.backward()
         return self.params.grad
 
-    def step(self, index: int, target, steps: int = 1) -> float:
-        """Run ``steps`` accepted-or-rejected damped steps toward ``target``; return the distance."""
+    def step(self, index, target, steps: int = 1) -> float:
+        """Run ``steps`` accepted-or-rejected damped steps toward ``target``; return the distance of the
+        dragged point(s) to it. The loss (distance squared, plus the penalty) never increases."""
         if steps < 1:
             raise ValueError(f"steps must be at least 1, got {steps}")
-        point_of = self.point_of(index)
-        target = _as_target(target, self.params)
+        point_of, extra = self.point_of(index), self.penalty_of(index)
+        target = self._target(index, target)
 
-        def loss_at(values):
+        def losses_at(values):
             with torch.no_grad():
-                return float(((point_of(values) - target) ** 2).sum())
+                drag = float(((point_of(values) - target) ** 2).sum())
+                return drag, drag + (0.0 if extra is None else float((extra(values) ** 2).sum()))
 
-        loss = loss_at(self.params)
+        drag, loss = losses_at(self.params)
         for _ in range(steps):
             if loss == 0.0:
                 break
             damping = self.damping
             for _attempt in range(20):
-                delta = damped_step(point_of, self.params, target, damping)
+                delta = damped_step(point_of, self.params, target, damping, extra)
                 trial = self.params.detach() + delta
-                trial_loss = loss_at(trial)
+                trial_drag, trial_loss = losses_at(trial)
                 if trial_loss < loss:  # accept, and trust the quadratic model a little more
                     with torch.no_grad():
                         self.params.copy_(trial)
-                    loss = trial_loss
+                    drag, loss = trial_drag, trial_loss
                     self.damping = max(damping / 3, 1e-9)
                     break
                 damping *= 4  # reject: try a shorter, more gradient-like step
             else:
                 break  # no step lowers the loss any more: we are at a (local) minimum
-        return math.sqrt(loss)
+        return math.sqrt(drag)
 
-    def drag_along(self, index: int, path, steps_per_frame: int = 3, on_frame=None) -> list[float]:
+    def drag_along(self, index, path, steps_per_frame: int = 3, on_frame=None) -> list[float]:
         """A scripted drag: the target moves along ``path`` [T, 2]; returns the distance after each frame.
 
         ``on_frame(toy, target)`` is called after each frame (to record a video frame).
@@ -349,6 +392,27 @@ def _auto_bounds(points: torch.Tensor, margin: float = 0.3) -> list[float]:
     return [float(center[0]) - half, float(center[0]) + half, float(center[1]) - half, float(center[1]) + half]
 
 
+def bounds_around(drawings, margin: float = 0.08) -> list[float]:
+    """A square view (xmin, xmax, ymin, ymax) that contains every point of ``drawings`` (a tensor
+    [N, 2] or a list of them: the frames of a video, a path), with ``margin`` of the size on each side."""
+    if isinstance(drawings, torch.Tensor):
+        drawings = [drawings]
+    points = torch.cat([torch.as_tensor(d, dtype=torch.float64).detach().reshape(-1, 2) for d in drawings])
+    if len(points) == 0 or not torch.isfinite(points).all():
+        raise ValueError("bounds_around needs at least one finite point")
+    low, high = points.min(0).values, points.max(0).values
+    center, half = (low + high) / 2, max(float((high - low).max()) / 2, 1e-3)
+    half = half * (1 + 2 * margin)
+    return [float(center[0]) - half, float(center[0]) + half, float(center[1]) - half, float(center[1]) + half]
+
+
+def inside(bounds: Sequence[float], points) -> bool:
+    """Whether every point [N, 2] lies within ``bounds`` (xmin, xmax, ymin, ymax)."""
+    points = torch.as_tensor(points, dtype=torch.float64).detach().reshape(-1, 2)
+    x0, x1, y0, y1 = bounds
+    return bool(((points[:, 0] >= x0) & (points[:, 0] <= x1) & (points[:, 1] >= y0) & (points[:, 1] <= y1)).all())
+
+
 def smooth_path(waypoints, frames: int) -> torch.Tensor:
     """``frames`` targets [frames, 2] moving through ``waypoints`` with eased (cosine) speed."""
     waypoints = torch.as_tensor(waypoints, dtype=torch.float64)
@@ -374,7 +438,8 @@ class DrawingRenderer:
 
     ``frame(panels)`` takes a list of dicts, one per panel, with ``points`` [N, 2], ``edges``
     [E, 2], and optionally ``target`` (x, y), ``dragged`` (index), ``edge_colors``, ``title``,
-    ``trail`` [T, 2] (the path of the target so far).
+    ``trail`` [T, 2] (the path of the target so far). ``points_outside`` counts the points, targets
+    and trail points drawn so far that fell outside their panel's bounds (0: nothing left the view).
     """
 
     def __init__(self, bounds: Sequence[Sequence[float]] | Sequence[float], panels: int = 1,
@@ -391,7 +456,7 @@ class DrawingRenderer:
         self.figure = Figure(figsize=(panel_inches * panels, panel_inches + 0.3), dpi=dpi)
         self.canvas = FigureCanvasAgg(self.figure)
         self.axes = self.figure.subplots(1, panels, squeeze=False)[0]
-        self.artists = []
+        self.artists, self.bounds, self.points_outside = [], [list(b) for b in bounds], 0
         for ax, (x0, x1, y0, y1) in zip(self.axes, bounds):
             ax.set_xlim(x0, x1)
             ax.set_ylim(y0, y1)
@@ -410,8 +475,9 @@ class DrawingRenderer:
     def frame(self, panels: list[dict]) -> np.ndarray:
         if len(panels) != len(self.artists):
             raise ValueError(f"this renderer has {len(self.artists)} panels, got {len(panels)} drawings")
-        for panel, (ax, lines, trail, handles, dragged, target) in zip(panels, self.artists):
+        for panel, bounds, (ax, lines, trail, handles, dragged, target) in zip(panels, self.bounds, self.artists):
             points = np.asarray(torch.as_tensor(panel["points"]).detach().cpu(), dtype=float)
+            self.points_outside += _count_outside(bounds, points, panel.get("target"), panel.get("trail"))
             edges = np.asarray(panel["edges"])
             lines.set_segments(points[edges])
             lines.set_color(panel.get("edge_colors") or PALETTE["edge"])
@@ -435,6 +501,37 @@ class DrawingRenderer:
         return buffer.getvalue()
 
 
+def _count_outside(bounds, points, target=None, trail=None) -> int:
+    drawn = [np.asarray(points, dtype=float).reshape(-1, 2)]
+    if target is not None:
+        drawn.append(np.asarray(target, dtype=float).reshape(-1, 2))
+    if trail is not None:
+        drawn.append(np.asarray(torch.as_tensor(trail).detach().cpu(), dtype=float).reshape(-1, 2))
+    drawn = np.concatenate(drawn)
+    x0, x1, y0, y1 = bounds
+    return int((~((drawn[:, 0] >= x0) & (drawn[:, 0] <= x1) & (drawn[:, 1] >= y0) & (drawn[:, 1] <= y1))).sum())
+
+
+def plot_panel(ax, panel: dict, bounds: Sequence[float] | None = None, ground: float | None = None) -> None:
+    """Draw one panel (as made by ``toy_panel``) on matplotlib axes, as a vector figure; ``ground`` draws
+    the line y = ground. The view is ``bounds`` (default: ``bounds_around`` the drawing and its target)."""
+    from matplotlib.collections import LineCollection
+
+    points = np.asarray(torch.as_tensor(panel["points"]).detach().cpu(), dtype=float)
+    extra = [points] + ([np.asarray(panel["target"], dtype=float).reshape(1, 2)] if panel.get("target") else [])
+    x0, x1, y0, y1 = bounds if bounds is not None else bounds_around([torch.as_tensor(e) for e in extra])
+    if ground is not None:
+        ax.axhspan(min(y0, ground) - 1, ground, color="#d9c9a8", zorder=0)
+        ax.axhline(ground, color="#8c6d46", lw=1.5, zorder=1)
+    ax.add_collection(LineCollection(points[np.asarray(panel["edges"])], linewidths=1.5, zorder=2,
+                                     colors=panel.get("edge_colors") or PALETTE["edge"]))
+    if panel.get("dragged") is not None:
+        ax.plot(*points[panel["dragged"]], "o", color=PALETTE["dragged"], ms=7, zorder=3)
+    if panel.get("target"):
+        ax.plot(*panel["target"], "+", color=PALETTE["target"], ms=14, mew=2, zorder=4)
+    ax.set(xlim=(x0, x1), ylim=(y0, y1), aspect="equal", title=panel.get("title", ""))
+
+
 def toy_panel(toy: DragToy, index: int | None = None, target=None, title: str | None = None, trail=None) -> dict:
     """The drawing of ``toy`` as a panel for ``DrawingRenderer``; segments whose parameters are
     all pinned are drawn grey only by the caller (``edge_colors``), so this stays generic."""
@@ -445,11 +542,13 @@ def toy_panel(toy: DragToy, index: int | None = None, target=None, title: str | 
     return panel
 
 
-def draw_gradient_graph(ax, angle_count: int, dragged: int, pinned) -> None:
+def draw_gradient_graph(ax, angle_count: int, dragged: int, pinned, penalty: bool = False) -> None:
     """The graph of a chain: turn angle theta_i feeds every point p_j with j > i.
 
     Edges into the dragged point p_dragged are red where gradient flows back and dashed grey where
-    ``detach`` cuts them (pinned angles); angles that receive gradient are filled green.
+    ``detach`` cuts them (pinned angles); angles that receive gradient are filled green. With
+    ``penalty`` the loss also has a term R(theta) fed by every angle (drawn on the right), whose
+    edges are red or cut in the same way.
     """
     pinned = np.asarray(pinned, dtype=bool)
     if pinned.shape != (angle_count,):
@@ -465,7 +564,16 @@ def draw_gradient_graph(ax, angle_count: int, dragged: int, pinned) -> None:
                 style = dict(color="#bbbbbb", lw=1.5, ls="--", zorder=2) if pinned[i] else \
                     dict(color=PALETTE["dragged"], lw=2.0, ls="-", zorder=3)
             ax.plot([angle_x[i], point_x[j - 1]], [1, 0], **style)
-    receives = np.array([(i < dragged) and not pinned[i] for i in range(angle_count)])
+    if penalty:
+        penalty_xy = (angle_count + 0.3, 0.0)
+        for i in range(angle_count):
+            style = dict(color="#bbbbbb", lw=1.5, ls="--", zorder=2) if pinned[i] else \
+                dict(color=PALETTE["dragged"], lw=2.0, ls="-", zorder=3)
+            ax.plot([angle_x[i], penalty_xy[0]], [1, penalty_xy[1]], **style)
+        ax.scatter([penalty_xy[0]], [penalty_xy[1]], s=380, zorder=4, edgecolors="black", c=[PALETTE["dragged"]],
+                   marker="s")
+        ax.text(*penalty_xy, "R", ha="center", va="center", fontsize=8, zorder=5)
+    receives = np.array([((i < dragged) or penalty) and not pinned[i] for i in range(angle_count)])
     ax.scatter(angle_x, np.ones(angle_count), s=380, zorder=4, edgecolors="black",
                c=["#7fc97f" if r else ("#cccccc" if pinned[i] else "white") for i, r in enumerate(receives)])
     ax.scatter(point_x, np.zeros(angle_count), s=380, zorder=4, edgecolors="black",
@@ -473,6 +581,6 @@ def draw_gradient_graph(ax, angle_count: int, dragged: int, pinned) -> None:
     for i in range(angle_count):
         ax.text(angle_x[i], 1, f"θ{i}", ha="center", va="center", fontsize=8, zorder=5)
         ax.text(point_x[i], 0, f"p{i + 1}", ha="center", va="center", fontsize=8, zorder=5)
-    ax.set_xlim(-0.7, angle_count)
+    ax.set_xlim(-0.7, angle_count + (1.0 if penalty else 0.0))
     ax.set_ylim(-0.4, 1.4)
     ax.set_axis_off()
