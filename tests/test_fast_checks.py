@@ -116,3 +116,16 @@ def test_the_mask_shape_reinterprets_no_option():
         masks.mask_shape(tampered(nca.Rule(), update_per="pixel"), (1, 12, 5, 5))
     assert masks.mask_shape(nca.Rule(update_per="cell"), (2, 12, 5, 4)) == (2, 1, 5, 4)
     assert masks.mask_shape(nca.Rule(), (2, 12, 5, 4)) == (2, 12, 5, 4)
+
+
+@pytest.mark.parametrize("steps", [True, 2.0, -1, "3"])
+def test_step_counts_the_plain_model_refuses_are_refused(steps):
+    """Before, steps=True ran one step in the fast engine (the plain rollout refuses a bool)."""
+    model = small_model()
+    with pytest.raises(ValueError, match="steps"):
+        model.rollout(state(), steps)
+    for backend in BACKENDS:
+        with pytest.raises(ValueError, match="steps"):
+            fast.rollout(model, state(), steps, backend=backend)
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        fast.rollout(model, state(), 3, checkpoint_every=True)

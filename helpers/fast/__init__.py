@@ -104,7 +104,7 @@ BACKENDS = ("auto", "kernel", "torch")
 
 def check_options(rule: nca.Rule | None, checkpoint_every, masks, backend="auto") -> None:
     """Clear errors for bad options (``rule`` may be None when only the options are known)."""
-    if checkpoint_every is not None and (not isinstance(checkpoint_every, int) or checkpoint_every < 1):
+    if checkpoint_every is not None and (not nca.is_int(checkpoint_every) or checkpoint_every < 1):
         raise ValueError(f"checkpoint_every must be None or a positive integer, got {checkpoint_every!r}")
     if masks not in MASK_MODES:
         raise ValueError(f"masks must be one of {MASK_MODES}, got {masks!r}")
@@ -148,7 +148,7 @@ def check_inputs(rule: nca.Rule, weight: torch.Tensor, bias: torch.Tensor, filte
     if weight.device != state.device or bias.device != state.device:
         raise ValueError(f"the weight and bias ({weight.device}, {bias.device}) must be on the state's device "
                          f"({state.device}), as the plain model needs them")
-    if not isinstance(steps, int) or steps < 0:
+    if not nca.is_int(steps) or steps < 0:          # as model.rollout: True is not a step count
         raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
 
 
