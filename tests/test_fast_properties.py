@@ -121,3 +121,21 @@ def test_one_nan_spreads_as_in_the_plain_model(backend):
     assert expected.isnan().all()
     assert actual.isnan().all()
 
+
+
+@pytest.mark.parametrize("width", [13, 5])          # the last vector of 8 cells sticks out of the grid
+def test_an_infinity_in_the_first_column_does_not_leak_through_lanes_outside_the_grid(width):
+    """The kernel's lanes past the last column read the wrapped first column; their features must
+    not reach dW (as 0 * inf = NaN) where the plain model has no such cell."""
+    torch.manual_seed(0)
+    model = NCA(update_rate=1.0)
+    with torch.no_grad():
+        model.update.weight.normal_(0.0, 0.05)
+        model.update.bias.normal_(0.0, 0.05)
+    state = torch.randn(1, 12, 4, width) * 0.5
+    state[0, 0, 2, 0] = float("inf")
+    upstream = torch.randn(state.shape)
+    expected = run(model, state, upstream, 1, 0, plain)
+    actual = run(model, state, upstream, 1, 0, lambda m, s, n, g: fast.rollout(m, s, n, generator=g, backend="kernel"))
+    for name, want, got in zip(["final state", "weight grad", "bias grad", "state grad"], expected, actual):
+        assert_agree(want, got, f"width {width}, {name}")
