@@ -196,3 +196,12 @@ def test_the_compile_timeout_defaults_to_two_minutes(monkeypatch):
     assert cpu_kernel.compile_timeout() == 120
     monkeypatch.setenv("DSOS_COMPILE_TIMEOUT", "300")
     assert cpu_kernel.compile_timeout() == 300
+
+
+def test_a_cache_path_that_cannot_be_created_builds_privately(cache, tmp_path, monkeypatch):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("DSOS_CACHE", str(blocker / "cache"))
+    with pytest.warns(RuntimeWarning, match="cannot be used"):
+        assert cpu_kernel.load() is not None
+    assert cpu_kernel.folder_problem(cpu_kernel.library_info()["path"].parent) is None

@@ -22,7 +22,8 @@ Two backends run the steps (``backend=``):
 
 * ``"kernel"`` (what ``"auto"`` picks on a CPU, float32): the fused C++ kernel,
   ``helpers/fast/csrc/nca_cpu.cpp``, compiled on first use by ``helpers.fast.cpu_kernel`` (about
-  a second; it needs ``g++``/``clang++``, which Colab and most Linux machines have). One pass over
+  a second; it needs ``g++``/``clang++``, which Colab and most Linux machines have; the library is
+  loaded only after its recorded SHA-256 checks out, from a folder no other user can write). One pass over
   the grid per step: a cell's 48 features live in vector registers and never travel through
   memory, eight cells of a row are computed together, rows are shared between threads (OpenMP).
   The random masks come from the kernel too: it runs the generator's own Mersenne Twister, so it
