@@ -300,6 +300,15 @@ def test_webgl_page_matches_pytorch_in_headless_chromium():
     assert (wrong - reference).abs().max().item() > 10 * tolerance
 
 
+@needs_chromium
+def test_webgl_page_reports_a_diverged_state_instead_of_returning_it():
+    rule = export.quantize(damped_model())
+    state = random_state()
+    state[0, 2, 4, 5] = float("inf")
+    with pytest.raises(RuntimeError, match="NaN or infinite .* diverged"):
+        export.browser_rollout(rule, state, 2)
+
+
 def pretrained_texture_models():
     folder = nca.models_dir()
     return sorted(folder.glob("texture_*.pt"))

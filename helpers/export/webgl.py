@@ -98,6 +98,9 @@ def browser_rollout(rule: QuantizedRule, state: torch.Tensor, steps: int, browse
     dom = result.stdout
     start = dom.find('<pre id="result">')
     text = dom[start:].split(">", 1)[1].split("</pre>", 1)[0] if start >= 0 else ""
+    if text.startswith("NONFINITE:"):
+        raise RuntimeError(f"the page's state holds {text[len('NONFINITE:'):].split(chr(10))[0]} values that are NaN "
+                           f"or infinite after {steps} steps: the rule diverged")
     if not text.startswith("STATE:"):
         raise RuntimeError(f"the page did not return a state (exit code {result.returncode}); it said "
                            f"{text[:300]!r}; browser messages: {result.stderr[-800:]}")
