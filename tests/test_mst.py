@@ -202,6 +202,11 @@ def test_asymmetric_loss_charges_extra_ink_half():
     assert mst.asymmetric_loss(extra, target).item() == pytest.approx(0.5 / 4)
     assert mst.asymmetric_loss(extra, target, extra_ink_weight=1.0).item() == pytest.approx(1.0 / 4)
     assert mst.asymmetric_loss(target, target).item() == 0.0
+    for weight in (-1.0, 0.0, float("nan"), float("inf")):      # <= 0 would reward ink
+        with pytest.raises(ValueError, match="extra_ink_weight"):
+            mst.asymmetric_loss(extra, target, extra_ink_weight=weight)
+    with pytest.raises(ValueError, match="extra_ink_weight"):
+        mst.Settings(extra_ink_weight=-0.5)
     with pytest.raises(ValueError, match="same shape"):
         mst.asymmetric_loss(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 3, 3))
 

@@ -265,6 +265,9 @@ def asymmetric_loss(drawn: torch.Tensor, target: torch.Tensor, extra_ink_weight:
     pixel with too little costs (missing ink is the worse mistake: a gap breaks the tree)."""
     if drawn.shape != target.shape:
         raise ValueError(f"drawn {tuple(drawn.shape)} and target {tuple(target.shape)} must have the same shape")
+    if not (isinstance(extra_ink_weight, (int, float)) and 0 < extra_ink_weight < math.inf):
+        raise ValueError(f"extra_ink_weight must be a positive finite number (a weight <= 0 would reward extra ink), "
+                         f"got {extra_ink_weight!r}")
     error = drawn - target
     weight = torch.where(error > 0, extra_ink_weight, 1.0)
     return (weight * error.square()).mean()
