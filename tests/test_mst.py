@@ -405,3 +405,19 @@ def test_the_loss_comparison_models_reach_their_stored_scores(seed, weight):
     result = mst.evaluate(nca.load_model(path), heldout, steps=claimed["steps"], seed=claimed["rollout_seed"])
     for key in ("precision", "recall", "f1"):
         assert abs(result[key] - claimed[key]) < 0.02, key
+
+
+def test_precision_recall_over_thresholds_ranks_drawings_without_choosing_one_threshold():
+    batch = mst.make_tasks(8, np.random.default_rng(4), canvas=48, margin=6, min_points=3, max_points=6)
+    perfect = mst_metrics.precision_recall(batch.targets, batch)
+    assert perfect["recall"][-1] == 1.0 and perfect["precision"][0] == 1.0
+    assert perfect["recall"] == sorted(perfect["recall"]) and perfect["thresholds"][0] == 0.95
+    shifted = mst_metrics.precision_recall(torch.roll(batch.targets, 2, dims=-1), batch)
+    blank = mst_metrics.precision_recall(torch.zeros_like(batch.targets), batch)
+    everywhere = mst_metrics.precision_recall(torch.full_like(batch.targets, 0.6), batch)
+    assert blank["average_precision"] == 0.0
+    assert perfect["average_precision"] > 0.9 > shifted["average_precision"] > everywhere["average_precision"]
+    edge_share = ((batch.targets >= 0.5) & (batch.inputs <= 0)).sum() / (batch.inputs <= 0).sum()
+    assert everywhere["average_precision"] == pytest.approx(float(edge_share), rel=1e-6)
+    with pytest.raises(ValueError, match="threshold"):
+        mst_metrics.precision_recall(batch.targets, batch, thresholds=[0.0, 0.5])

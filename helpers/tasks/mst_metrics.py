@@ -190,6 +190,37 @@ def score_drawings(drawings: torch.Tensor, tasks, threshold: float = THRESHOLD) 
             "tasks": len(tasks), "threshold": threshold, "per_task": per_task}
 
 
+#: Thresholds of ``precision_recall``: every 0.05 from 0.05 to 0.95.
+THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))
+
+
+def precision_recall(drawings: torch.Tensor, tasks, thresholds=THRESHOLDS) -> dict:
+    """Pooled pixel precision and recall of the edges at every ink threshold, and their average
+    precision (the area under the precision-recall curve, as a sum over the recall steps).
+
+    One threshold judges a drawing by whether its values cross one line; two rules can trade
+    precision for recall there and look different while drawing alike. The curve compares them at
+    every threshold at once. The target's edge pixels are fixed (target >= ``THRESHOLD``, input discs
+    left out); only the drawing's threshold moves."""
+    if drawings.shape != tasks.targets.shape:
+        raise ValueError(f"drawings {tuple(drawings.shape)} do not match the tasks {tuple(tasks.targets.shape)}")
+    values = drawings.detach().float().cpu()
+    if not torch.isfinite(values).all():
+        raise ValueError("the drawings contain NaN or infinite values (did the model diverge?)")
+    thresholds = sorted({check_threshold(t) for t in thresholds}, reverse=True)   # recall grows along the list
+    outside_discs = tasks.inputs <= 0.0
+    target = (tasks.targets >= THRESHOLD) & outside_discs
+    precision, recall = [], []
+    for threshold in thresholds:
+        drawn = (values >= threshold) & outside_discs
+        right = int((drawn & target).sum())
+        precision.append(right / int(drawn.sum()) if drawn.any() else 1.0)
+        recall.append(right / int(target.sum()))
+    steps = np.diff([0.0, *recall])
+    return {"thresholds": thresholds, "precision": precision, "recall": recall,
+            "average_precision": float(np.sum(steps * np.array(precision)))}
+
+
 def summary(result: dict) -> dict:
     """The metrics of ``evaluate`` without the per-task lists, rounded (for JSON and printing)."""
     return {key: round(value, 4) if isinstance(value, float) else value
