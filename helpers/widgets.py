@@ -27,23 +27,43 @@ def has_anywidget() -> bool:
 
 
 # The canvas, as an anywidget ES module: it draws the edges and handles it is sent, and while a
-# handle is held it sends {index, x, y, t} in drawing units (at most once per animation frame).
+# handle is held it sends {index, x, y, t, seq} in drawing units. Flow control: a drag is sent only
+# when Python has acknowledged the previous one (``ack`` = its ``seq``); moves in between replace
+# each other, so a slow solver (the tree and the dragon take 20-50 ms per event) never builds a queue.
+# The queue is plain JavaScript between the two marker lines, so tests run it under Node.js.
 CANVAS_JS = r"""
+// --- drag queue
+class DragQueue {
+  constructor(send) { this.send = send; this.pending = null; this.inFlight = null; this.sequence = 0; }
+  move(message) { this.pending = message; this.flush(); }         // the newest move replaces the older
+  flush() {
+    if (this.inFlight !== null || this.pending === null) return;
+    this.sequence += 1; this.inFlight = this.sequence;
+    const message = { ...this.pending, seq: this.sequence }; this.pending = null; this.send(message);
+  }
+  acknowledged(seq) { if (seq === this.inFlight) { this.inFlight = null; this.flush(); } }
+}
+// --- end drag queue
 function render({ model, el }) {
+  const size = model.get("size"), ratio = window.devicePixelRatio || 1;   // sharp on HiDPI screens
   const canvas = document.createElement("canvas");
-  canvas.width = model.get("size"); canvas.height = model.get("size");
+  canvas.width = size * ratio; canvas.height = size * ratio;
+  canvas.style.width = size + "px"; canvas.style.height = size + "px";
   canvas.style.border = "1px solid #ccc"; canvas.style.touchAction = "none"; canvas.style.cursor = "crosshair";
+  canvas.style.background = "#ffffff";                 // readable in a dark theme too: its own white paper
   el.appendChild(canvas);
   const info = document.createElement("div"); info.style.font = "12px sans-serif"; el.appendChild(info);
-  const ctx = canvas.getContext("2d");
+  const ctx = canvas.getContext("2d"); ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
   const toPixel = ([x, y]) => { const [x0, x1, y0, y1] = model.get("bounds");
-    return [(x - x0) / (x1 - x0) * canvas.width, (y1 - y) / (y1 - y0) * canvas.height]; };
+    return [(x - x0) / (x1 - x0) * size, (y1 - y) / (y1 - y0) * size]; };
   const toWorld = (px, py) => { const [x0, x1, y0, y1] = model.get("bounds");
-    return [x0 + px / canvas.width * (x1 - x0), y1 - py / canvas.height * (y1 - y0)]; };
-  let grabbed = null, pending = null, scheduled = false;
+    return [x0 + px / size * (x1 - x0), y1 - py / size * (y1 - y0)]; };
+  let grabbed = null;
+  const queue = new DragQueue((message) => { model.set("drag", message); model.save_changes(); });
+  model.on("change:ack", () => queue.acknowledged(model.get("ack")));
   function draw() {
     const points = model.get("points"), colors = model.get("edge_colors");
-    ctx.clearRect(0, 0, canvas.width, canvas.height);
+    ctx.clearRect(0, 0, size, size);
     ctx.lineWidth = 2; ctx.lineCap = "round";
     model.get("edges").forEach(([a, b], k) => {
       ctx.strokeStyle = colors[k] || "#2b4c7e"; ctx.beginPath();
@@ -57,10 +77,8 @@ function render({ model, el }) {
       ctx.moveTo(px, py - 7); ctx.lineTo(px, py + 7); ctx.stroke(); }
     info.textContent = model.get("message");
   }
-  function send() { scheduled = false;
-    if (pending) { model.set("drag", pending); model.save_changes(); pending = null; } }
   function position(event) { const r = canvas.getBoundingClientRect();
-    return [(event.clientX - r.left) * canvas.width / r.width, (event.clientY - r.top) * canvas.height / r.height]; }
+    return [(event.clientX - r.left) * size / r.width, (event.clientY - r.top) * size / r.height]; }
   canvas.addEventListener("pointerdown", (event) => {
     const [px, py] = position(event); let best = null, bestDistance = 12;
     model.get("handles").forEach((i) => { const [hx, hy] = toPixel(model.get("points")[i]);
@@ -71,8 +89,7 @@ function render({ model, el }) {
   canvas.addEventListener("pointermove", (event) => {
     if (grabbed === null) return;
     const [x, y] = toWorld(...position(event));
-    pending = { index: grabbed, x: x, y: y, t: event.timeStamp };
-    if (!scheduled) { scheduled = true; requestAnimationFrame(send); } });
+    queue.move({ index: grabbed, x: x, y: y, t: event.timeStamp }); });
   const release = () => { grabbed = null; model.set("grab", -1); model.save_changes(); draw(); };
   canvas.addEventListener("pointerup", release); canvas.addEventListener("pointercancel", release);
   ["points", "target", "message", "edge_colors"].forEach((name) => model.on("change:" + name, draw));
@@ -103,6 +120,7 @@ def _canvas_class():
             size = traitlets.Int(320).tag(sync=True)
             grab = traitlets.Int(-1).tag(sync=True)
             drag = traitlets.Dict().tag(sync=True)
+            ack = traitlets.Int(0).tag(sync=True)     # the seq of the last drag Python has answered
 
         _CANVAS_CLASS = DragCanvas
     return _CANVAS_CLASS
@@ -152,6 +170,8 @@ class CanvasDrag(_LiveToy):
         message = change["new"]
         if message:
             self.on_drag(int(message["index"]), float(message["x"]), float(message["y"]))
+            # Only now may the canvas send its next drag (see DragQueue in CANVAS_JS).
+            self.view.ack = int(message.get("seq", 0))
 
     def redraw(self, index, target, distance) -> None:
         self.view.points = self.toy.points().tolist()
@@ -171,10 +191,11 @@ class SliderDrag(_LiveToy):
         start = toy.handles[-1]
         point = toy.points()[start]
         self.point_menu = ipywidgets.Dropdown(options=toy.handles, value=start, description="point")
+        # continuous_update=False: one solver call when the slider is released, not one per pixel moved
         self.x = ipywidgets.FloatSlider(value=float(point[0]), min=x0, max=x1, step=(x1 - x0) / 200,
-                                        description="target x")
+                                        description="target x", continuous_update=False)
         self.y = ipywidgets.FloatSlider(value=float(point[1]), min=y0, max=y1, step=(y1 - y0) / 200,
-                                        description="target y")
+                                        description="target y", continuous_update=False)
         self.image = ipywidgets.Image(format="png", value=self.renderer.png([toys.toy_panel(toy)]))
         self.status = ipywidgets.Label(f"{toy.name}: choose a point, then move the target")
         for slider in (self.x, self.y):

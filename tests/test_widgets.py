@@ -1,4 +1,7 @@
 """Tests of helpers.widgets: the live drag toys (mouse canvas and slider fallback) and their callbacks."""
+import json
+import shutil
+import subprocess
 import sys
 
 import pytest
@@ -99,3 +102,72 @@ def test_bad_widget_arguments_are_refused():
     pytest.importorskip("ipywidgets")
     with pytest.raises(ValueError, match="steps_per_event"):
         widgets.SliderDrag(make_chain(2), steps_per_event=0)
+
+
+# ------------------------------------------------------------------- flow control of the canvas
+
+def drag_queue_source() -> str:
+    """The canvas's DragQueue, exactly as shipped in CANVAS_JS (between its marker lines)."""
+    start = widgets.CANVAS_JS.index("// --- drag queue")
+    return widgets.CANVAS_JS[start:widgets.CANVAS_JS.index("// --- end drag queue")]
+
+
+QUEUE_SCRIPT = """
+const sent = []; let inFlightMax = 0, inFlight = 0;
+const queue = new DragQueue((message) => {
+  sent.push(message); inFlight += 1; inFlightMax = Math.max(inFlightMax, inFlight);
+});
+for (let k = 0; k < 50; k++) queue.move({ index: 4, x: k, y: 0 });      // a burst of moves before any answer
+const afterBurst = sent.length;
+queue.acknowledged(999);                                                 // a stale ack changes nothing
+const afterStale = sent.length;
+for (let round = 0; round < 5; round++) {                                // Python answers, the user keeps moving
+  const last = sent[sent.length - 1]; inFlight -= 1; queue.acknowledged(last.seq);
+  for (let k = 0; k < 10; k++) queue.move({ index: 4, x: 100 + 10 * round + k, y: 0 });
+}
+console.log(JSON.stringify({ afterBurst, afterStale, inFlightMax, sent }));
+"""
+
+
+def test_the_canvas_sends_one_drag_at_a_time_and_always_the_newest():
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("Node.js is needed to run the canvas's JavaScript (apt-get install nodejs)")
+    result = subprocess.run([node, "-e", drag_queue_source() + QUEUE_SCRIPT], capture_output=True, text=True,
+                            timeout=60, check=True)
+    run = json.loads(result.stdout)
+    assert run["afterBurst"] == 1 and run["afterStale"] == 1      # 50 moves, one drag in flight
+    assert run["inFlightMax"] == 1
+    xs = [message["x"] for message in run["sent"]]
+    # the first move, then after each answer the NEWEST move since (49, then 109, 119, ...): none queued up
+    assert xs == [0, 49, 109, 119, 129, 139]
+    assert [message["seq"] for message in run["sent"]] == list(range(1, len(run["sent"]) + 1))
+
+
+def test_python_acknowledges_each_drag_after_solving_it():
+    pytest.importorskip("anywidget")
+    toy = make_chain(4)
+    live = widgets.make_drag_widget(toy, prefer="canvas")
+    seen = []
+    live.view.observe(lambda change: seen.append((change["new"], live.events)), names="ack")
+    live.view.drag = {"index": 4, "x": 1.0, "y": 2.0, "t": 1, "seq": 1}
+    live.view.drag = {"index": 4, "x": 1.5, "y": 2.0, "t": 2, "seq": 2}
+    assert seen == [(1, 1), (2, 2)]            # each ack comes after its solver step, never before
+
+
+def test_sliders_solve_once_per_release_not_per_pixel():
+    pytest.importorskip("ipywidgets")
+    live = widgets.make_drag_widget(make_chain(4), prefer="sliders")
+    assert live.x.continuous_update is False and live.y.continuous_update is False
+    assert "devicePixelRatio" in widgets.CANVAS_JS and 'background = "#ffffff"' in widgets.CANVAS_JS
+
+
+def test_the_canvas_module_parses_and_exports_render(tmp_path):
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("Node.js is needed to run the canvas's JavaScript (apt-get install nodejs)")
+    module = tmp_path / "canvas.mjs"
+    module.write_text(widgets.CANVAS_JS)
+    script = f"import({json.dumps(module.as_uri())}).then(m => console.log(typeof m.default.render))"
+    result = subprocess.run([node, "-e", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "function", result.stderr
