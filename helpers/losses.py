@@ -246,6 +246,10 @@ def sliced_wasserstein(points: torch.Tensor, target_points: torch.Tensor, direct
     return ((ours - theirs) ** 2).mean(dim=(1, 2))
 
 
+#: Directions of the colour term of ``SlicedWassersteinLoss`` (colours are 3-D: a few suffice).
+COLOUR_PROJECTIONS = 16
+
+
 class SlicedWassersteinLoss(nn.Module):
     """VGG-free texture loss: sliced Wasserstein distance between the multi-scale patch
     distributions of the output images and of the target.
@@ -253,16 +257,21 @@ class SlicedWassersteinLoss(nn.Module):
     At each of ``scales`` resolutions (halving each time), every ``patch`` x ``patch`` colour patch
     is a point in 3*patch*patch dimensions; output and target should fill that space alike.
     Directions are drawn afresh at every call (pass ``generator`` for a repeatable value).
+    ``colour_weight`` adds that many times the sliced Wasserstein distance between the single-pixel
+    colour distributions at full resolution (3-D, so a few directions pin it down): the patch term
+    alone lets colours blend (one maroon dot where the target has red and navy ones).
     ``loss(images)`` returns one value per image, [B].
     """
 
-    def __init__(self, target: torch.Tensor, scales: int = 4, patch: int = 3, projections: int = 64):
+    def __init__(self, target: torch.Tensor, scales: int = 4, patch: int = 3, projections: int = 64,
+                 colour_weight: float = 0.0):
         super().__init__()
         target = _check_image(target, "target")
-        if scales < 1 or patch < 1 or patch % 2 == 0 or projections < 1:
-            raise ValueError(f"need scales >= 1, an odd patch size and projections >= 1, "
-                             f"got scales={scales}, patch={patch}, projections={projections}")
-        self.scales, self.patch, self.projections = scales, patch, projections
+        if scales < 1 or patch < 1 or patch % 2 == 0 or projections < 1 or not colour_weight >= 0:
+            raise ValueError(f"need scales >= 1, an odd patch size, projections >= 1 and colour_weight >= 0, "
+                             f"got scales={scales}, patch={patch}, projections={projections}, "
+                             f"colour_weight={colour_weight}")
+        self.scales, self.patch, self.projections, self.colour_weight = scales, patch, projections, colour_weight
         self.register_buffer("target", target[None].clone())
 
     def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -272,6 +281,10 @@ class SlicedWassersteinLoss(nn.Module):
         for ours, theirs in zip(image_pyramid(images, self.scales), image_pyramid(self.target, self.scales)):
             directions = random_directions(self.projections, dimensions, generator, images.device)
             total = total + sliced_wasserstein(patches(ours, self.patch), patches(theirs, self.patch), directions)
+        if self.colour_weight:
+            directions = random_directions(COLOUR_PROJECTIONS, 3, generator, images.device)
+            total = total + self.colour_weight * sliced_wasserstein(images.flatten(2), self.target.flatten(2),
+                                                                    directions)
         return total
 
 

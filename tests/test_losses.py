@@ -237,3 +237,24 @@ def test_overflow_loss_counts_only_the_excess():
     assert torch.allclose(losses.overflow_loss(state), torch.tensor([2.5, 0.0]))
     with pytest.raises(ValueError, match="batch dimension"):
         losses.overflow_loss(torch.zeros(3))
+
+
+def test_sliced_wasserstein_colour_term_sees_blended_colours():
+    """The single-pixel colour term is zero for the target itself and grows when two colours are
+    blended into their mean (which 3x3 patch statistics can let through)."""
+    target = torch.zeros(3, 16, 16)
+    target[0, :, :8] = 1.0                         # left half red
+    target[2, :, 8:] = 1.0                         # right half blue
+    blended = torch.zeros(1, 3, 16, 16)
+    blended[:, 0], blended[:, 2] = 0.5, 0.5        # all purple: the mean colour
+    plain = losses.SlicedWassersteinLoss(target)
+    with_colour = losses.SlicedWassersteinLoss(target, colour_weight=2.0)
+
+    def value(loss, images):
+        return loss(images, generator=torch.Generator().manual_seed(0)).item()
+
+    assert value(with_colour, target[None]) < 1e-6
+    colour_term = value(with_colour, blended) - value(plain, blended)
+    assert colour_term > 0.1                       # each channel is off by 0.5 for every pixel
+    with pytest.raises(ValueError, match="colour_weight"):
+        losses.SlicedWassersteinLoss(target, colour_weight=-1.0)
