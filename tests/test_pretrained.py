@@ -1,15 +1,18 @@
 """The shipped texture models (data/models/texture_*.pt) load, stay in range over long rollouts,
-and grow their texture: the VGG-free loss to the target is below the value reported for them."""
+and grow their texture by the texture check of helpers.tasks.texture_quality."""
 import pytest
 import torch
 
-from helpers import data, losses, nca
+from helpers import data, nca
 from helpers.tasks import texture
 
 MODEL_FILES = sorted(nca.models_dir().glob("texture_*.pt"))
 
-#: Tolerance on the reported value: the test grows from another random seed than the one measured.
-TOLERANCE = 1.5
+#: Shipped models that are documented failures: kept to show what the 588-parameter rule could not
+#: grow at the budget the course can afford (their JSON says the check fails, and chapter 03 says why).
+KNOWN_FAILURES = {"bubbles", "checkerboard", "voronoi", "zigzag"}
+#: (The checkerboard's training command measured PASS, but it lies at the structure check's scale
+#: threshold and fails from other seeds, so it is counted as a failure.)
 
 
 def test_at_least_three_texture_models_ship():
@@ -28,17 +31,24 @@ def test_pretrained_model_metadata(path):
 
 @pytest.mark.parametrize("path", MODEL_FILES, ids=[p.stem for p in MODEL_FILES])
 def test_pretrained_model_grows_its_texture_and_stays_in_range(path):
+    """Re-measured here, from another seed than the training command's measurement: the texture
+    check must pass unless the model is a documented failure, and fail if it is one."""
     info = nca.load_metadata(path)
     model = nca.load_model(path)
     assert nca.count_parameters(model) == 588
-    size = info["eval"]["size"]
-    target = data.load_texture(info["target"], info["settings"]["target_size"])
-    result = texture.quality(model, target, size=size, steps=2000, seed=1, batch=1)
+    result = texture.judge(model, info["target"], info["eval"]["image_size"], info["eval"]["size"], steps=2000,
+                           seed=1, batch=2)
     state = result["state"]
     assert torch.isfinite(state).all() and state.abs().max() <= 1.5
-    assert result["loss"] < TOLERANCE * info["eval"]["swd_loss"]
-    # and closer to its target than a uniform grey image or the nearest *other* shipped texture is
-    measure = losses.SlicedWassersteinLoss(target, projections=256)
-    nearest = min(info["eval"]["other_textures"], key=info["eval"]["other_textures"].get)
-    for image in (torch.full((1, 3, size, size), 0.5), data.load_texture(nearest, size)[None]):
-        assert result["loss"] < measure(image, generator=torch.Generator().manual_seed(1)).item()
+    if info["target"] in KNOWN_FAILURES:
+        assert not result["passed"]
+    else:
+        assert result["passed"], f"{path.name}: {result['reasons']}"
+
+
+def test_the_taught_textures_pass_and_their_json_says_so():
+    """Polka dots (both dot colours, three colours in all) and stripes (four colours) grow right.
+    (The course aims at five passing textures; the others ship as measured failures.)"""
+    for name in ("polka_dots", "stripes"):
+        info = nca.load_metadata(nca.models_dir() / f"texture_{name}.pt")
+        assert info["eval"]["passed"] and len(info["eval"]["quality"]["palette"]["colours"]) >= 3, name
