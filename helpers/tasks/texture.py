@@ -105,50 +105,32 @@ def texture_loss(target: torch.Tensor, kind: str = "swd", overflow_weight: float
 
 
 @torch.no_grad()
-def quality(model: nn.Module, target: torch.Tensor, size: int = 64, steps: int = EVAL_STEPS, seed: int = 0,
-            batch: int = 2) -> dict:
-    """Grow ``batch`` textures from the seed for ``steps`` steps and measure the VGG-free loss to
-    ``target`` with fixed random directions (so the number is repeatable). Returns a dict with
-    ``loss`` (mean over the batch), ``max_abs`` (largest state value) and the final ``state``."""
-    generator = torch.Generator().manual_seed(seed)
+def grow(model: nn.Module, size: int, steps: int = EVAL_STEPS, seed: int = 0, batch: int = 2) -> torch.Tensor:
+    """``batch`` states grown from the all-zero seed for ``steps`` steps, masks from a generator
+    seeded with ``seed`` (repeatable). The fast engine draws the same masks from the generator as
+    ``model.rollout`` (tests/test_fast.py), so this is the plain model's rollout, a few times faster."""
     device = next(model.parameters()).device
     state = nca.seed_state(batch, size, model.channels, device=device)
-    # The fast engine draws the same masks from the generator as model.rollout (tests/test_fast.py),
-    # so this is the plain model's rollout, a few times faster.
-    state = fast.infer(model, state, steps, generator=generator)
-    measure_loss = losses.SlicedWassersteinLoss(target.to(device), projections=256)
-    value = measure_loss(nca.to_rgb(state), generator=torch.Generator().manual_seed(seed)).mean().item()
+    return fast.infer(model, state, steps, generator=torch.Generator().manual_seed(seed))
+
+
+def quality(model: nn.Module, target: torch.Tensor, size: int = 64, steps: int = EVAL_STEPS, seed: int = 0,
+            batch: int = 2) -> dict:
+    """Grow ``batch`` textures and measure their patch distance to ``target`` (the check's own,
+    ``texture_quality.patch_distance``). Returns ``loss`` (mean over the batch), ``max_abs``
+    (largest state value) and the final ``state``."""
+    state = grow(model, size, steps, seed, batch)
+    value = texture_quality.patch_distance(nca.to_rgb(state), target, seed).mean().item()
     return {"loss": value, "max_abs": state.abs().max().item(), "state": state}
 
 
-def baseline(target_name: str, size: int = 64, image_size: int | None = None, seed: int = 0) -> dict:
-    """Reference values of the VGG-free loss to a texture: a uniform grey image, and the other
-    shipped textures (the loss a model would get for growing the *wrong* texture). The target is
-    the texture at ``size``; the compared images are ``image_size`` (default ``size``)."""
-    target = data.load_texture(target_name, size)
-    measure_loss = losses.SlicedWassersteinLoss(target, projections=256)
-
-    def value(images):
-        return measure_loss(images, generator=torch.Generator().manual_seed(seed)).mean().item()
-
-    image_size = image_size or size
-    others = {name: value(data.load_texture(name, image_size)[None]) for name in data.list_textures()
-              if name != target_name}
-    return {"grey": value(torch.full((1, 3, image_size, image_size), 0.5)), "other_textures_min": min(others.values()),
-            "other_textures": others, "self": value(target[None])}
-
-
-@torch.no_grad()
 def judge(model: nn.Module, target_name: str, image_size: int, size: int | None = None, steps: int = EVAL_STEPS,
           seed: int = 0, batch: int = 2) -> dict:
     """Grow ``batch`` textures on a ``size`` grid (default ``image_size``) for ``steps`` steps and
     run the texture check of ``helpers.tasks.texture_quality`` against the shipped texture
     ``target_name`` at ``image_size`` (judged against every other shipped texture). Returns the
     check's dict plus ``max_abs`` (largest state value), ``finite`` and the final ``state``."""
-    size = size or image_size
-    generator = torch.Generator().manual_seed(seed)
-    device = next(model.parameters()).device
-    state = fast.infer(model, nca.seed_state(batch, size, model.channels, device=device), steps, generator=generator)
+    state = grow(model, size or image_size, steps, seed, batch)
     finite = bool(torch.isfinite(state).all())
     result = texture_quality.check_shipped(nca.to_rgb(torch.nan_to_num(state)), target_name, image_size, seed)
     if not finite:
@@ -163,13 +145,14 @@ def measure(model: nn.Module, settings: Settings) -> dict:
     grey image and of every other shipped texture."""
     eval_size = max(settings.size, settings.image_size)
     result = judge(model, settings.target, settings.image_size, eval_size)
-    reference = baseline(settings.target, settings.image_size, eval_size)
+    target = data.load_texture(settings.target, settings.image_size)
+    grey = texture_quality.patch_distance(torch.full((1, 3, eval_size, eval_size), 0.5), target).item()
+    others = result["patch"]["other_distances"]       # the check already measured every other texture
     return {"steps": EVAL_STEPS, "size": eval_size, "image_size": settings.image_size,
             "passed": result["passed"], "reasons": result["reasons"],
             "quality": {key: result[key] for key in ("patch", "palette", "structure")},
             "swd_loss": result["patch"]["distance"], "max_abs_state": result["max_abs"],
-            "swd_grey_image": reference["grey"], "swd_closest_other_texture": reference["other_textures_min"],
-            "other_textures": reference["other_textures"]}
+            "swd_grey_image": grey, "swd_closest_other_texture": min(others.values()), "other_textures": others}
 
 
 def describe(settings: Settings, model: nn.Module, history: History) -> dict:
