@@ -350,7 +350,7 @@ def test_shipped_model_reaches_its_claimed_heldout_f1():
 
 def test_checkpoints_write_a_loadable_partial_model(tmp_path):
     model = nca.NCA()
-    hook = run.checkpoints(model, tmp_path / "partial.pt", every=2)
+    hook = run.Progress(model, tmp_path / "partial.pt", every=2)
     hook(0, 0.5)
     assert not (tmp_path / "partial.pt").exists()          # only every 2nd iteration
     hook(1, 0.25)

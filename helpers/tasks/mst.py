@@ -260,14 +260,20 @@ def pool_sampler(rng: np.random.Generator, canvas: int = CANVAS, channels: int =
 
 # --------------------------------------------------------------------------------- the loss
 
+def check_extra_ink_weight(weight) -> float:
+    """The extra-ink weight of the loss: a positive finite number (a weight <= 0 would reward extra ink)."""
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < math.inf:
+        raise ValueError(f"extra_ink_weight must be a positive finite number (a weight <= 0 would reward extra ink), "
+                         f"got {weight!r}")
+    return float(weight)
+
+
 def asymmetric_loss(drawn: torch.Tensor, target: torch.Tensor, extra_ink_weight: float = 0.5) -> torch.Tensor:
     """Weighted squared error: a pixel with too much ink costs ``extra_ink_weight`` times what a
     pixel with too little costs (missing ink is the worse mistake: a gap breaks the tree)."""
     if drawn.shape != target.shape:
         raise ValueError(f"drawn {tuple(drawn.shape)} and target {tuple(target.shape)} must have the same shape")
-    if not (isinstance(extra_ink_weight, (int, float)) and 0 < extra_ink_weight < math.inf):
-        raise ValueError(f"extra_ink_weight must be a positive finite number (a weight <= 0 would reward extra ink), "
-                         f"got {extra_ink_weight!r}")
+    check_extra_ink_weight(extra_ink_weight)
     error = drawn - target
     weight = torch.where(error > 0, extra_ink_weight, 1.0)
     return (weight * error.square()).mean()
@@ -390,9 +396,7 @@ class Settings(TrainConfig):
         if self.eval_steps < 1 or self.chapter_count < 1:
             raise ValueError(f"need eval_steps >= 1 and chapter_count >= 1, got {self.eval_steps}, "
                              f"{self.chapter_count}")
-        if not (self.extra_ink_weight > 0 and math.isfinite(self.extra_ink_weight)):
-            raise ValueError(f"extra_ink_weight must be a positive finite number (a weight <= 0 would reward "
-                             f"extra ink), got {self.extra_ink_weight}")
+        check_extra_ink_weight(self.extra_ink_weight)
 
     def task_settings(self) -> dict:
         """How the tasks are drawn (the keyword arguments of ``make_tasks``)."""

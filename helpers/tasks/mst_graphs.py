@@ -18,6 +18,7 @@ import itertools
 
 import numpy as np
 
+from .mst import find_root, segment_distance
 from .mst_metrics import THRESHOLD, check_threshold, edges_drawn
 
 #: Edge-length bins (pixels) of ``recall_by_length``.
@@ -39,16 +40,10 @@ def passes_through_a_point(points, i: int, j: int, radius: float) -> bool:
     """Does the segment i-j pass through the disc of a third point? Then ink along it joins i to
     that point and that point to j: two edges, not one."""
     points = np.asarray(points, dtype=np.float64)
-    start, end = points[i], points[j]
-    direction = end - start
-    length_squared = float(direction @ direction)
-    for k, point in enumerate(points):
-        if k in (i, j):
-            continue
-        along = float(np.clip((point - start) @ direction / length_squared, 0.0, 1.0))
-        if np.hypot(*(start + along * direction - point)) <= radius + 1.0:
-            return True
-    return False
+    others = np.delete(points, [i, j], axis=0)
+    if not len(others):
+        return False
+    return bool((segment_distance(others[:, 0], others[:, 1], points[i], points[j]) <= radius + 1.0).any())
 
 
 def drawn_graph(drawing, points, radius: float, threshold: float = THRESHOLD) -> set[tuple[int, int]]:
@@ -60,18 +55,11 @@ def drawn_graph(drawing, points, radius: float, threshold: float = THRESHOLD) ->
 
 
 def components(count: int, edges) -> int:
-    """The number of connected components of the graph with ``count`` nodes and ``edges``."""
+    """The number of connected components of the graph with ``count`` nodes and ``edges`` (union-find)."""
     parent = list(range(count))
-
-    def root(node: int) -> int:
-        while parent[node] != node:
-            parent[node] = parent[parent[node]]
-            node = parent[node]
-        return node
-
     for i, j in edges:
-        parent[root(i)] = root(j)
-    return len({root(node) for node in range(count)})
+        parent[find_root(parent, i)] = find_root(parent, j)
+    return len({find_root(parent, node) for node in range(count)})
 
 
 def graph_scores(drawn: set, tree: list, count: int) -> dict:

@@ -214,8 +214,9 @@ def precision_recall(drawings: torch.Tensor, tasks, thresholds=THRESHOLDS) -> di
     for threshold in thresholds:
         drawn = (values >= threshold) & outside_discs
         right = int((drawn & target).sum())
-        precision.append(right / int(drawn.sum()) if drawn.any() else 1.0)
-        recall.append(right / int(target.sum()))
+        scores = scores_from_counts(right, int(drawn.sum()), right, int(target.sum()))
+        precision.append(scores["precision"])
+        recall.append(scores["recall"])
     steps = np.diff([0.0, *recall])
     return {"thresholds": thresholds, "precision": precision, "recall": recall,
             "average_precision": float(np.sum(steps * np.array(precision)))}

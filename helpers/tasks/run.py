@@ -107,11 +107,6 @@ class Progress:
             print(f"iteration {self.done}: loss {loss:.5g}, weights so far saved to {self.checkpoint}", flush=True)
 
 
-def checkpoints(model, path: Path, every: int) -> Progress:
-    """An ``on_iteration`` hook that saves the weights so far to ``path`` every ``every`` iterations."""
-    return Progress(model, Path(path), every)
-
-
 def train_and_save(task: ModuleType, settings, out: str | Path | None = None, device=None, progress: bool = True,
                    command: str | None = None, overwrite: bool = False, checkpoint: str | Path | None = None,
                    checkpoint_every: int = 100, allow_diverged: bool = False) -> tuple:
