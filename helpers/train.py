@@ -56,6 +56,8 @@ class TrainConfig:
     learning_rate: float = setting(1e-3, "Adam's learning rate")
     lr_milestones: tuple = setting((), "iterations at which the learning rate is multiplied by lr-gamma")
     lr_gamma: float = setting(0.3, "factor of the learning rate at each milestone")
+    warmup_iterations: int = setting(0, "the learning rate rises linearly from learning-rate/N to learning-rate "
+                                        "over the first N iterations (0: no warm-up)")
     seed: int = setting(0, "seed of the pool, the step counts and the model's initial weights")
     engine: str = setting("plain", "plain: model.rollout, as the chapters teach it; fast: helpers.fast (the same "
                                    "states and gradients, several times faster)")
@@ -71,6 +73,9 @@ class TrainConfig:
             raise ValueError(f"need 1 <= min_steps < max_steps, got [{self.min_steps}, {self.max_steps})")
         if self.reseed_every < 1:
             raise ValueError(f"reseed_every must be at least 1, got {self.reseed_every}")
+        if not isinstance(self.warmup_iterations, int) or isinstance(self.warmup_iterations, bool) \
+                or self.warmup_iterations < 0:
+            raise ValueError(f"warmup_iterations must be an integer >= 0, got {self.warmup_iterations!r}")
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             raise ValueError(f"learning_rate must be a positive finite number, got {self.learning_rate}")
         if self.engine not in ENGINES:
@@ -147,7 +152,7 @@ def train_pool(model: nn.Module, make_samples: Callable[[int], dict], loss_fn: C
     device = next(model.parameters()).device
     pool = SamplePool({key: value.to(device) for key, value in make_samples(config.pool_size).items()})
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.lr_milestones), config.lr_gamma)
+    schedules = learning_rate_schedules(optimizer, config)
     start = time.perf_counter()
     bar = tqdm(range(config.iterations), disable=not progress, desc="training")
     for iteration in bar:
@@ -166,7 +171,8 @@ def train_pool(model: nn.Module, make_samples: Callable[[int], dict], loss_fn: C
         loss.backward()
         normalize_gradients(model)
         optimizer.step()
-        schedule.step()
+        for schedule in schedules:
+            schedule.step()
         batch["state"] = final.detach()
         pool.write_back(indices, batch)
         history.losses.append(loss.item())
@@ -181,6 +187,19 @@ def train_pool(model: nn.Module, make_samples: Callable[[int], dict], loss_fn: C
             on_iteration(iteration, history.losses[-1])
     history.seconds += time.perf_counter() - start
     return history
+
+
+def learning_rate_schedules(optimizer: torch.optim.Optimizer, config: TrainConfig) -> list:
+    """The learning-rate schedules, stepped once per iteration: the step-wise decay at
+    ``lr_milestones`` and, with ``warmup_iterations`` N > 0, a linear warm-up first (iteration i < N
+    runs at 1/N + (1 - 1/N) i/N of the rate). Both multiply the current rate, so they compose; without
+    warm-up the schedule is the plain MultiStepLR alone, as before the option existed."""
+    schedules = []
+    if config.warmup_iterations:
+        schedules.append(torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1 / config.warmup_iterations,
+                                                           total_iters=config.warmup_iterations))
+    schedules.append(torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.lr_milestones), config.lr_gamma))
+    return schedules
 
 
 def plain_rollout(model: nn.Module, states: torch.Tensor, steps: int) -> torch.Tensor:

@@ -123,3 +123,29 @@ def test_loss_curve_keeps_block_means_and_maxima():
     assert train.loss_curve([]) == {"every": 1, "mean": [], "max": []}
 
 
+
+
+def rates_of(config, iterations):
+    """The learning rate each of ``iterations`` optimizer steps runs at under ``config``'s schedules."""
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=config.learning_rate)
+    schedules = train.learning_rate_schedules(optimizer, config)
+    rates = []
+    for _ in range(iterations):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        for schedule in schedules:
+            schedule.step()
+    return rates
+
+
+def test_warmup_rises_linearly_then_the_milestones_still_apply():
+    plain = rates_of(train.TrainConfig(learning_rate=1e-2, lr_milestones=(6,), lr_gamma=0.5), 10)
+    assert plain == pytest.approx([1e-2] * 6 + [5e-3] * 4)      # no warm-up: the step schedule alone
+    warm = rates_of(train.TrainConfig(learning_rate=1e-2, lr_milestones=(6,), lr_gamma=0.5, warmup_iterations=4), 10)
+    assert warm == pytest.approx([2.5e-3, 4.375e-3, 6.25e-3, 8.125e-3, 1e-2, 1e-2, 5e-3, 5e-3, 5e-3, 5e-3])
+
+
+def test_warmup_iterations_must_be_a_non_negative_integer():
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="warmup_iterations"):
+            train.TrainConfig(warmup_iterations=bad)
