@@ -4,14 +4,15 @@ The state is a tensor ``[batch, 12, height, width]``; channels 0..2 read as RGB 
 One step of the rule:
 
 1. **perceive**: every channel is convolved with one fixed 3x3 filter (a depthwise convolution
-   with wraparound padding): a Laplacian on channels 0..3, Sobel-x on 4..7, Sobel-y on 8..11;
+   with wraparound padding, or zero padding with ``padding="zeros"``): a Laplacian on channels 0..3,
+   Sobel-x on 4..7, Sobel-y on 8..11;
 2. **update**: the 12 state values and the 12 perception values of a cell (24 numbers) are split
    into positive and negative parts (48 numbers) and mapped by one 1x1 convolution to 12 changes:
    48 x 12 weights + 12 biases = **588 parameters**;
 3. **stochastic update**: each change is applied with probability 0.5 (a random mask).
 
 Chapter 03 builds this from scratch and asserts that it agrees with ``NCA`` here. ``NCA.rule()``
-describes a model's options (channels, split_relu, filters, update_rate, update_per) as one frozen
+describes a model's options (channels, split_relu, filters, update_rate, update_per, padding) as one frozen
 ``Rule``: what a saved model's JSON records (``NCA.config()``) and what ``helpers.fast`` runs.
 """
 from __future__ import annotations
@@ -74,10 +75,17 @@ def perception_filters(kind: str = "laplacian_sobel", channels: int = CHANNELS) 
     return torch.stack(kernels)[:, None]
 
 
-def perceive(state: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
-    """Depthwise 3x3 convolution of every channel with its own filter, wrapping around the edges."""
+def perceive(state: torch.Tensor, filters: torch.Tensor, padding: str = "circular") -> torch.Tensor:
+    """Depthwise 3x3 convolution of every channel with its own filter.
+
+    ``padding="circular"``: the grid wraps around (a torus: the left edge's neighbours are the
+    right edge's cells); ``"zeros"``: the cells beyond the border read as 0 (a flat world with edges).
+    """
     check_state(state, filters.shape[0])
-    padded = F.pad(state, (1, 1, 1, 1), mode="circular")
+    if padding not in PADDINGS:
+        raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
+    mode = "circular" if padding == "circular" else "constant"
+    padded = F.pad(state, (1, 1, 1, 1), mode=mode)
     return F.conv2d(padded, filters.to(state.dtype), groups=state.shape[1])
 
 
@@ -117,6 +125,7 @@ def check_state(state: torch.Tensor, channels: int = CHANNELS) -> None:
 
 UPDATE_PER = ("channel", "cell")
 FILTER_KINDS = ("laplacian_sobel", "side")
+PADDINGS = ("circular", "zeros")
 
 
 def is_int(value) -> bool:
@@ -137,6 +146,7 @@ class Rule:
     filters: str = "laplacian_sobel"     # the kind of perception filters, see perception_filters
     update_rate: float = 0.5             # the probability that a value (or a cell) updates in one step
     update_per: str = "channel"          # "channel": every value decides alone; "cell": a cell's channels together
+    padding: str = "circular"            # what lies beyond the border: "circular" (wrap around) or "zeros"
 
     def __post_init__(self):
         # every option is checked here, so NCA(...), a saved model's config and helpers.fast share one path
@@ -154,6 +164,8 @@ class Rule:
             raise ValueError(f"update_rate must be a finite number in [0, 1], got {self.update_rate}")
         if not isinstance(self.update_per, str) or self.update_per not in UPDATE_PER:
             raise ValueError(f"update_per must be one of {UPDATE_PER}, got {self.update_per!r}")
+        if not isinstance(self.padding, str) or self.padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {PADDINGS}, got {self.padding!r}")
 
     @property
     def inputs(self) -> int:
@@ -166,16 +178,18 @@ class NCA(nn.Module):
 
     ``split_relu=True`` gives the 588-parameter rule of the course (48 inputs per cell);
     ``split_relu=False`` the plain 300-parameter rule (24 inputs). ``update_per`` is
-    ``"channel"`` or ``"cell"``; ``filters`` is ``"laplacian_sobel"`` or ``"side"``.
+    ``"channel"`` or ``"cell"``; ``filters`` is ``"laplacian_sobel"`` or ``"side"``; ``padding``
+    is ``"circular"`` (the world wraps around, as in chapter 03) or ``"zeros"`` (a world with edges).
     ``rule()`` returns these options as one frozen ``Rule``.
     """
 
     def __init__(self, channels: int = CHANNELS, split_relu: bool = True, filters: str = "laplacian_sobel",
-                 update_rate: float = 0.5, update_per: str = "channel", init_scale: float = 1e-3):
+                 update_rate: float = 0.5, update_per: str = "channel", padding: str = "circular",
+                 init_scale: float = 1e-3):
         super().__init__()
-        rule = Rule(channels, split_relu, filters, update_rate, update_per)   # clear errors for bad options
+        rule = Rule(channels, split_relu, filters, update_rate, update_per, padding)   # clear errors for bad options
         self.channels, self.split_relu, self.filter_kind = channels, split_relu, filters
-        self.update_rate, self.update_per = update_rate, update_per
+        self.update_rate, self.update_per, self.padding = update_rate, update_per, padding
         self.register_buffer("filters", perception_filters(filters, channels))
         self.update = nn.Conv2d(rule.inputs, channels, kernel_size=1)
         with torch.no_grad():
@@ -185,7 +199,7 @@ class NCA(nn.Module):
     def rule(self) -> Rule:
         """The rule this model computes (its options, frozen; the weights are not part of it)."""
         return Rule(channels=self.channels, split_relu=self.split_relu, filters=self.filter_kind,
-                    update_rate=self.update_rate, update_per=self.update_per)
+                    update_rate=self.update_rate, update_per=self.update_per, padding=self.padding)
 
     def config(self) -> dict:
         """The constructor arguments (``rule()`` as a dict), stored next to saved weights."""
@@ -193,7 +207,7 @@ class NCA(nn.Module):
 
     def delta(self, state: torch.Tensor) -> torch.Tensor:
         """The proposed change of every value (before the random mask)."""
-        features = torch.cat([state, perceive(state, self.filters)], dim=1)
+        features = torch.cat([state, perceive(state, self.filters, self.padding)], dim=1)
         if self.split_relu:
             features = split_signs(features)
         return self.update(features)

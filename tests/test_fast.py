@@ -129,7 +129,8 @@ def test_the_shared_exact_masks_are_update_mask_draw_for_draw(update_per):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("options", [{}, {"split_relu": False}, {"filters": "side", "update_per": "cell"},
-                                     {"update_rate": 0.3}])
+                                     {"update_rate": 0.3}, {"padding": "zeros"},
+                                     {"padding": "zeros", "split_relu": False, "filters": "side"}])
 def test_fast_rollout_matches_plain_states_and_gradients(options, backend):
     model = make_model(**options)
     (plain, plain_grads), (quick, quick_grads) = plain_and_fast(model, seed_like_state(), backend=backend)
@@ -149,8 +150,9 @@ def test_checkpointed_rollout_gives_the_plain_gradients(every, backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_gradient_with_respect_to_the_state(backend):
-    model = make_model()
+@pytest.mark.parametrize("padding", nca.PADDINGS)
+def test_gradient_with_respect_to_the_state(backend, padding):
+    model = make_model(padding=padding)
     start = seed_like_state(batch=1, height=9, width=11)
     gradients = []
     for run in (lambda s, g: model.rollout(s, 6, generator=g),
@@ -214,8 +216,9 @@ def test_without_the_twister_the_kernel_draws_masks_with_torch_rand(monkeypatch)
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("width", [24, 13, 3])      # whole vectors of 8 cells, a partial one, a tiny grid
-def test_inference_stores_nothing_and_matches(backend, width):
-    model = make_model()
+@pytest.mark.parametrize("padding", nca.PADDINGS)
+def test_inference_stores_nothing_and_matches(backend, width, padding):
+    model = make_model(padding=padding)
     state = seed_like_state(width=width)
     with torch.no_grad():
         plain = model.rollout(state, STEPS, generator=torch.Generator().manual_seed(5))
@@ -357,3 +360,23 @@ def test_benchmark_prints_its_table(capsys):
     plain = next(row for row in rows if row["variant"] == "plain")
     assert plain["speedup"] == pytest.approx(1.0)
     assert all(row["train_s"] > 0 and row["updates_per_s"] > 0 for row in rows)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_padding_is_what_lies_beyond_the_border(backend):
+    """One bright cell at the left edge: with wrap-around the grid's last column (its neighbour
+    across the border) feels it after one step; with zero padding the last column does not."""
+    state = torch.zeros(1, 12, 8, 8)
+    state[:, :, 3, 0] = 1.0
+    right_column = {}
+    for padding in nca.PADDINGS:
+        model = make_model(padding=padding, update_rate=1.0)    # every value updates: no random mask
+        with torch.no_grad():
+            plain = model(state)
+            quick = fast.infer(model, state, 1, backend=backend)
+        torch.testing.assert_close(quick, plain, atol=1e-6, rtol=0)
+        right_column[padding] = plain[:, :, 3, -1]
+    with torch.no_grad():
+        untouched = make_model(padding="zeros", update_rate=1.0)(torch.zeros(1, 12, 8, 8))[:, :, 3, -1]
+    assert (right_column["circular"] - untouched).abs().max() > 1e-4    # the wrapped neighbour was felt
+    torch.testing.assert_close(right_column["zeros"], untouched)        # nothing comes across the edge

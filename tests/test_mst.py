@@ -421,3 +421,15 @@ def test_precision_recall_over_thresholds_ranks_drawings_without_choosing_one_th
     assert everywhere["average_precision"] == pytest.approx(float(edge_share), rel=1e-6)
     with pytest.raises(ValueError, match="threshold"):
         mst_metrics.precision_recall(batch.targets, batch, thresholds=[0.0, 0.5])
+
+
+def test_the_task_world_has_edges_by_default_and_a_continued_model_keeps_its_padding(tmp_path):
+    settings = mst.Settings()
+    assert settings.padding == "zeros" and mst.new_model(settings).rule().padding == "zeros"
+    assert mst.new_model(mst.Settings(padding="circular")).rule().padding == "circular"
+    with pytest.raises(ValueError, match="padding"):
+        mst.Settings(padding="torus")
+    saved = nca.save_model(nca.NCA(padding="circular"), tmp_path / "wrapped.pt")
+    with pytest.raises(ValueError, match="--padding circular"):
+        mst.new_model(mst.Settings(init=str(saved)))
+    assert mst.new_model(mst.Settings(init=str(saved), padding="circular")).padding == "circular"

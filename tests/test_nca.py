@@ -74,6 +74,34 @@ def test_perceive_equals_a_direct_sum_with_wraparound():
     assert torch.allclose(result, expected, atol=1e-5)
 
 
+def test_zero_padding_reads_zeros_beyond_the_border():
+    state = random_state(batch=1, size=6)
+    filters = nca.perception_filters()
+    padded = torch.zeros(1, 12, 8, 8)
+    padded[..., 1:-1, 1:-1] = state
+    expected = torch.zeros_like(state)
+    for y in range(6):
+        for x in range(6):      # each cell: its 3x3 window of the zero-padded grid times the filter
+            window = padded[0, :, y:y + 3, x:x + 3]
+            expected[0, :, y, x] = (window * filters[:, 0]).sum(dim=(1, 2))
+    torch.testing.assert_close(nca.perceive(state, filters, padding="zeros"), expected, atol=1e-5, rtol=0)
+    interior = (slice(None), slice(None), slice(1, -1), slice(1, -1))   # away from the border both agree
+    torch.testing.assert_close(nca.perceive(state, filters)[interior], expected[interior], atol=1e-5, rtol=0)
+    assert not torch.allclose(nca.perceive(state, filters), expected, atol=1e-3)
+    with pytest.raises(ValueError, match="padding"):
+        nca.perceive(state, filters, padding="reflect")
+
+
+def test_a_model_saved_before_padding_existed_loads_with_wrap_around(tmp_path):
+    model = nca.NCA(padding="zeros")
+    path = nca.save_model(model, tmp_path / "m.pt")
+    assert nca.load_model(path).padding == "zeros"
+    info = json.loads(path.with_suffix(".json").read_text())
+    del info["config"]["padding"]                  # what the JSON of an older save holds
+    path.with_suffix(".json").write_text(json.dumps(info))
+    assert nca.load_model(path).rule().padding == "circular"
+
+
 def test_perceive_rejects_bad_states():
     with pytest.raises(ValueError, match=r"\[batch, 12, height, width\]"):
         nca.perceive(torch.zeros(12, 8, 8), nca.perception_filters())
@@ -106,7 +134,7 @@ def test_the_rule_is_frozen_and_round_trips_through_the_config():
         rule.update_rate = 0.5
     # config() is the rule as a dict, with the keys (and their order) that saved JSON files hold
     assert model.config() == dataclasses.asdict(rule)
-    assert list(model.config()) == ["channels", "split_relu", "filters", "update_rate", "update_per"]
+    assert list(model.config()) == ["channels", "split_relu", "filters", "update_rate", "update_per", "padding"]
     assert nca.NCA(**model.config()).rule() == rule
     assert nca.NCA(**dataclasses.asdict(rule)).config() == model.config()
     assert nca.NCA().rule() == nca.Rule() and nca.Rule().inputs == 48 and rule.inputs == 24
@@ -125,6 +153,7 @@ def test_bad_rule_options_are_clear_errors():
     ({"filters": None}, "filter kind"), ({"update_rate": "0.5"}, "update_rate"),
     ({"update_rate": float("nan")}, "update_rate must be a finite"), ({"update_rate": float("inf")}, "finite"),
     ({"update_rate": -0.1}, "update_rate"), ({"update_per": ["cell"]}, "update_per"),
+    ({"padding": "reflect"}, "padding"), ({"padding": 0}, "padding"),
 ])
 def test_options_of_the_wrong_type_name_the_argument(options, name):
     # the Rule checks them, so NCA(...) and a saved config (through NCA(**config)) give the same error

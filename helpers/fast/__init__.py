@@ -4,7 +4,7 @@ Chapter 03 teaches the rule in its plainest form (``NCA.forward``): pad, perceiv
 split into signs, concatenate again, 1x1 convolution, random mask. That form is the lesson; this
 package computes *exactly the same states and gradients* with less work for the machine. What it
 runs is the model's frozen ``nca.Rule`` (``model.rule()``: channels, split_relu, filters,
-update_rate, update_per) with the model's weight, bias and filter tensors. A whole rollout is ONE
+update_rate, update_per, padding) with the model's weight, bias and filter tensors. A whole rollout is ONE
 ``torch.autograd.Function`` whose forward records nothing and whose backward is written by hand;
 it needs only the state before each step and that step's mask (1 byte per value).
 
@@ -62,8 +62,9 @@ given the gradient ``gy`` of the loss with respect to ``y``:
                                                        and passes the gradient where f is NaN)
     gx      = gy + gf_state + P^T gf_perception
 
-``P^T``, the adjoint of a circular depthwise convolution, is the same convolution with every 3x3
-filter rotated by 180 degrees.
+``P^T``, the adjoint of a depthwise convolution, is the same convolution with every 3x3 filter
+rotated by 180 degrees, with the same padding (wrapped around, or zeros: the adjoint of "pad with
+zeros, then convolve" pads the gradient with zeros too).
 
 Non-finite values behave as in the plain model: NaN and inf propagate through both backends as
 through PyTorch's operations (``relu(NaN)`` is NaN, ``0 * inf`` is NaN), so a diverging rollout is

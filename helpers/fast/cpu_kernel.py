@@ -262,9 +262,9 @@ def compile_library(compiler: str, flags: list[str], folder: Path | None = None)
 def declare(library) -> None:
     """The C signatures, so that ctypes converts and checks every argument."""
     pointer, integer, long_ = ctypes.c_void_p, ctypes.c_int, ctypes.c_long
-    library.nca_step.argtypes = [pointer] * 6 + [integer] * 7
+    library.nca_step.argtypes = [pointer] * 6 + [integer] * 8
     library.nca_step.restype = None
-    library.nca_step_backward.argtypes = [pointer] * 10 + [integer] * 7
+    library.nca_step_backward.argtypes = [pointer] * 10 + [integer] * 8
     library.nca_step_backward.restype = None
     library.nca_random_mask.argtypes = [pointer, long_, ctypes.c_uint64, ctypes.c_uint64, integer]
     library.nca_random_mask.restype = None

@@ -3,7 +3,7 @@
 Each step is one call into ``csrc/nca_cpu.cpp`` (built and loaded by ``cpu_kernel``): one pass
 over the grid, the 48 features of a cell kept in vector registers, eight cells of a row computed
 together, rows shared between threads (OpenMP). States are plain ``[B, C, H, W]`` grids (the
-kernel wraps around by itself) and masks are bytes (``bool``).
+kernel pads by itself: wrapped around, or zeros) and masks are bytes (``bool``).
 
 Exact masks come from the kernel too when it can (``cpu_kernel.draw_rand_mask``: the generator's
 own Mersenne Twister, the same values as ``torch.rand`` about ten times faster), else from
@@ -96,7 +96,9 @@ class KernelWorkspace:
         """The trailing arguments of the kernel's step functions: the grid, the rule's options, threads."""
         batch, channels, height, width = self.shape
         update_per_channel = self.rule.update_per == "channel"
-        return batch, channels, height, width, int(self.rule.split_relu), int(update_per_channel), self.threads
+        zero_padding = self.rule.padding == "zeros"
+        return (batch, channels, height, width, int(self.rule.split_relu), int(update_per_channel), int(zero_padding),
+                self.threads)
 
     # Every buffer handed to the kernel is checked for its dtype and shape (cpu_kernel.pointer): the
     # C++ side reads raw memory, so a float64 or smaller buffer would be misread, not refused.

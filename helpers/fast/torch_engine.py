@@ -4,7 +4,8 @@ operations on buffers allocated once per rollout. It runs anywhere PyTorch runs 
 * **no fresh memory inside the loop** (``out=`` arguments): on a virtual machine every fresh page
   costs a page fault, and the plain version makes about twenty new multi-megabyte tensors per step;
 * **padding for free**: each new state is written straight into the middle of a grid one cell
-  larger on every side; only the four thin borders are copied to wrap around;
+  larger on every side; only the four thin borders are copied to wrap around (or set to 0 for
+  ``padding="zeros"``);
 * **no concatenations**: ``relu(f)`` and ``min(f, 0)`` (equal to ``-relu(-f)``) are written
   straight into the quarters of one 48-channel buffer, plus a channel of ones, so that one matrix
   product per image, ``[C, 48 + 1] @ [48 + 1, H*W]``, applies weights *and* bias, and its
@@ -23,8 +24,9 @@ class TorchWorkspace:
     """One rollout's constants (rule, filters, parameters) and the buffers it reuses.
 
     A state lives inside a *padded* grid ``[B, C, H + 2, W + 2]``: its interior is the state and
-    its one-cell border repeats the opposite edge (circular padding). Writing each new state
-    straight into the interior of such a grid means padding costs only the four thin borders.
+    its one-cell border repeats the opposite edge (circular padding) or holds zeros (zero padding).
+    Writing each new state straight into the interior of such a grid means padding costs only the
+    four thin borders.
     """
 
     def __init__(self, rule: nca.Rule, filters: torch.Tensor, shape, dtype, device,
@@ -76,7 +78,7 @@ class TorchWorkspace:
 
     def set_state(self, buffer: torch.Tensor, state: torch.Tensor) -> None:
         buffer[..., 1:-1, 1:-1] = state
-        self.wrap(buffer)
+        self.fill_border(buffer)
 
     @staticmethod
     def interior(buffer: torch.Tensor) -> torch.Tensor:
@@ -99,6 +101,24 @@ class TorchWorkspace:
         return self.mask
 
     # -- the forward step ---------------------------------------------------------------
+
+    def fill_border(self, padded: torch.Tensor) -> torch.Tensor:
+        """The one-cell border of a padded grid, as the rule's padding says: wrapped or zeros.
+
+        Zero padding's adjoint is zero padding too, so the backward pass (which pads the
+        perception's gradient the same way) gets ``P^T`` right for both."""
+        if self.rule.padding == "zeros":
+            return self.zero_border(padded)
+        return self.wrap(padded)
+
+    @staticmethod
+    def zero_border(padded: torch.Tensor) -> torch.Tensor:
+        """Set the border of a padded grid to 0 (the cells beyond the edge of a flat world)."""
+        padded[..., 0, :] = 0.0
+        padded[..., -1, :] = 0.0
+        padded[..., :, 0] = 0.0
+        padded[..., :, -1] = 0.0
+        return padded
 
     @staticmethod
     def wrap(padded: torch.Tensor) -> torch.Tensor:
@@ -134,7 +154,7 @@ class TorchWorkspace:
                      out=self.delta.view(batch, channels, height * width))
         # The stochastic update in one pass: next = state + delta * mask.
         torch.addcmul(padded[..., 1:-1, 1:-1], self.delta, mask, out=out_padded[..., 1:-1, 1:-1])
-        return self.wrap(out_padded)
+        return self.fill_border(out_padded)
 
     # -- the backward step --------------------------------------------------------------
 
@@ -164,6 +184,6 @@ class TorchWorkspace:
         # gx = gy + gf_state + P^T gf_perception (P^T: the same convolution, filters rotated)
         grad_padded = self.grad_padded
         grad_padded[..., 1:-1, 1:-1] = grad_f[:, channels:]
-        back = F.conv2d(self.wrap(grad_padded), self.filters_flipped, groups=channels)
+        back = F.conv2d(self.fill_border(grad_padded), self.filters_flipped, groups=channels)
         torch.add(grad_out, grad_f[:, :channels], out=grad_in)
         return grad_in.add_(back)

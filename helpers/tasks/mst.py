@@ -34,7 +34,7 @@ from . import run
 from .mst_metrics import THRESHOLD, score_drawings, summary
 
 CANVAS = 100             # side of the square canvas, in pixels
-MARGIN = 10              # points keep this far from every border (the NCA's world wraps around)
+MARGIN = 10              # points keep this far from every border
 MIN_POINTS, MAX_POINTS = 3, 15
 MIN_SPACING = 8.0        # points are at least this far apart, so their discs never touch
 POINT_RADIUS = 2.0       # radius of an input disc (where its anti-aliased rim is half grey)
@@ -375,6 +375,8 @@ class Settings(TrainConfig):
     extra_ink_weight: float = setting(0.5, "weight of extra ink in the loss; missing ink weighs 1 (1.0: symmetric)")
     eval_steps: int = setting(96, "rollout steps of the held-out measurement")
     chapter_count: int = setting(50, "held-out tasks of the chapter's 100x100 measurement (slow on a CPU)")
+    padding: str = setting("zeros", "what the NCA sees beyond the canvas's border: zeros (a flat world with edges, "
+                                    "as the planar MST it must draw) or circular (the world wraps around)")
     init: str = setting("", "continue from these saved weights (NAME.pt with NAME.json beside it)")
     # the pool loop's sizes for this task
     iterations: int = setting(8000, "optimizer steps")
@@ -397,6 +399,8 @@ class Settings(TrainConfig):
             raise ValueError(f"need eval_steps >= 1 and chapter_count >= 1, got {self.eval_steps}, "
                              f"{self.chapter_count}")
         check_extra_ink_weight(self.extra_ink_weight)
+        if self.padding not in nca.PADDINGS:
+            raise ValueError(f"padding must be one of {nca.PADDINGS}, got {self.padding!r}")
 
     def task_settings(self) -> dict:
         """How the tasks are drawn (the keyword arguments of ``make_tasks``)."""
@@ -405,8 +409,15 @@ class Settings(TrainConfig):
 
 
 def new_model(settings: Settings) -> nca.NCA:
-    """The untrained rule of chapter 03, or the saved one ``settings.init`` names (to continue training)."""
-    return nca.load_model(settings.init) if settings.init else nca.NCA()
+    """The untrained rule of chapter 03 with the task's padding, or the saved one ``settings.init``
+    names (to continue training; its padding must be the settings' padding)."""
+    if not settings.init:
+        return nca.NCA(padding=settings.padding)
+    model = nca.load_model(settings.init)
+    if model.padding != settings.padding:
+        raise ValueError(f"{settings.init} was trained with padding {model.padding!r}, these settings say "
+                         f"{settings.padding!r}: pass --padding {model.padding} to continue training it")
+    return model
 
 
 def make_samples(settings: Settings, device=None):

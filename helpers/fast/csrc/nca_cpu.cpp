@@ -5,7 +5,8 @@
 // order of the sums, NaN and inf included (they propagate as through PyTorch's operations: no
 // comparison here may turn a NaN into a number):
 //
-//   p = P x                      depthwise 3x3 convolution with wraparound (one filter per channel)
+//   p = P x                      depthwise 3x3 convolution (one filter per channel), wrapping around
+//                                the edges or, with zero_padding, reading 0 beyond them
 //   s = [relu(x), relu(p), min(x, 0), min(p, 0)]          (or [x, p] without the sign split)
 //   y = x + m * (W s + b)        m: this step's 0/1 update mask
 //
@@ -17,7 +18,8 @@
 //
 // Layout: every tensor is a contiguous float32 [B, C, H, W] (masks: uint8 [B, C or 1, H, W]);
 // the weights are [C, K] with K = 4C (or 2C), filters [C, 9], row-major 3x3. The rule's options
-// keep the names of helpers.nca.Rule: split_relu, and update_per_channel for update_per == "channel".
+// keep the names of helpers.nca.Rule: split_relu, update_per_channel for update_per == "channel", and
+// zero_padding for padding == "zeros".
 
 #include <cstdint>
 #include <cstdlib>
@@ -42,6 +44,7 @@ struct Rule {
 
 struct Grid {
     int batch, channels, height, width;
+    int zero_padding;       // 1: cells beyond the border read as 0; 0: the grid wraps around
     long plane() const { return (long)height * width; }
     long image() const { return channels * plane(); }
     int rows() const { return batch * height; }
@@ -67,18 +70,24 @@ static inline void store(float* p, v8 v, int n) {
     else std::memcpy(p, &v, sizeof(float) * n);
 }
 
-// Rows y-1, y, y+1 of every channel of one image, with one wrapped cell on each side:
+// Rows y-1, y, y+1 of every channel of one image, with one padding cell on each side:
 // rows[(c * 3 + r) * stride + 1 + x] holds channel c at row y + r - 1, column x (x = -1 .. W).
+// Beyond the border: the opposite edge (wrap around), or 0 with zero padding.
 static void load_rows(const float* image, const Grid& g, int y, float* rows) {
     const int stride = g.row_buffer(), w = g.width;
     for (int c = 0; c < g.channels; ++c) {
         for (int r = 0; r < 3; ++r) {
-            const int source_row = (y + r - 1 + g.height) % g.height;
-            const float* source = image + c * g.plane() + (long)source_row * w;
             float* target = rows + (c * 3 + r) * stride;
-            target[0] = source[w - 1];
+            const int row = y + r - 1;
+            if (g.zero_padding && (row < 0 || row >= g.height)) {
+                std::memset(target, 0, sizeof(float) * (w + 2));
+                continue;
+            }
+            const int source_row = (row + g.height) % g.height;
+            const float* source = image + c * g.plane() + (long)source_row * w;
+            target[0] = g.zero_padding ? 0.0f : source[w - 1];
             std::memcpy(target + 1, source, sizeof(float) * w);
-            target[w + 1] = source[0];
+            target[w + 1] = g.zero_padding ? 0.0f : source[0];
         }
     }
 }
@@ -249,6 +258,7 @@ static inline void feature_gradient(const float* weight, const v8* grad, int C, 
 //   gf = gs_relu [f > 0] + gs_min [f < 0]       for f = x and f = p (slope 0 at f = 0, as torch;
 //                                               both halves pass the gradient where f is NaN, as torch)
 //   gx = gy + gf_x + P^T gf_p        P^T: the same convolution with every filter rotated by 180 deg
+//                                    and the same padding (the adjoint of zero padding pads with 0)
 template <int FIXED_C>
 static void step_backward(const float* x, const uint8_t* mask, const float* gy, float* gx, float* grad_wb,
                           float* gp, const float* weight, const float* bias, const float* filters,
@@ -277,7 +287,7 @@ static void step_backward(const float* x, const uint8_t* mask, const float* gy, 
                 v8* s = s_row.data() + j * K;
                 v8* grad = g_row.data() + j * C;
                 features(rows.data(), stride, x0, rule, state, s);
-                // The lanes of the last vector of a row that lie outside the grid read the wrapped
+                // The lanes of the last vector of a row that lie outside the grid read the padding
                 // cell and zeros: set their features to 0, so that a NaN or inf there cannot reach
                 // dW (as 0 * NaN) where the plain model has no such cell.
                 if (n < LANES) {
@@ -332,14 +342,14 @@ extern "C" {
 
 // The one place the kernel's version is written (helpers.fast.cpu_kernel.version() reports it; raise
 // it when a function below changes), and the most channels the kernel runs (Python asks, too).
-int nca_kernel_version() { return 4; }
+int nca_kernel_version() { return 5; }
 
 int nca_kernel_max_channels() { return MAX_CHANNELS; }
 
 void nca_step(const float* x, const uint8_t* mask, float* y, const float* weight, const float* bias,
               const float* filters, int batch, int channels, int height, int width, int split_relu,
-              int update_per_channel, int threads) {
-    const Grid g{batch, channels, height, width};
+              int update_per_channel, int zero_padding, int threads) {
+    const Grid g{batch, channels, height, width, zero_padding};
     if (channels == 12) step<12>(x, mask, y, weight, bias, filters, g, split_relu, update_per_channel, threads);
     else step<0>(x, mask, y, weight, bias, filters, g, split_relu, update_per_channel, threads);
 }
@@ -347,8 +357,8 @@ void nca_step(const float* x, const uint8_t* mask, float* y, const float* weight
 void nca_step_backward(const float* x, const uint8_t* mask, const float* gy, float* gx, float* grad_wb,
                        float* gp, const float* weight, const float* bias, const float* filters,
                        const float* filters_flipped, int batch, int channels, int height, int width,
-                       int split_relu, int update_per_channel, int threads) {
-    const Grid g{batch, channels, height, width};
+                       int split_relu, int update_per_channel, int zero_padding, int threads) {
+    const Grid g{batch, channels, height, width, zero_padding};
     if (channels == 12)
         step_backward<12>(x, mask, gy, gx, grad_wb, gp, weight, bias, filters, filters_flipped, g, split_relu,
                           update_per_channel, threads);
