@@ -11,9 +11,11 @@ Everything a chapter needs to know about its machine is decided here, in one pla
 * ``setup()``        what the set-up cell of every notebook calls: on Colab it installs only
                      the packages Colab lacks; everywhere it prints versions, device and mode.
 
-The repository URL lives in ONE place, ``REPO_URL`` below. Every notebook's set-up cell is the
-text ``SETUP_CELL``; after changing the URL run ``python -m helpers.env --write-setup-cells``
-to rewrite the set-up cell of every notebook (a test checks they match).
+The repository URL and the course version live in ONE place, ``REPO_URL`` and ``COURSE_VERSION``
+below. Every notebook's set-up cell is the text ``SETUP_CELL``; after changing either run
+``python -m helpers.env --write-setup-cells`` to rewrite the set-up cell of every notebook (a test
+checks they match). On Colab the cell fetches the git tag ``COURSE_REF`` (``v`` + the version) of the
+repository; ``DSOS_REPO_URL`` and ``DSOS_COURSE_REF`` override both without editing any code.
 """
 from __future__ import annotations
 
@@ -30,11 +32,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-#: The one place that names the course repository (used by the Colab set-up cell).
+#: The one place that names the course repository (used by the Colab set-up cell and the badges).
+#: A learner overrides it without editing code: ``%env DSOS_REPO_URL=...`` above the set-up cell.
 REPO_URL = "https://github.com/dsos-course/differentiable-self-organizing-systems"
 
-#: Where the set-up cell clones the repository on Colab.
+#: The course version the notebooks of this commit belong to (also pyproject.toml's version; a test
+#: keeps the two equal). On Colab the set-up cell fetches the git tag ``COURSE_REF`` of REPO_URL, so
+#: a notebook runs with the helpers and data of its own release. Releasing: bump both, run
+#: ``python -m helpers.env --write-setup-cells``, commit, then ``git tag v<version>`` and push the tag.
+#: Until that tag is on the remote the cell fetches the newest commit instead and says so.
+COURSE_VERSION = "0.1.0"
+COURSE_REF = f"v{COURSE_VERSION}"
+
+#: Where the set-up cell keeps the repository on Colab.
 COLAB_CLONE_DIR = "/content/dsos"
+
+#: The environment variables that redirect the Colab set-up cell (documented in README).
+REPO_URL_ENV = "DSOS_REPO_URL"
+COURSE_REF_ENV = "DSOS_COURSE_REF"
 
 #: The root of the repository (the folder that holds helpers/, data/, notebooks/).
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -53,17 +68,64 @@ NOTEBOOK_PACKAGES = [
 ]
 NEVER_INSTALL = {"torch", "numpy", "matplotlib", "torchvision"}
 
+#: The set-up cell, generated (``write_setup_cells``) into every notebook. It must run before
+#: ``helpers`` can be imported, so it is plain Python with nothing but the standard library and git.
+#: On Colab, ``fetch_course`` makes ``COLAB_CLONE_DIR`` hold exactly ``COURSE_REF`` of ``REPO_URL``:
+#: a fresh clone, a stale copy refreshed (fetch + checkout), or, when the remote cannot be reached,
+#: the copy already there with a warning; with no copy at all it stops with what failed and what to do.
 SETUP_CELL = f'''\
-# Set-up (the same cell in every chapter). On Colab it fetches the course code and data and
-# installs only what Colab lacks; elsewhere it only makes sure `helpers` can be imported.
+# Set-up (the same cell in every chapter). On Colab it fetches the course (code and data) at the
+# version this notebook belongs to and installs only what Colab lacks; elsewhere it only makes sure
+# `helpers` can be imported. To fetch a fork or mirror instead, run first, in a cell above this one:
+#   %env {REPO_URL_ENV}=https://github.com/OWNER/REPO      (and %env {COURSE_REF_ENV}=main for its newest commit)
 import importlib.util, os, subprocess, sys
-REPO_URL = "{REPO_URL}"  # defined in helpers/env.py
+REPO_URL = os.environ.get("{REPO_URL_ENV}") or "{REPO_URL}"
+COURSE_REF = os.environ.get("{COURSE_REF_ENV}") or "{COURSE_REF}"  # this notebook's course version (a git tag)
+CLONE_DIR = "{COLAB_CLONE_DIR}"
+
+
+def fetch_course(url=REPO_URL, ref=COURSE_REF, folder=CLONE_DIR):
+    """Make `folder` hold version `ref` of the course at `url`: clone it, or refresh a stale copy."""
+    def git(*args):
+        return subprocess.run(["git", "-C", folder, *args], capture_output=True, text=True,
+                              env={{**os.environ, "GIT_TERMINAL_PROMPT": "0"}})
+    os.makedirs(folder, exist_ok=True)
+    if not os.path.isdir(os.path.join(folder, ".git")):
+        git("init", "--quiet")
+    before = git("rev-parse", "--verify", "--quiet", "HEAD").stdout.strip()
+    got = git("fetch", "--quiet", "--depth", "1", url, ref)
+    if got.returncode != 0 and git("fetch", "--quiet", "--depth", "1", url, "HEAD").returncode == 0:
+        print(f"Note: {{url}} has no version {{ref!r}} (tag not pushed?); using its newest commit (not pinned).")
+        ref = "newest"
+    elif got.returncode != 0 and before:
+        print(f"Warning: could not fetch {{url}} ({{got.stderr.strip()}}); using the copy already in {{folder}} "
+              f"(commit {{before[:7]}}), which may not be version {{ref!r}}.")
+        return before
+    elif got.returncode != 0:
+        raise RuntimeError(
+            f"The set-up cell could not fetch the course from {{url}} (version {{ref!r}}).\\n"
+            f"git said: {{got.stderr.strip()}}\\n"
+            "What to do: check that the address opens in a browser (git asks for a user name when a "
+            "repository does not exist or is private); to use a fork or mirror, run "
+            "%env {REPO_URL_ENV}=https://github.com/OWNER/REPO in a cell above, then run this cell again.") from None
+    after = git("rev-parse", "FETCH_HEAD").stdout.strip()
+    if after == before:
+        print(f"The course in {{folder}} is at {{ref}} (commit {{after[:7]}}) from {{url}}")
+        return after
+    moved = git("checkout", "--quiet", "--detach", after)
+    if moved.returncode != 0:
+        print(f"Warning: could not update {{folder}} to {{ref}} ({{moved.stderr.strip()}}); it stays at commit "
+              f"{{before[:7]}}. To discard local changes there: !git -C {{folder}} checkout --force {{after[:7]}}")
+        return before
+    print(f"Fetched the course {{ref}} (commit {{after[:7]}}) from {{url}} into {{folder}}"
+          + (f", replacing commit {{before[:7]}}" if before else ""))
+    return after
+
+
 if importlib.util.find_spec("helpers") is None:
     if "google.colab" in sys.modules:
-        if not os.path.isdir("{COLAB_CLONE_DIR}"):
-            print("Fetching the course from", REPO_URL)
-            subprocess.run(["git", "clone", "--quiet", "--depth", "1", REPO_URL, "{COLAB_CLONE_DIR}"], check=True)
-        sys.path.insert(0, "{COLAB_CLONE_DIR}")
+        fetch_course()
+        sys.path.insert(0, CLONE_DIR)
     elif os.path.isdir(os.path.join("..", "helpers")):
         sys.path.insert(0, os.path.abspath(".."))
 from helpers import env
@@ -108,14 +170,24 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
+#: What runs when ``DSOS_QUICK`` is unset on a machine with a CUDA GPU. "quick": a chapter finishes
+#: top to bottom in minutes (about 10 to 30 s each on a 2-core CPU, measured under pytest), so a
+#: learner on a Colab GPU runtime gets through a tutorial; the reference training is one switch away
+#: (``DSOS_QUICK=0``). Full mode's GPU times are NOT measured yet (no GPU was available): once
+#: ``python -m helpers.env --time-notebooks`` on a GPU shows that every chapter's full mode fits a
+#: tutorial, this may become "full". Without a GPU the default is always quick.
+GPU_DEFAULT_MODE = "quick"
+
+
 def is_quick() -> bool:
     """True in quick mode (small grids, few iterations), False in full mode.
 
-    Read from ``DSOS_QUICK`` (``1``/``0``); when it is unset, quick unless a CUDA GPU is present.
+    Read from ``DSOS_QUICK`` (``1``/``0``); when it is unset: quick without a CUDA GPU, and
+    ``GPU_DEFAULT_MODE`` (quick, until full mode's GPU time is measured) with one.
     """
     raw = os.environ.get("DSOS_QUICK")
     if raw is None or raw.strip() == "":
-        return not torch.cuda.is_available()
+        return not torch.cuda.is_available() or GPU_DEFAULT_MODE != "full"
     value = raw.strip().lower()
     if value in _TRUE:
         return True
@@ -166,7 +238,7 @@ def start_chapter(seed: int = 0, threads: int | str | None = "auto", verbose: bo
     """
     device = get_device()
     seed_everything(seed)
-    torch.set_flush_denormal(True)
+    flush_denormals()
     if threads == "auto":
         threads = 1 if device.type == "cpu" and is_quick() else None
     if threads is not None:
@@ -176,6 +248,20 @@ def start_chapter(seed: int = 0, threads: int | str | None = "auto", verbose: bo
     if verbose:
         print(f"device: {describe_device(device)} | mode: {mode_name()} | seed: {seed}")
     return device
+
+
+def flush_denormals() -> bool:
+    """``torch.set_flush_denormal(True)``, after NumPy has read its float limits; returns torch's answer.
+
+    With flushing on, the CPU treats subnormal numbers as zero, and NumPy (up to 2.3 at least, e.g.
+    Colab's 2.1) computes ``np.finfo`` of a float type the first time it is asked, finds its smallest
+    subnormal "equal" to zero and warns "The value of the smallest subnormal for <class
+    'numpy.float32'> type is zero." twice per type. Reading ``finfo`` of every float type first fills
+    NumPy's cache with the true values, so later calls (matplotlib, torch, our code) stay silent.
+    """
+    for dtype in (np.float16, np.float32, np.float64, np.longdouble):
+        np.finfo(dtype)
+    return torch.set_flush_denormal(True)
 
 
 # ------------------------------------------------------------------------------ environment
@@ -246,7 +332,23 @@ def setup(verbose: bool = True) -> dict:
               f"(DSOS_QUICK={'1' if info['quick'] else '0'})")
         if info["colab"]:
             print("installed: " + (", ".join(installed) if installed else "nothing (Colab had everything)"))
+        print(mode_advice(device, info["colab"]))
     return info
+
+
+def mode_advice(device: torch.device, colab: bool) -> str:
+    """One line on what the current mode does and how to get the other (printed by ``setup``)."""
+    chosen = os.environ.get("DSOS_QUICK", "").strip() != ""
+    if not is_quick():
+        return ("full mode: the reference trainings (chapter 03: tens of thousands of iterations); on a GPU "
+                "their time is not measured yet. For a short run set DSOS_QUICK=1 before the set-up cell.")
+    line = ("quick mode: small grids and a few dozen iterations, then the shipped pretrained models show the "
+            "real results. For the reference trainings set DSOS_QUICK=0 before the set-up cell")
+    if device.type == "cuda" and not chosen:
+        line += " (quick is the default on a GPU too: full mode's GPU time is not measured yet)"
+    elif device.type == "cpu" and colab:
+        line += " after switching to a GPU (Runtime > Change runtime type > T4 GPU)"
+    return line + "."
 
 
 # ------------------------------------------------------------------- notebook maintenance
@@ -282,10 +384,47 @@ def write_setup_cells(notebook_dir: Path = REPO_ROOT / "notebooks") -> list[Path
     return changed
 
 
+def time_notebooks(paths, quick: bool, timeout: float = 3600.0) -> list[tuple[str, float]]:
+    """Run each notebook top to bottom in a fresh kernel (quick or full mode); return (name, seconds).
+
+    The measurement behind README's chapter times: ``python -m helpers.env --time-notebooks [--full]``.
+    """
+    import time
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    results = []
+    previous = os.environ.get("DSOS_QUICK")
+    os.environ["DSOS_QUICK"] = "1" if quick else "0"        # the kernel inherits this process's environment
+    try:
+        for path in map(Path, paths):
+            notebook = nbformat.read(path, as_version=4)
+            client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+                                    resources={"metadata": {"path": str(path.parent)}})
+            start = time.perf_counter()
+            client.execute()
+            results.append((path.name, time.perf_counter() - start))
+            print(f"{path.name}: {results[-1][1]:.0f} s", flush=True)
+    finally:
+        if previous is None:
+            os.environ.pop("DSOS_QUICK", None)
+        else:
+            os.environ["DSOS_QUICK"] = previous
+    return results
+
+
 if __name__ == "__main__":
     if "--write-setup-cells" in sys.argv:
         for written in write_setup_cells():
             print("rewrote the set-up cell of", written.name)
+    elif "--time-notebooks" in sys.argv:
+        full = "--full" in sys.argv
+        chosen = [arg for arg in sys.argv[1:] if arg.endswith(".ipynb")]
+        paths = chosen or sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+        print(f"device: {describe_device()} | mode: {'full' if full else 'quick'} | one fresh kernel per notebook")
+        total = sum(seconds for _, seconds in time_notebooks(paths, quick=not full))
+        print(f"total: {total:.0f} s")
     else:
         setup()
         for name, version in versions().items():

@@ -1,6 +1,8 @@
 """helpers.env: device choice, quick/full switch, seeding, Colab set-up, the set-up cell."""
 import json
+import os
 import random
+import subprocess
 import sys
 
 import numpy as np
@@ -22,12 +24,46 @@ def test_quick_switch_reads_the_environment(monkeypatch, value, quick):
     assert env.pick(quick="q", full="f") == ("q" if quick else "f")
 
 
-def test_quick_default_follows_cuda(monkeypatch):
+def test_quick_is_the_default_everywhere_until_full_mode_is_measured_on_a_gpu(monkeypatch):
     monkeypatch.delenv("DSOS_QUICK", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert env.is_quick() is True
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert env.GPU_DEFAULT_MODE == "quick" and env.is_quick() is True     # a Colab GPU runtime: the tutorial size
+    monkeypatch.setattr(env, "GPU_DEFAULT_MODE", "full")                  # the one constant that changes it
     assert env.is_quick() is False
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert env.is_quick() is True                                         # never full by default on a CPU
+    monkeypatch.setenv("DSOS_QUICK", "0")
+    assert env.is_quick() is False                                        # the switch to the reference budgets
+
+
+def test_mode_advice_says_what_the_mode_does_and_how_to_switch(monkeypatch):
+    monkeypatch.delenv("DSOS_QUICK", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    on_gpu = env.mode_advice(torch.device("cuda"), colab=True)
+    assert on_gpu.startswith("quick mode") and "DSOS_QUICK=0" in on_gpu and "not measured" in on_gpu
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    on_colab_cpu = env.mode_advice(torch.device("cpu"), colab=True)
+    assert "Change runtime type" in on_colab_cpu and "T4 GPU" in on_colab_cpu
+    assert "Change runtime type" not in env.mode_advice(torch.device("cpu"), colab=False)
+    monkeypatch.setenv("DSOS_QUICK", "0")
+    full = env.mode_advice(torch.device("cpu"), colab=False)
+    assert full.startswith("full mode") and "DSOS_QUICK=1" in full
+
+
+def test_course_version_is_the_package_version_and_the_pin_of_the_setup_cell():
+    tomllib = pytest.importorskip("tomllib")          # Python 3.11+
+    project = tomllib.loads((env.REPO_ROOT / "pyproject.toml").read_text())["project"]
+    assert project["version"] == env.COURSE_VERSION and env.COURSE_REF == "v" + env.COURSE_VERSION
+    assert f'or "{env.COURSE_REF}"' in env.SETUP_CELL and f'or "{env.REPO_URL}"' in env.SETUP_CELL
+    assert f'os.environ.get("{env.REPO_URL_ENV}")' in env.SETUP_CELL
+    assert f'os.environ.get("{env.COURSE_REF_ENV}")' in env.SETUP_CELL
+
+
+def test_the_setup_cell_never_installs_torch_numpy_or_matplotlib():
+    assert "pip" not in env.SETUP_CELL                    # installing is env.setup's job, which never does
+    assert {"torch", "numpy", "matplotlib"} <= env.NEVER_INSTALL
 
 
 def test_bad_quick_value_is_a_clear_error(monkeypatch):
@@ -228,6 +264,36 @@ def test_start_chapter_seeds_flushes_denormals_and_picks_threads(monkeypatch, ca
     finally:
         torch.set_num_threads(before)
         torch.set_flush_denormal(False)
+
+
+def test_numpy_reads_its_float_limits_before_denormals_are_flushed(monkeypatch):
+    """With flushing on, NumPy <= 2.3 (Colab: 2.1) warns "smallest subnormal ... is zero" when it
+    first computes finfo of a type; flush_denormals must fill NumPy's finfo cache first."""
+    seen_when_flushing = []
+
+    def recording_flush(on):
+        seen_when_flushing.append({dtype for dtype in np.finfo._finfo_cache if isinstance(dtype, np.dtype)})
+        return True
+
+    monkeypatch.setattr(np.finfo, "_finfo_cache", {})     # as in a fresh process: nothing computed yet
+    monkeypatch.setattr(torch, "set_flush_denormal", recording_flush)
+    monkeypatch.setenv("DSOS_DEVICE", "cpu")
+    env.start_chapter(seed=0, threads=None, verbose=False)
+    assert len(seen_when_flushing) == 1
+    assert {np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)} <= seen_when_flushing[0]
+
+
+def test_starting_a_chapter_prints_no_numpy_subnormal_warning():
+    code = ("import warnings; warnings.simplefilter('always')\n"
+            "from helpers import env; env.start_chapter(verbose=False)\n"
+            "import numpy as np, matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt\n"
+            "[np.finfo(t) for t in (np.float16, np.float32, np.float64, np.complex64, np.longdouble)]\n"
+            "plt.plot([0, 1e-30]); plt.savefig(__import__('io').BytesIO())\n"
+            "assert __import__('torch').tensor(1e-40).item() == 0.0\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=env.REPO_ROOT,
+                          env={**os.environ, "DSOS_DEVICE": "cpu", "DSOS_QUICK": "1"}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "subnormal" not in done.stderr
 
 
 @pytest.mark.parametrize("name", ["meta", "cpu:0x", "tpu"])
