@@ -433,3 +433,45 @@ def test_the_task_world_has_edges_by_default_and_a_continued_model_keeps_its_pad
     with pytest.raises(ValueError, match="--padding circular"):
         mst.new_model(mst.Settings(init=str(saved)))
     assert mst.new_model(mst.Settings(init=str(saved), padding="circular")).padding == "circular"
+
+
+def test_the_wrapped_tree_joins_points_across_the_border_where_that_is_shorter():
+    points = np.array([[2.0, 50.0], [97.0, 50.0], [40.0, 50.0]])   # 95 px apart on the plane, 5 px on a torus
+    assert mst.pair_length(points[0], points[1], canvas=100) == 95.0
+    assert mst.pair_length(points[0], points[1], canvas=100, wrap=True) == 5.0
+    assert mst.minimum_spanning_tree(points, canvas=100) == [(0, 2), (1, 2)]
+    assert mst.minimum_spanning_tree(points, canvas=100, wrap=True) == [(0, 1), (0, 2)]
+    central = np.array([[40.0, 40.0], [60.0, 45.0], [50.0, 60.0]])   # far from every border: the same tree
+    assert mst.minimum_spanning_tree(central, wrap=True) == mst.minimum_spanning_tree(central)
+
+
+def test_border_ink_counts_only_the_band_along_the_edge():
+    image = np.zeros((20, 20), np.float32)
+    image[5:15, 5:15] = 1.0
+    assert mst_metrics.border_ink(image) == 0.0
+    image[10, 0:6] = 1.0                                # a ray from the square to the left edge
+    band_pixels = 20 * 20 - 14 * 14
+    assert mst_metrics.border_ink(image) == pytest.approx(3 / band_pixels)
+    assert mst_metrics.border_ink(np.ones((20, 20))) == 1.0
+    with pytest.raises(ValueError, match="band"):
+        mst_metrics.border_ink(image, band=10)
+    batch = mst.make_tasks(6, np.random.default_rng(3), canvas=48, margin=6, min_points=3, max_points=6)
+    perfect = mst_metrics.score_drawings(batch.targets, batch)
+    assert perfect["border_ink"] == 0.0 and perfect["tasks_with_border_ink"] == 0.0   # targets never ink it
+    rays = batch.targets.clone()
+    rays[:3, :, 24, :] = 1.0                             # a line across the whole canvas in half the tasks
+    scored = mst_metrics.score_drawings(rays, batch)
+    assert scored["tasks_with_border_ink"] == 0.5 and scored["border_ink"] > 0
+
+
+def test_scores_over_rollout_continue_one_rollout_and_match_a_fresh_run():
+    model = nca.load_model(nca.models_dir() / "mst.pt")
+    tasks = mst.heldout_tasks(4, canvas=48, min_points=3, max_points=5, margin=6)
+    curves = mst.scores_over_rollout(model, tasks, [0, 20, 50])
+    assert curves["steps"] == [0, 20, 50] and curves["f1"][0] == 0.0 and curves["inked"][0] > 0
+    # the state after 20 + 30 steps of one generator is the state after 50 steps from the same seed
+    again = mst.summary(mst.evaluate(model, tasks, steps=50, seed=0))
+    assert curves["f1"][-1] == pytest.approx(again["f1"], abs=1e-4)
+    assert len(curves["f1_1px"]) == len(curves["exact_mst_rate"]) == 3
+    with pytest.raises(ValueError, match="increasing"):
+        mst.scores_over_rollout(model, tasks, [50, 20])

@@ -104,16 +104,27 @@ def find_root(parent: list[int], node: int) -> int:
     return node
 
 
-def minimum_spanning_tree(points, canvas: int = CANVAS) -> list[tuple[int, int]]:
+def pair_length(a, b, canvas: int = CANVAS, wrap: bool = False) -> float:
+    """The distance between two points; with ``wrap`` on a torus: the canvas's left edge touches its
+    right edge and its top its bottom, so each coordinate difference is the shorter way round."""
+    difference = np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))
+    if wrap:
+        difference = np.minimum(difference, canvas - difference)
+    return float(np.hypot(*difference))
+
+
+def minimum_spanning_tree(points, canvas: int = CANVAS, wrap: bool = False) -> list[tuple[int, int]]:
     """The Euclidean minimum spanning tree of ``points``, as a sorted list of edges ``(i, j)``, i < j.
 
     Kruskal: sort all n(n-1)/2 pairs by length; walk through them, shortest first, and keep an
     edge when its two ends are still in different components (a union-find tells), merging them.
     After n - 1 kept edges every point is connected, and no cheaper tree exists (cut property).
+    ``wrap=True`` measures lengths on a torus (``pair_length``): the tree of a world that wraps
+    around, as an NCA with circular padding lives in; the task's target is the planar tree.
     """
     points = check_points(points, canvas)
     count = len(points)
-    pairs = [(float(np.hypot(*(points[i] - points[j]))), i, j) for i in range(count) for j in range(i + 1, count)]
+    pairs = [(pair_length(points[i], points[j], canvas, wrap), i, j) for i in range(count) for j in range(i + 1, count)]
     pairs.sort()
     parent = list(range(count))
     tree = []
@@ -300,12 +311,14 @@ def paper(images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def draw_with(model, inputs: torch.Tensor, steps: int, seed: int = 0, chunk: int = 50,
-              states: torch.Tensor | None = None, engine: str = "fast") -> torch.Tensor:
+def draw_with(model, inputs: torch.Tensor | None, steps: int, seed: int = 0, chunk: int = 50,
+              states: torch.Tensor | None = None, engine: str = "fast",
+              generator: torch.Generator | None = None) -> torch.Tensor:
     """Run ``model`` for ``steps`` steps from the inputs (or from ``states``); returns the final states.
 
-    The random update masks come from a ``torch.Generator`` seeded with ``seed``, so the result is
-    the same on every run; tasks run ``chunk`` at a time to bound memory. ``engine="fast"`` runs
+    The random update masks come from a ``torch.Generator`` seeded with ``seed`` (or from
+    ``generator``, to continue a rollout where an earlier call left it), so the result is the same
+    on every run; tasks run ``chunk`` at a time to bound memory. ``engine="fast"`` runs
     ``helpers.fast.infer`` with exact masks: the same masks, drawn from the same generator, as
     ``engine="plain"`` (``model.rollout``), so both give the same states up to float rounding
     (``tests/test_tasks.py`` checks it); models that are not ``helpers.nca.NCA`` always run plain."""
@@ -314,7 +327,8 @@ def draw_with(model, inputs: torch.Tensor, steps: int, seed: int = 0, chunk: int
     use_fast = engine == "fast" and isinstance(model, nca.NCA)
     device = next(model.parameters()).device
     states = initial_states(inputs, model.channels) if states is None else states
-    generator = torch.Generator(device=device).manual_seed(seed)
+    if generator is None:
+        generator = torch.Generator(device=device).manual_seed(seed)
     finals = []
     for start in range(0, states.shape[0], chunk):
         batch = states[start:start + chunk].to(device)
@@ -324,6 +338,34 @@ def draw_with(model, inputs: torch.Tensor, steps: int, seed: int = 0, chunk: int
             final = model.rollout(batch, steps, generator=generator)
         finals.append(final.cpu())
     return torch.cat(finals)
+
+
+def scores_over_rollout(model, tasks: TaskBatch, checkpoints, seed: int = 0) -> dict:
+    """Run ``model`` on ``tasks`` once, to the last of ``checkpoints`` (increasing step counts), and
+    score the drawing at each: ``{"steps": [...], "f1": [...], "f1_1px": [...], "precision": [...],
+    ...}`` with strict and 1-pixel-tolerant pixel scores, the fraction of pixels inked and the
+    graph scores' exact-MST and cycle rates. One rollout serves every checkpoint (the state at
+    step 2000 is the state at step 1000 run 1000 steps further, with the same generator)."""
+    from . import mst_graphs  # here, not at the top: mst_graphs itself builds on this module's geometry
+    checkpoints = [int(step) for step in checkpoints]
+    if not checkpoints or checkpoints != sorted(set(checkpoints)) or checkpoints[0] < 0:
+        raise ValueError(f"checkpoints must be increasing step counts >= 0, got {checkpoints}")
+    keys = ("precision", "recall", "f1", "precision_1px", "recall_1px", "f1_1px")
+    curves = {"steps": checkpoints, **{key: [] for key in keys}, "inked": [], "exact_mst_rate": [], "cycle_rate": []}
+    states, done = initial_states(tasks.inputs, model.channels), 0
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    for step in checkpoints:
+        if step > done:
+            states = draw_with(model, None, step - done, states=states, generator=generator)
+            done = step
+        scores = score_drawings(states[:, :1], tasks)
+        graphs = mst_graphs.score_graphs(ink(states), tasks)
+        for key in keys:
+            curves[key].append(round(scores[key], 4))
+        curves["inked"].append(round(float((ink(states) >= THRESHOLD).float().mean()), 4))
+        curves["exact_mst_rate"].append(round(graphs["exact_mst_rate"], 4))
+        curves["cycle_rate"].append(round(graphs["cycle_rate"], 4))
+    return curves
 
 
 def evaluate(model, tasks: TaskBatch | None = None, steps: int = 96, seed: int = 0,
@@ -349,16 +391,21 @@ def heldout_metadata(model, task_settings: dict, steps: int, rollout_seed: int =
     ``"heldout"``: 200 held-out tasks drawn like the training tasks; ``"heldout_check"``: the first
     ``check_count`` of them (what the unit test redoes, cheaply); ``"heldout_chapter_task"``: the
     chapter's own task, 100x100 with 3 to 15 points, on the first ``chapter_count`` held-out tasks
-    (100x100 rollouts are slow on a CPU). Each records how its tasks were made and run."""
+    (100x100 rollouts are slow on a CPU). Each records how its tasks were made and run, the pixel
+    scores of ``mst_metrics.score_drawings`` and, under ``"graph"``, ``mst_graphs.score_graphs``."""
+    from . import mst_graphs  # here, not at the top: mst_graphs itself builds on this module's geometry
     chapter_settings = {"canvas": CANVAS, "min_points": MIN_POINTS, "max_points": MAX_POINTS, "margin": MARGIN}
     measured = {}
     for name, settings, count in [("heldout", task_settings, HELDOUT_COUNT),
                                   ("heldout_check", task_settings, check_count),
                                   ("heldout_chapter_task", chapter_settings, chapter_count)]:
-        result = summary(evaluate(model, heldout_tasks(count, **settings), steps=steps, seed=rollout_seed))
-        measured[name] = {"count": count, "task_seed": HELDOUT_SEED, **settings,
-                          **{key: value for key, value in result.items() if key not in ("seed",)},
-                          "rollout_seed": rollout_seed}
+        tasks = heldout_tasks(count, **settings)
+        finals = draw_with(model, tasks.inputs, steps, rollout_seed)
+        result = summary(score_drawings(finals[:, :1], tasks))
+        graph = {key: round(value, 4) if isinstance(value, float) else value
+                 for key, value in mst_graphs.score_graphs(ink(finals), tasks).items()}
+        measured[name] = {"count": count, "task_seed": HELDOUT_SEED, **settings, **result, "steps": steps,
+                          "rollout_seed": rollout_seed, "graph": graph}
     return measured
 
 

@@ -5,6 +5,7 @@ They read images only (no model, no task generation), so they can be checked on 
 * ``pixel_scores``     pixel precision, recall and F1 of the edges (strict, or with a tolerance)
 * ``edges_drawn``      which tree edges are drawn over their whole length
 * ``label_components`` / ``hallucinated_blobs``   ink that touches no input point
+* ``border_ink``       ink in the band along the canvas's border, where no target ever has any
 * ``score_drawings``   all of them for a batch of drawings, pooled; ``summary`` for JSON
 * ``overlay``          a picture: black where right, blue where missing, red where extra
 
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 THRESHOLD = 0.5          # a pixel "has ink" when its value is at least this
+BORDER_BAND = 3          # pixels from the edge: targets never have ink there (points keep a margin of 6 or more)
 
 
 def check_image(image, name: str, canvas: int | None = None) -> np.ndarray:
@@ -160,6 +162,24 @@ def hallucinated_blobs(drawn, inputs, threshold: float = THRESHOLD) -> int:
     return count - len(touching)
 
 
+def border_ink(drawn, band: int = BORDER_BAND, threshold: float = THRESHOLD) -> float:
+    """The fraction of the pixels within ``band`` pixels of the canvas's edge that have ink.
+
+    The tasks keep every point at least 6 pixels from the border, so a target never inks this band:
+    ink here is a ray the rule drew towards (or, in a world that wraps around, across) the border."""
+    threshold = check_threshold(threshold)
+    drawn = check_image(drawn, "drawn") >= threshold
+    if not (is_positive_int(band) and 2 * band < min(drawn.shape)):
+        raise ValueError(f"band must be a positive integer under half the canvas, got {band!r}")
+    inner = np.zeros_like(drawn)
+    inner[band:-band, band:-band] = True
+    return float(drawn[~inner].mean())
+
+
+def is_positive_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0
+
+
 def score_drawings(drawings: torch.Tensor, tasks, threshold: float = THRESHOLD) -> dict:
     """Every measurement of the chapter for drawings ``[N, 1, H, W]`` (channel 0, any range) of
     ``tasks`` (a ``helpers.tasks.mst.TaskBatch``: inputs, targets, points, edges, point_radius).
@@ -170,7 +190,7 @@ def score_drawings(drawings: torch.Tensor, tasks, threshold: float = THRESHOLD) 
     if drawings.shape != tasks.targets.shape:
         raise ValueError(f"drawings {tuple(drawings.shape)} do not match the tasks {tuple(tasks.targets.shape)}")
     totals = {0: np.zeros(4, int), 1: np.zeros(4, int)}
-    per_task = {"f1": [], "all_edges": [], "blobs": []}
+    per_task = {"f1": [], "all_edges": [], "blobs": [], "border_ink": []}
     keys = ("true_drawn", "drawn", "found_target", "target")
     for drawing, image, target, points, edges in zip(drawings, tasks.inputs, tasks.targets, tasks.points, tasks.edges):
         drawing = drawing[0].float().clamp(0, 1).numpy()
@@ -181,12 +201,15 @@ def score_drawings(drawings: torch.Tensor, tasks, threshold: float = THRESHOLD) 
                 per_task["f1"].append(scores["f1"])
         per_task["all_edges"].append(all(edges_drawn(drawing, points, edges, tasks.point_radius, threshold)))
         per_task["blobs"].append(hallucinated_blobs(drawing, image, threshold))
+        per_task["border_ink"].append(border_ink(drawing, threshold=threshold))
     strict, tolerant = (scores_from_counts(*map(int, totals[t])) for t in (0, 1))
     return {"precision": strict["precision"], "recall": strict["recall"], "f1": strict["f1"],
             "precision_1px": tolerant["precision"], "recall_1px": tolerant["recall"], "f1_1px": tolerant["f1"],
             "all_edges_drawn": float(np.mean(per_task["all_edges"])),
             "hallucinated_blobs": int(np.sum(per_task["blobs"])),
             "tasks_with_blobs": float(np.mean(np.array(per_task["blobs"]) > 0)),
+            "border_ink": float(np.mean(per_task["border_ink"])),
+            "tasks_with_border_ink": float(np.mean(np.array(per_task["border_ink"]) > 0)),
             "tasks": len(tasks), "threshold": threshold, "per_task": per_task}
 
 
