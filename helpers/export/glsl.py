@@ -10,7 +10,7 @@ from einops import rearrange
 
 from ..nca import CHANNELS
 from . import template
-from .quantize import INPUTS, QuantizedRule, float32_literal, require_rule
+from .quantize import INPUTS, QuantizedRule, check_state_bits, float32_literal, require_rule
 
 TILES = CHANNELS // 4  # the frame buffer holds the 12 channels as 3 RGBA tiles
 
@@ -30,18 +30,22 @@ def _mat4_blocks(rule: QuantizedRule) -> list[str]:
     return blocks
 
 
-def glsl_buffer_shader(rule: QuantizedRule) -> str:
+def glsl_buffer_shader(rule: QuantizedRule, state_bits: int = 32) -> str:
     """A ShaderToy buffer shader (Buffer A, with iChannel0 = Buffer A) that runs one NCA step per frame.
 
     Frame buffer layout: for a grid of W x H cells the buffer is 3W x H pixels; the pixel (k*W + x, y)
     holds channels 4k..4k+3 of cell (x, y) in its RGBA. Each pixel reads the 3x3 neighbourhood of
     its cell in all three tiles (27 fetches, wrapping around), computes the 12 perception values,
     and writes the 4 new channels of its own tile. Pixel row y is grid row y (as in PyTorch).
+
+    ``state_bits=8`` keeps the state in 8 bits (an RGBA8 buffer): the byte b of a value holds its
+    code b - 127, the value is (b - 127) / 127, and every new value is rounded to those 255 levels.
     """
     require_rule(rule, "glsl_buffer_shader")
+    check_state_bits(state_bits)
     per_cell = rule.update_per == "cell"  # one draw for all 12 values of a cell, or one per value
     return template.fill(
-        "buffer.glsl",
+        "buffer.glsl", STATE_BITS=state_bits,
         PARAMETERS=rule.parameter_count, BITS=rule.bits, UPDATE_RATE=rule.update_rate,
         WEIGHT_SCALE=float32_literal(rule.weight_scale), BIAS_SCALE=float32_literal(rule.bias_scale),
         WEIGHTS=",\n  ".join(", ".join(row) for row in np.array_split(_mat4_blocks(rule), 12)),  # 3 per line
@@ -52,9 +56,12 @@ def glsl_buffer_shader(rule: QuantizedRule) -> str:
     )
 
 
-def glsl_image_shader() -> str:
-    """The ShaderToy image pass (iChannel0 = Buffer A): the RGB channels, the grid repeated across the width."""
-    return template.read("image.glsl")
+def glsl_image_shader(state_bits: int = 32) -> str:
+    """The ShaderToy image pass (iChannel0 = Buffer A): the RGB channels, the grid repeated across the width
+    (``state_bits=8``: decoding the 8-bit state of ``glsl_buffer_shader(rule, 8)``)."""
+    check_state_bits(state_bits)
+    text = template.read("image.glsl")
+    return text if state_bits == 32 else f"#define STATE_BITS {state_bits}\n{text}"
 
 
 def to_framebuffer(state: torch.Tensor) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""The texture rule as integers: which models can be exported, and their quantized parameters."""
+"""The texture rule as integers: which models can be exported, their quantized parameters, and the
+8-bit state (every state value stored as one of 255 levels in [-1, 1]) with its PyTorch rollout."""
 from __future__ import annotations
 
 import warnings
@@ -10,6 +11,11 @@ import torch
 from ..nca import CHANNELS, LAPLACIAN, NCA, SOBEL_X, SOBEL_Y
 
 INPUTS = 4 * CHANNELS  # relu(state), relu(perception), -relu(-state), -relu(-perception)
+
+#: How a state value is stored: 32 (float32) or 8 (a code in [-127, 127] standing for code / 127).
+STATE_BITS = (32, 8)
+#: The largest 8-bit state code: 255 levels, -127 / 127 = -1 ... 0 ... 127 / 127 = 1 (zero is exact).
+STATE_CODE = 127
 
 
 def check_exportable(model) -> None:
@@ -23,6 +29,11 @@ def check_exportable(model) -> None:
         raise ValueError(f"only the 12-channel architecture can be exported (channels=12, split_relu=True, "
                          f"filters='laplacian_sobel'); this model has {wrong}. Train an NCA() with the "
                          "default settings, as in chapter 03")
+    padding = config.get("padding", "circular")  # models saved before the option existed wrap around
+    if padding != "circular":
+        raise ValueError(f"the exporters implement only wrap-around edges (padding='circular'); this model has "
+                         f"padding={padding!r}. The GLSL, C and WebGL rules read the grid as a torus, so a model "
+                         "trained with zero padding would behave differently at its borders")
     expected_filters = torch.stack([LAPLACIAN] * 4 + [SOBEL_X] * 4 + [SOBEL_Y] * 4)[:, None]
     if not torch.equal(model.filters.detach().cpu().float(), expected_filters):
         raise ValueError("the exporters assume a Laplacian on channels 0..3, Sobel-x on 4..7 and Sobel-y on "
@@ -111,6 +122,46 @@ def quantize(model: NCA, bits: int = 8) -> QuantizedRule:
                       f"magnitude; {rule.report()}. Check the model for an outlier weight, or use more bits",
                       RuntimeWarning, stacklevel=2)
     return rule
+
+
+def check_state_bits(state_bits) -> None:
+    """Raise a ``ValueError`` unless ``state_bits`` is 32 (float state) or 8 (8-bit state)."""
+    if state_bits not in STATE_BITS or isinstance(state_bits, bool):
+        raise ValueError(f"state_bits must be 32 (float32 state) or 8 (8-bit state), got {state_bits!r}")
+
+
+def state_codes(state: torch.Tensor) -> torch.Tensor:
+    """The 8-bit codes of a state: ``round(127 * clamp(state, -1, 1))``, integers in [-127, 127] (int8).
+
+    Values beyond [-1, 1] saturate: the overflow loss of chapter 03 trained the rule to stay inside.
+    ``torch.round`` rounds halves to even, as C's ``lrintf`` and GLSL's ``roundEven`` do."""
+    return torch.round(state.detach().float().clamp(-1, 1) * STATE_CODE).to(torch.int8)
+
+
+def quantize_state(state: torch.Tensor) -> torch.Tensor:
+    """The state as the 8-bit exports store it: the nearest of the 255 levels ``code / 127`` (same dtype).
+
+    Computed as the C program and the shader compute it (clamp, times 127, round, divided by 127)."""
+    return torch.round(state.clamp(-1, 1) * STATE_CODE) / STATE_CODE
+
+
+@torch.no_grad()
+def rollout(model: NCA, state: torch.Tensor, steps: int, state_bits: int = 32, deterministic: bool = False,
+            generator: torch.Generator | None = None) -> torch.Tensor:
+    """``steps`` steps of ``model`` from ``state``, the reference every export is compared with.
+
+    ``state_bits=8`` stores the state as the 8-bit exports do: the start and every step's result are
+    rounded to the 255 levels (``quantize_state``). ``deterministic``: every value updates every
+    step (the parity mode); otherwise the random masks come from ``generator``."""
+    check_state_bits(state_bits)
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+        raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+    keep = quantize_state if state_bits == 8 else (lambda values: values)
+    state = keep(state)
+    everything = torch.ones(1, dtype=state.dtype, device=state.device)
+    for _ in range(steps):
+        state = keep(model(state, mask=everything) if deterministic else model(state, generator=generator))
+    return state
 
 
 def require_rule(rule, needed_by: str) -> None:

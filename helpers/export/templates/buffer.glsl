@@ -1,6 +1,8 @@
 // Neural cellular automaton, texture rule: __PARAMETERS__ parameters as __BITS__-bit integers.
 // ShaderToy "Buffer A" with iChannel0 = Buffer A. A W x H grid lives in a 3W x H buffer:
 // pixel (k*W + x, y) holds channels 4k..4k+3 of cell (x, y). Drag the mouse to erase cells.
+// State: __STATE_BITS__-bit values (8: the buffer's byte b, read as b / 255, holds the code b - 127 of the value (b - 127) / 127).
+#define STATE_BITS __STATE_BITS__
 #ifndef UPDATE_RATE
 #define UPDATE_RATE __UPDATE_RATE__
 #endif
@@ -14,9 +16,16 @@ const mat4 W[36] = mat4[](
   __WEIGHTS__);
 const vec4 B[3] = vec4[](__BIASES__);
 ivec2 G; // grid size in cells
+#if STATE_BITS == 8
+vec4 load(vec4 t) { return (round(t * 255.) - 127.) / 127.; }
+vec4 store(vec4 v) { return (roundEven(clamp(v, -1., 1.) * 127.) + 127.) / 255.; } // 255 levels in [-1, 1]
+#else
+vec4 load(vec4 t) { return t; }
+vec4 store(vec4 v) { return v; }
+#endif
 
 // Tile k (channels 4k..4k+3) of cell c, wrapping around the edges of the grid.
-vec4 S(ivec2 c, int k) { c = (c + G) % G; return texelFetch(iChannel0, ivec2(c.x + k * G.x, c.y), 0); }
+vec4 S(ivec2 c, int k) { c = (c + G) % G; return load(texelFetch(iChannel0, ivec2(c.x + k * G.x, c.y), 0)); }
 
 // A uniform random number in [0, 1) for every cell, channel and frame (integer hash).
 float rnd(ivec2 p, int c, int frame) {
@@ -30,7 +39,7 @@ void mainImage(out vec4 o, in vec2 f) {
   ivec2 p = ivec2(f);
   int k = p.x / G.x;
   p.x -= k * G.x;
-  if (k > 2 || iFrame < 1) { o = vec4(0); return; }
+  if (k > 2 || iFrame < 1) { o = store(vec4(0)); return; }
   // Perception: Laplacian on tile 0, Sobel-x on tile 1, Sobel-y on tile 2 (y grows downwards).
   vec4 s[3], q[3];
   for (int t = 0; t < 3; t++) {
@@ -59,4 +68,5 @@ void mainImage(out vec4 o, in vec2 f) {
   if (iMouse.z > 0. && length(vec2(p - mc)) < 0.06 * float(G.y)) {
     o = MOUSE_MODE == 0 ? vec4(0) : o + vec4(rnd(p, 12, iFrame), rnd(p, 13, iFrame), rnd(p, 14, iFrame), rnd(p, 15, iFrame)) - .5;
   }
+  o = store(o);
 }
