@@ -9,9 +9,15 @@
 
 The VGG16 weights are the course's one download. ``load_vgg16_features`` takes them, in order, from
 a local file (argument or the environment variable ``DSOS_VGG16_WEIGHTS``: a ``state_dict`` saved from
-``torchvision.models.vgg16``), from torchvision's cache, or from the internet through torchvision.
-When none works it raises ``VGGUnavailable`` saying why and how to provide them; chapters catch
-exactly that and switch to the VGG-free loss.
+``torchvision.models.vgg16``), from torch.hub's cache (where torchvision keeps them), or from the
+internet (with a progress bar). When none works it raises ``VGGUnavailable`` saying why and how to
+provide them; chapters catch exactly that and switch to the VGG-free loss.
+
+Only the layers the loss uses are built and loaded: the eleven convolutions up to relu5_1 (10.0
+million of VGG16's 138.4 million parameters). The checkpoint's other entries (the classifier is 124
+million parameters, 471 MB) are dropped before anything is built, and files in torch's zip format
+are memory-mapped so that those entries are never read. ``python -m helpers.losses --peak-memory``
+prints what loading and one training step of the loss cost (see README, Hardware notes).
 """
 from __future__ import annotations
 
@@ -61,50 +67,95 @@ def style_distance(grams_a: list[torch.Tensor], grams_b: list[torch.Tensor]) -> 
 
 # ------------------------------------------------------------------------------------- VGG16
 
-def _vgg16_module():
-    try:
-        from torchvision.models import vgg16
-    except ImportError as error:  # torchvision is optional for the rest of the course
-        raise VGGUnavailable("torchvision is not installed, so VGG16 cannot be built; "
-                             "pip install torchvision, or use the VGG-free loss") from error
-    return vgg16
+#: torchvision's VGG16 ImageNet weights (``VGG16_Weights.IMAGENET1K_V1``; a test checks they agree).
+#: The hex digits in the name are the start of the file's SHA-256, checked after a download.
+VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
+
+#: VGG16's convolutional part up to relu5_1 (torchvision's configuration "D", cut there): the output
+#: channels of each 3x3 convolution (each followed by a ReLU), "M" a 2x2 max-pool.
+VGG16_UP_TO_RELU5_1 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512]
 
 
-def _truncate(features: nn.Sequential) -> nn.Sequential:
-    """VGG16's convolutional part up to and including relu5_1, frozen and in eval mode."""
-    truncated = features[: STYLE_LAYERS["relu5_1"] + 1]
-    truncated.eval()
-    for parameter in truncated.parameters():
+def build_vgg16_features() -> nn.Sequential:
+    """An untrained VGG16 feature stack up to relu5_1, numbered as torchvision's ``vgg16().features``
+    (layer 0 the first convolution, 25 = relu5_1), so that its state_dict keys match theirs."""
+    layers, channels = [], 3
+    for item in VGG16_UP_TO_RELU5_1:
+        if item == "M":
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        else:
+            layers += [nn.Conv2d(channels, item, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+            channels = item
+    assert len(layers) == STYLE_LAYERS["relu5_1"] + 1
+    return nn.Sequential(*layers)
+
+
+def _vgg16_used_keys() -> list[str]:
+    """The state_dict keys of ``build_vgg16_features()`` ("0.weight", "0.bias", "2.weight", ...)."""
+    keys, index = [], 0
+    for item in VGG16_UP_TO_RELU5_1:
+        if item == "M":
+            index += 1
+        else:
+            keys += [f"{index}.weight", f"{index}.bias"]
+            index += 2                                   # the convolution and its ReLU
+    return keys
+
+
+#: The 22 tensors (11 convolutions) of a VGG16 checkpoint that the style loss uses.
+VGG16_USED_KEYS = _vgg16_used_keys()
+
+
+def _freeze(features: nn.Sequential) -> nn.Sequential:
+    features.eval()
+    for parameter in features.parameters():
         parameter.requires_grad_(False)
-    return truncated
+    return features
 
 
-def _features_from_state_dict(state_dict: dict, source: str) -> nn.Sequential:
-    """Build vgg16().features and load the 'features.*' entries of a torchvision vgg16 state_dict."""
-    vgg16 = _vgg16_module()
-    model = vgg16(weights=None)
+def _used_weights(state_dict, source: str) -> dict[str, torch.Tensor]:
+    """The entries of a torchvision vgg16 state_dict (or of its ``features``) that the loss uses,
+    keyed as in ``build_vgg16_features()``; everything else (conv5_2 on, the classifier) is dropped."""
     if not isinstance(state_dict, dict):
         raise VGGUnavailable(f"{source} does not hold a state_dict (got {type(state_dict).__name__}); "
                              "save one with torch.save(torchvision.models.vgg16(weights=...).state_dict(), path)")
-    features = {key.removeprefix("features."): value for key, value in state_dict.items()
-                if key.startswith("features.") or key.split(".")[0].isdigit()}
+    wanted = VGG16_USED_KEYS
+    prefix = "features." if any(str(key).startswith("features.") for key in state_dict) else ""
+    used = {key: state_dict[prefix + key] for key in wanted if prefix + key in state_dict}
+    missing = [prefix + key for key in wanted if key not in used]
+    if missing:
+        raise VGGUnavailable(f"{source} is not a VGG16 state_dict of torchvision's format: it lacks "
+                             f"{', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}")
+    return used
+
+
+def _load_file(path: Path) -> dict:
+    """``torch.load`` of a weights file, memory-mapped when its format allows (torch's zip format):
+    the tensors the loss does not use are then never read from disk."""
     try:
-        model.features.load_state_dict(features)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (RuntimeError, ValueError, OSError):      # the legacy format cannot be mapped: read it all
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _features_from_file(path: Path) -> nn.Sequential:
+    try:
+        state_dict = _load_file(path)
+    except Exception as error:  # a corrupt or foreign file: say so, keep the cause attached
+        raise VGGUnavailable(f"could not read {path} as a torch state_dict ({error}). {HOW_TO_PROVIDE}") from error
+    used = _used_weights(state_dict, str(path))
+    del state_dict                                   # the unused entries go before anything is built
+    features = build_vgg16_features()
+    try:
+        features.load_state_dict(used)
     except RuntimeError as error:
-        raise VGGUnavailable(f"{source} is not a VGG16 state_dict of torchvision's format: {error}") from error
-    return model.features
-
-
-def _imagenet_weights():
-    from torchvision.models import VGG16_Weights
-
-    return VGG16_Weights.IMAGENET1K_V1
+        raise VGGUnavailable(f"{path} is not a VGG16 state_dict of torchvision's format: {error}") from error
+    return _freeze(features)
 
 
 def cached_weights_path() -> Path:
-    """Where torchvision keeps the downloaded VGG16 weights (torch.hub's checkpoint folder)."""
-    filename = os.path.basename(urlparse(_imagenet_weights().url).path)
-    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+    """Where the downloaded VGG16 weights are kept: torch.hub's checkpoint folder, as torchvision does."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(VGG16_URL).path)
 
 
 def _can_reach(url: str, timeout: float = 3.0) -> bool:
@@ -118,45 +169,45 @@ def _can_reach(url: str, timeout: float = 3.0) -> bool:
 
 
 HOW_TO_PROVIDE = (f"To use the VGG style loss, run once where there is internet (e.g. Colab), or download "
-                  f"torchvision's vgg16 ImageNet weights (vgg16-397923af.pth) and pass their path as "
+                  f"torchvision's vgg16 ImageNet weights ({VGG16_URL}) and pass their path as "
                   f"weights_path= or set the environment variable {VGG_WEIGHTS_ENV}=/path/to/file.pth. "
                   f"Otherwise use the VGG-free loss (SlicedWassersteinLoss).")
 
 
-def load_vgg16_features(weights_path: str | Path | None = None, download: bool = True) -> nn.Sequential:
+def load_vgg16_features(weights_path: str | Path | None = None, download: bool = True,
+                        progress: bool = True) -> nn.Sequential:
     """VGG16's features (ImageNet weights) up to relu5_1, frozen and in eval mode.
 
-    Tries, in order: ``weights_path`` (or ``$DSOS_VGG16_WEIGHTS``), torchvision's cache, a download
-    (only when ``download`` and the server answers within seconds). Raises ``VGGUnavailable``
-    with the reason and what to do when none of them works.
+    Tries, in order: ``weights_path`` (or ``$DSOS_VGG16_WEIGHTS``), torch.hub's cache, a download
+    into that cache (528 MB, with a progress bar unless ``progress=False``; only when ``download``
+    and the server answers within seconds). Raises ``VGGUnavailable`` with the reason and what to
+    do when none of them works. Builds and loads only the layers the loss uses.
     """
     weights_path = weights_path or os.environ.get(VGG_WEIGHTS_ENV) or None
     if weights_path:
         path = Path(weights_path).expanduser()
         if not path.is_file():
             raise VGGUnavailable(f"the VGG16 weights file {path} does not exist. {HOW_TO_PROVIDE}")
-        try:
-            state_dict = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # a corrupt or foreign file: say so, keep the cause attached
-            raise VGGUnavailable(f"could not read {path} as a torch state_dict ({error}). {HOW_TO_PROVIDE}") from error
-        return _truncate(_features_from_state_dict(state_dict, str(path)))
+        return _features_from_file(path)
 
-    _vgg16_module()
     cached = cached_weights_path()
     if cached.is_file():
-        state_dict = torch.load(cached, map_location="cpu", weights_only=True)
-        return _truncate(_features_from_state_dict(state_dict, str(cached)))
-    url = _imagenet_weights().url
+        return _features_from_file(cached)
     if not download:
         raise VGGUnavailable(f"no cached VGG16 weights at {cached} and downloading is switched off. {HOW_TO_PROVIDE}")
-    if not _can_reach(url):
-        raise VGGUnavailable(f"no cached VGG16 weights at {cached}, and {urlparse(url).hostname} cannot be "
+    if not _can_reach(VGG16_URL):
+        raise VGGUnavailable(f"no cached VGG16 weights at {cached}, and {urlparse(VGG16_URL).hostname} cannot be "
                              f"reached (offline?). {HOW_TO_PROVIDE}")
+    hash_prefix = torch.hub.HASH_REGEX.search(cached.name).group(1)
     try:
-        model = _vgg16_module()(weights=_imagenet_weights(), progress=False)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        print(f"Downloading the VGG16 weights (528 MB, once) to {cached}")
+        # writes to a temporary file and moves it into place only once complete and its hash checked
+        torch.hub.download_url_to_file(VGG16_URL, str(cached), hash_prefix=hash_prefix, progress=progress)
     except Exception as error:  # a failed download has many exception types (URLError, OSError, hash ...)
-        raise VGGUnavailable(f"downloading the VGG16 weights from {url} failed: {error}. {HOW_TO_PROVIDE}") from error
-    return _truncate(model.features)
+        raise VGGUnavailable(f"downloading the VGG16 weights from {VGG16_URL} failed: {error}. "
+                             f"{HOW_TO_PROVIDE}") from error
+    return _features_from_file(cached)
 
 
 class VGGStyleLoss(nn.Module):
@@ -313,3 +364,117 @@ def _check_image(images: torch.Tensor, name: str, batched: bool = False) -> torc
         raise ValueError(f"{name} must be an RGB image shaped {layout} with values in [0, 1], "
                          f"got shape {tuple(images.shape)}")
     return images.float()
+
+
+# ------------------------------------------------------------------------- peak memory, measured
+
+def random_vgg16_checkpoint(path: str | Path, legacy_format: bool = False) -> Path:
+    """Save a full-size VGG16 state_dict with random weights (528 MB, torchvision's keys and shapes):
+    a stand-in for the ImageNet file with the same size and cost. Needs torchvision."""
+    import torchvision
+
+    state_dict = torchvision.models.vgg16(weights=None).state_dict()
+    torch.save(state_dict, path, _use_new_zipfile_serialization=not legacy_format)
+    return Path(path)
+
+
+def _peak_rss_mib() -> float:
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024      # bytes on macOS, KiB on Linux
+
+
+def measure_peak_memory(weights_path: str | Path, batch: int = 4, size: int = 128, device: str = "cpu",
+                        full_network: bool = False) -> dict:
+    """Peak memory of THIS process (run it in a fresh one): after imports, after building the loss from
+    ``weights_path``, after one forward and backward pass on ``batch`` images of ``size``² pixels.
+
+    ``full_network=True`` loads as the course did before: torchvision's whole vgg16 built and loaded,
+    then cut at relu5_1 (for comparison)."""
+    report = {"after_imports": _peak_rss_mib()}
+    target = torch.rand(3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+    if full_network:
+        import torchvision
+
+        model = torchvision.models.vgg16(weights=None)
+        model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
+        features = _freeze(model.features[: STYLE_LAYERS["relu5_1"] + 1])
+        del model
+        loss = VGGStyleLoss(target, features=features)
+    else:
+        loss = VGGStyleLoss(target, weights_path=weights_path)
+    report["after_loading"] = _peak_rss_mib()
+    report["parameters"] = sum(parameter.numel() for parameter in loss.parameters())
+    images = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(1)).to(device)
+    images.requires_grad_(True)
+    loss(images).mean().backward()
+    report["after_step"] = _peak_rss_mib()
+    if device.startswith("cuda"):
+        report["cuda_max_allocated"] = torch.cuda.max_memory_allocated() / 2**20
+    return report
+
+
+def _peak_memory_command(argv: list[str]) -> None:
+    import argparse
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    parser = argparse.ArgumentParser(prog="python -m helpers.losses --peak-memory",
+                                     description="Peak memory of the VGG16 style loss: loading, then one "
+                                                 "forward and backward pass. Each measurement runs in a "
+                                                 "fresh process.")
+    parser.add_argument("--peak-memory", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--weights", help="a VGG16 state_dict file (default: the cached ImageNet weights if "
+                                          "present, else a random full-size one made in a temporary folder)")
+    parser.add_argument("--legacy-format", action="store_true",
+                        help="make the random file in torch's legacy (non-zip) format, which cannot be mapped")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compare", action="store_true",
+                        help="also measure the whole torchvision network built and loaded (the old way)")
+    parser.add_argument("--child", choices=["used", "full"], help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(measure_peak_memory(args.weights, args.batch, args.size, args.device,
+                                             full_network=args.child == "full")))
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        weights = args.weights or (str(cached_weights_path()) if cached_weights_path().is_file() else None)
+        origin = "given"
+        if weights is None:
+            weights = str(Path(scratch) / "vgg16_random.pth")
+            subprocess.run([sys.executable, "-c", "import sys; from helpers.losses import random_vgg16_checkpoint; "
+                            "random_vgg16_checkpoint(sys.argv[1], sys.argv[2] == '1')", weights,
+                            "1" if args.legacy_format else "0"], check=True)
+            origin = f"random weights, {'legacy' if args.legacy_format else 'zip'} format"
+        print(f"VGG16 weights: {weights} ({Path(weights).stat().st_size / 2**20:.0f} MiB, {origin}); "
+              f"step: {args.batch} x 3 x {args.size} x {args.size} on {args.device}")
+        for child in (["used", "full"] if args.compare else ["used"]):
+            done = subprocess.run([sys.executable, "-m", "helpers.losses", "--peak-memory", "--child", child,
+                                   "--weights", weights, "--batch", str(args.batch), "--size", str(args.size),
+                                   "--device", args.device], capture_output=True, text=True)
+            if done.returncode != 0:
+                sys.exit(f"the measurement failed:\n{done.stderr}")
+            report = json.loads(done.stdout.strip().splitlines()[-1])
+            name = "only the used layers (this loader)" if child == "used" else "whole vgg16 built, then cut"
+            line = (f"{name}: {report['parameters'] / 1e6:.1f} M parameters; peak RSS {report['after_imports']:.0f}"
+                    f" MiB after imports, {report['after_loading']:.0f} MiB after loading "
+                    f"(+{report['after_loading'] - report['after_imports']:.0f}), {report['after_step']:.0f} MiB "
+                    f"after one step (+{report['after_step'] - report['after_imports']:.0f})")
+            if "cuda_max_allocated" in report:
+                line += f"; CUDA max allocated {report['cuda_max_allocated']:.0f} MiB"
+            print(line)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if "--peak-memory" in sys.argv:
+        _peak_memory_command(sys.argv[1:])
+    else:
+        sys.exit("usage: python -m helpers.losses --peak-memory [--weights FILE] [--compare] [--help]")
