@@ -4,6 +4,7 @@ Every field of a task's settings dataclass is a flag, with the default and help 
 the dataclass; a saved model's JSON records the command as typed and the settings it produced::
 
     python -m helpers train texture --target stripes --size 48 --iterations 2000 --out outputs/stripes.pt
+    python -m helpers train texture --target my_photo.jpg        # your own image: a path or an http(s) URL
     python -m helpers train mst --iterations 5000 --canvas 64 --max-points 10 --out outputs/mst.pt
     python -m helpers evaluate mst data/models/mst.pt
     python -m helpers bench --full
@@ -20,10 +21,11 @@ import shlex
 import sys
 import typing
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 
-from . import bench, env, nca, train
+from . import bench, data, env, nca, train
 from .tasks import mst, run, texture
 
 TASKS = {"texture": texture, "mst": mst}
@@ -31,8 +33,11 @@ TASKS = {"texture": texture, "mst": mst}
 
 def default_out(task: str, settings) -> str:
     """Where a model goes when ``--out`` is not given: a user folder, never the shipped data/models."""
-    name = f"texture_{settings.target}" if task == "texture" else task
-    return f"outputs/{name}.pt"
+    if task != "texture":
+        return f"outputs/{task}.pt"
+    # your own image (a path or URL) is named by its file name: outputs/texture_my_photo.pt
+    name = settings.target if settings.target in data.list_textures() else Path(urlparse(settings.target).path).stem
+    return f"outputs/texture_{name or 'image'}.pt"
 
 
 def field_type(settings_class, field: dataclasses.Field):
@@ -101,6 +106,9 @@ def train_command(args: argparse.Namespace, parser: argparse.ArgumentParser, typ
         if args.threads is not None and args.threads < 1:
             raise ValueError(f"--threads must be at least 1, got {args.threads}")
         device = env.get_device(args.device)
+        if args.task == "texture" and data.is_url(settings.target):
+            data.fetch_image(settings.target)         # download (once) now: no internet fails before training
+            data.load_target(settings.target, 8)
     except (ValueError, FileExistsError) as error:
         parser.error(str(error))
     if args.threads:

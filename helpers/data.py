@@ -2,15 +2,21 @@
 
 ``load_texture(name)`` returns a texture as a float tensor [3, H, W] in [0, 1];
 ``list_textures()`` names the available ones. The textures are made by data/make_textures.py.
-``load_image(path)`` reads any other image file (your own texture) the same way.
+``load_image(path)`` reads any other image file (your own texture) the same way, and
+``fetch_image(url)`` downloads one (only when you ask: nothing else here uses the network);
+``load_target(target)`` takes any of the three: a shipped name, a file path or a URL.
 """
 from __future__ import annotations
 
+import hashlib
+import shutil
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from . import env
 
@@ -47,8 +53,12 @@ _WIDE_GREY_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")
 
 
 def load_image(path: str | Path, size: int | None = None, device: torch.device | str | None = None,
-               background: float | tuple[float, float, float] = 1.0) -> torch.Tensor:
+               background: float | tuple[float, float, float] = 1.0, crop: bool = True) -> torch.Tensor:
     """The image file ``path`` as float32 [3, H, W] in [0, 1] (RGB), optionally resized to ``size`` x ``size``.
+
+    * A non-square image is cut to its central square first (``crop=False``: kept whole), so
+      resizing it never squashes the texture.
+    * A missing file, a folder or a file Pillow cannot read raises a ``ValueError`` naming it.
 
     * 8-bit images are divided by 255; 16-bit greyscale (Pillow modes "I;16", "I") by 65535.
     * Transparent pixels (RGBA, LA, palette or RGB with a transparency entry) are composited
@@ -58,7 +68,15 @@ def load_image(path: str | Path, size: int | None = None, device: torch.device |
     """
     if size is not None and (not isinstance(size, int) or size < 8):
         raise ValueError(f"size must be an integer >= 8, got {size!r}")
-    with Image.open(path) as image:
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no image file at {path}" + (" (it is a folder)" if path.is_dir() else ""))
+    try:
+        opened = Image.open(path)
+        opened.load()        # decode now: a truncated file fails here, with its name
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise ValueError(f"{path} is not an image file Pillow can read ({error}); use PNG or JPEG") from error
+    with opened as image:
         if image.mode in _WIDE_GREY_MODES:
             grey = np.asarray(image).astype(np.float32)
             if grey.min() < 0 or grey.max() > 65535:
@@ -72,6 +90,10 @@ def load_image(path: str | Path, size: int | None = None, device: torch.device |
             image = _composite(image.convert("RGBA"), background)
         else:
             image = image.convert("RGB")
+        if crop and image.width != image.height:
+            side = min(image.size)
+            left, top = (image.width - side) // 2, (image.height - side) // 2
+            image = image.crop((left, top, left + side, top + side))
         if size is not None:
             shrinking = size < min(image.size)
             image = image.resize((size, size), Image.Resampling.BOX if shrinking else Image.Resampling.BICUBIC)
@@ -90,3 +112,45 @@ def _composite(rgba: Image.Image, background: float | tuple[float, float, float]
         raise ValueError(f"background must be a grey level or an (r, g, b) triple in [0, 1], got {background!r}")
     plain = Image.new("RGBA", rgba.size, tuple(round(255 * c) for c in colour) + (255,))
     return Image.alpha_composite(plain, rgba).convert("RGB")
+
+
+def is_url(target: str) -> bool:
+    """Whether ``target`` names an image by URL (http, https or file) rather than a name or a path."""
+    return isinstance(target, str) and urllib.parse.urlparse(target).scheme in ("http", "https", "file")
+
+
+def fetch_image(url: str, folder: str | Path | None = None, timeout: float = 30) -> Path:
+    """Download the image at ``url`` (http, https or file) once into ``folder`` (default
+    ``outputs/downloads``) and return the local file; a second call reuses it. A failed download
+    raises a ``ValueError`` that names the URL (no internet here? save the image and give its path)."""
+    if not is_url(url):
+        raise ValueError(f"not an http(s) or file URL: {url!r}")
+    folder = Path(folder) if folder is not None else env.REPO_ROOT / "outputs" / "downloads"
+    name = Path(urllib.parse.urlparse(url).path).name or "image"
+    local = folder / f"{hashlib.sha256(url.encode()).hexdigest()[:12]}_{name}"
+    if local.is_file():
+        return local
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = local.with_name(local.name + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as file:
+            shutil.copyfileobj(response, file)
+    except (OSError, ValueError) as error:   # URLError is an OSError
+        partial.unlink(missing_ok=True)
+        raise ValueError(f"could not download {url}: {error}. Without internet, save the image and give "
+                         "its file path instead") from error
+    partial.replace(local)                   # only a complete download gets the final name
+    return local
+
+
+def load_target(target: str | Path, size: int | None = None, device: torch.device | str | None = None) -> torch.Tensor:
+    """A texture to train on or judge against, as ``load_image`` returns it: a shipped texture's name
+    (``list_textures()``), an image file's path, or a URL (downloaded once by ``fetch_image``)."""
+    if isinstance(target, str) and target in list_textures():
+        return load_texture(target, size, device)
+    if isinstance(target, str) and is_url(target):
+        return load_image(fetch_image(target), size, device)
+    if isinstance(target, (str, Path)) and Path(target).is_file():
+        return load_image(target, size, device)
+    raise ValueError(f"{target!r} is neither a shipped texture ({', '.join(list_textures())}), an image file, "
+                     "nor an http(s) or file URL")

@@ -117,3 +117,75 @@ def test_palette_transparency_is_composited_too(texture_folder):
     picture.putpalette([0, 255, 0] * 256)  # every index green...
     picture.save(texture_folder / "sprite.png", transparency=0)  # ...and index 0 transparent
     assert torch.allclose(data.load_texture("sprite"), torch.ones(3, 8, 8))
+
+
+# ---------------------------------------------------------------------------- your own image
+
+def striped_photo(path, height=12, width=20):
+    """A non-square image: a blue central square between red side bands (a squashed resize would mix them)."""
+    pixels = np.zeros((height, width, 3), np.uint8)
+    pixels[:] = (255, 0, 0)
+    left = (width - height) // 2
+    pixels[:, left:left + height] = (0, 0, 255)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def test_a_non_square_image_is_cut_to_its_central_square_not_squashed(tmp_path):
+    photo = striped_photo(tmp_path / "wide.png")
+    square = data.load_image(photo)
+    assert square.shape == (3, 12, 12)
+    assert torch.equal(square, torch.tensor([0.0, 0, 1])[:, None, None].expand(3, 12, 12))   # all blue
+    resized = data.load_image(photo, size=8)
+    assert resized.shape == (3, 8, 8) and resized[0].max() < 0.01                            # no red mixed in
+    Image.new("RGB", (12, 20), (0, 255, 0)).save(tmp_path / "tall.png")                  # 12 wide, 20 high
+    assert data.load_image(tmp_path / "tall.png").shape == (3, 12, 12)
+    assert data.load_image(photo, crop=False).shape == (3, 12, 20)
+
+
+def test_unreadable_files_get_a_clear_error_naming_them(tmp_path):
+    (tmp_path / "notes.png").write_text("not an image at all")
+    good = striped_photo(tmp_path / "good.png")
+    (tmp_path / "cut.png").write_bytes(good.read_bytes()[:60])                 # a truncated PNG
+    for path, message in [(tmp_path / "notes.png", "notes.png is not an image file"),
+                          (tmp_path / "cut.png", "cut.png is not an image file"),
+                          (tmp_path / "missing.png", "no image file at .*missing.png"),
+                          (tmp_path, "it is a folder")]:
+        with pytest.raises(ValueError, match=message):
+            data.load_image(path)
+
+
+def test_load_target_takes_a_shipped_name_a_path_or_a_file_url(tmp_path):
+    assert torch.equal(data.load_target("stripes", 16), data.load_texture("stripes", 16))
+    photo = striped_photo(tmp_path / "wide.png")
+    assert torch.equal(data.load_target(str(photo)), data.load_image(photo))
+    assert data.is_url(photo.as_uri()) and not data.is_url(str(photo)) and not data.is_url("stripes")
+    local = data.fetch_image(photo.as_uri(), folder=tmp_path / "downloads")
+    assert local.parent == tmp_path / "downloads" and local.read_bytes() == photo.read_bytes()
+    with pytest.raises(ValueError, match="neither a shipped texture"):
+        data.load_target("no_such_texture")
+
+
+def test_fetch_image_downloads_over_http_once_and_names_a_failed_url(tmp_path):
+    import functools
+    import http.server
+    import threading
+
+    served = tmp_path / "served"
+    served.mkdir()
+    striped_photo(served / "photo.png")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/photo.png"
+        local = data.fetch_image(url, folder=tmp_path / "cache")
+        assert torch.equal(data.load_image(local), data.load_image(served / "photo.png"))
+        (served / "photo.png").unlink()                      # a second call reuses the download
+        assert data.fetch_image(url, folder=tmp_path / "cache") == local
+        with pytest.raises(ValueError, match="could not download .*missing.png"):
+            data.fetch_image(f"http://127.0.0.1:{server.server_port}/missing.png", folder=tmp_path / "cache")
+        assert not list((tmp_path / "cache").glob("*.part"))  # no half-written file left behind
+    finally:
+        server.shutdown()

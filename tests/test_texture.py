@@ -64,3 +64,29 @@ def test_texture_quality_is_repeatable_and_sees_the_state():
     for _ in range(5):
         state = model(state, generator=generator)
     torch.testing.assert_close(first["state"], state)
+
+
+def test_your_own_image_trains_from_its_path_and_is_judged_against_every_shipped_texture(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from helpers.tasks import texture_quality
+
+    pixels = np.zeros((24, 40, 3), np.uint8)                    # non-square: green and magenta stripes
+    pixels[:, :, 1] = 200 * ((np.arange(40) // 4) % 2)
+    pixels[:, :, 0] = pixels[:, :, 2] = 200 - pixels[:, :, 1]
+    photo = tmp_path / "my photo.png"
+    Image.fromarray(pixels).save(photo)
+    out = tmp_path / "mine.pt"
+    cli.main(["train", "texture", "--target", str(photo), "--size", "12", "--target-size", "16", "--iterations", "2",
+              "--batch-size", "2", "--pool-size", "4", "--min-steps", "2", "--max-steps", "4", "--out", str(out),
+              "--device", "cpu", "--no-progress"])
+    info = json.loads(out.with_suffix(".json").read_text())
+    assert info["settings"]["target"] == str(photo) and info["target"] == str(photo)
+    assert set(info["eval"]["other_textures"]) == set(texture_quality.data.list_textures())   # none excluded
+    assert cli.default_out("texture", texture.Settings(target=str(photo))) == "outputs/texture_my photo.pt"
+    (tmp_path / "broken.png").write_text("no image")
+    with pytest.raises(ValueError, match="broken.png is not an image file"):
+        texture.Settings(target=str(tmp_path / "broken.png"))
+    shipped_file = str(texture_quality.data.texture_path("stripes"))
+    assert "stripes" not in texture_quality.other_textures(shipped_file, 16)  # a shipped file by path is itself

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -33,7 +34,8 @@ EVAL_STEPS = 2000
 @dataclass
 class Settings(TrainConfig):
     """Every default of the texture task (and, inherited, of the pool loop)."""
-    target: str = setting("stripes", "a texture name from data/textures")
+    target: str = setting("stripes", "a texture name from data/textures, an image file's path, or an image URL "
+                                     "(http, https, file; downloaded once to outputs/downloads)")
     size: int = setting(48, "side of the training grid, in cells")
     target_size: int = setting(64, "the texture is resized to this side (0: the grid's size)")
     loss: str = setting("swd", "texture loss: swd (VGG-free sliced Wasserstein) or vgg (VGG16 Gram)")
@@ -50,8 +52,11 @@ class Settings(TrainConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.target not in data.list_textures():
-            raise ValueError(f"unknown texture {self.target!r}; the shipped ones are {data.list_textures()}")
+        if self.target not in data.list_textures() and not data.is_url(self.target):
+            if not Path(self.target).exists():
+                raise ValueError(f"unknown texture {self.target!r}: not a shipped texture "
+                                 f"({', '.join(data.list_textures())}), an image file or a URL")
+            data.load_image(self.target, 8)   # your own image: a file Pillow cannot read fails now, not later
         if self.loss not in ("swd", "vgg"):
             raise ValueError(f"unknown texture loss {self.loss!r}; use 'swd' or 'vgg'")
         if self.size < 3 or self.target_size < 0:
@@ -81,7 +86,7 @@ def make_samples(settings: Settings, device=None) -> Callable[[int], dict]:
 
 def loss(settings: Settings, device=None) -> Callable:
     """The training loss for ``settings``: its texture loss to the target image plus the overflow loss."""
-    image = data.load_texture(settings.target, settings.image_size).to(device)
+    image = data.load_target(settings.target, settings.image_size).to(device)
     return texture_loss(image, settings.loss, settings.overflow_weight, settings.vgg_weights,
                         patch_size=settings.patch_size, colour_weight=settings.colour_weight)
 
@@ -128,7 +133,8 @@ def judge(model: nn.Module, target_name: str, image_size: int, size: int | None 
           seed: int = 0, batch: int = 2) -> dict:
     """Grow ``batch`` textures on a ``size`` grid (default ``image_size``) for ``steps`` steps and
     run the texture check of ``helpers.tasks.texture_quality`` against the shipped texture
-    ``target_name`` at ``image_size`` (judged against every other shipped texture). Returns the
+    ``target_name`` at ``image_size`` (judged against every other shipped texture; ``target_name`` may
+    also be your own image's path or URL, judged against all the shipped ones). Returns the
     check's dict plus ``max_abs`` (largest state value), ``finite`` and the final ``state``."""
     state = grow(model, size or image_size, steps, seed, batch)
     finite = bool(torch.isfinite(state).all())
@@ -145,7 +151,7 @@ def measure(model: nn.Module, settings: Settings) -> dict:
     grey image and of every other shipped texture."""
     eval_size = max(settings.size, settings.image_size)
     result = judge(model, settings.target, settings.image_size, eval_size)
-    target = data.load_texture(settings.target, settings.image_size)
+    target = data.load_target(settings.target, settings.image_size)
     grey = texture_quality.patch_distance(torch.full((1, 3, eval_size, eval_size), 0.5), target).item()
     others = result["patch"]["other_distances"]       # the check already measured every other texture
     return {"steps": EVAL_STEPS, "size": eval_size, "image_size": settings.image_size,

@@ -25,6 +25,7 @@ figures, ``passed`` and the ``reasons`` of a failure.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 
@@ -159,9 +160,21 @@ def _peak_degrees(histogram: torch.Tensor) -> int:
 
 # --------------------------------------------------------------------------------- the check
 
+def shipped_name(target) -> str | None:
+    """The shipped texture ``target`` is (its name, or a path to its file), or None for your own image."""
+    if isinstance(target, str) and target in data.list_textures():
+        return target
+    if isinstance(target, (str, Path)) and not data.is_url(str(target)) and Path(target).is_file():
+        same = [name for name in data.list_textures() if data.texture_path(name).resolve() == Path(target).resolve()]
+        return same[0] if same else None
+    return None
+
+
 def other_textures(target_name: str | None, size: int) -> dict[str, torch.Tensor]:
-    """Every shipped texture except ``target_name``, at ``size`` [3, size, size]."""
-    return {name: data.load_texture(name, size) for name in data.list_textures() if name != target_name}
+    """Every shipped texture except ``target_name`` (a name, or the path of your own image: then all
+    of them unless it is a shipped file), at ``size`` [3, size, size]."""
+    own = shipped_name(target_name) if target_name is not None else None
+    return {name: data.load_texture(name, size) for name in data.list_textures() if name != own}
 
 
 def other_distances(target: torch.Tensor, others: dict[str, torch.Tensor], seed: int = 0) -> dict[str, float]:
@@ -174,11 +187,12 @@ _REFERENCES: dict = {}
 
 
 def shipped_reference(target_name: str, size: int, seed: int = 0) -> tuple[torch.Tensor, dict[str, float]]:
-    """The shipped texture ``target_name`` at ``size`` and the distances of the other shipped
-    textures to it (computed once per name and size)."""
-    key = (target_name, size, seed)
+    """The texture ``target_name`` at ``size`` and the distances of the other shipped textures to it
+    (computed once per target and size). ``target_name`` is a shipped name or, for your own texture,
+    an image path or URL (``data.load_target``): it is then judged against every shipped texture."""
+    key = (str(target_name), size, seed)
     if key not in _REFERENCES:
-        target = data.load_texture(target_name, size)
+        target = data.load_target(target_name, size)
         _REFERENCES[key] = (target, other_distances(target, other_textures(target_name, size), seed))
     target, distances = _REFERENCES[key]
     return target.clone(), dict(distances)
