@@ -340,8 +340,8 @@ def mode_advice(device: torch.device, colab: bool) -> str:
     """One line on what the current mode does and how to get the other (printed by ``setup``)."""
     chosen = os.environ.get("DSOS_QUICK", "").strip() != ""
     if not is_quick():
-        return ("full mode: the reference trainings (chapter 03: tens of thousands of iterations); on a GPU "
-                "their time is not measured yet. For a short run set DSOS_QUICK=1 before the set-up cell.")
+        return ("full mode: the reference trainings (thousands of iterations per chapter); their GPU time is "
+                "not measured yet. For a short run set DSOS_QUICK=1 before the set-up cell.")
     line = ("quick mode: small grids and a few dozen iterations, then the shipped pretrained models show the "
             "real results. For the reference trainings set DSOS_QUICK=0 before the set-up cell")
     if device.type == "cuda" and not chosen:
@@ -357,6 +357,12 @@ def colab_url(notebook: str) -> str:
     """The Colab address that opens ``notebooks/<notebook>`` from the course repository."""
     owner_repo = REPO_URL.removeprefix("https://github.com/").removesuffix(".git")
     return f"https://colab.research.google.com/github/{owner_repo}/blob/main/notebooks/{notebook}"
+
+
+def binder_url() -> str:
+    """The Binder address that builds the course repository (binder/) and opens JupyterLab on notebooks/."""
+    owner_repo = REPO_URL.removeprefix("https://github.com/").removesuffix(".git")
+    return f"https://mybinder.org/v2/gh/{owner_repo}/main?urlpath=lab/tree/notebooks"
 
 
 def colab_badge(notebook: str) -> str:
