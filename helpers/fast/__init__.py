@@ -14,11 +14,12 @@ The package, one job per file:
 * ``autograd``: the autograd Function and its backward walk (with gradient checkpointing);
 * ``torch_engine``: the PyTorch backend, a step as a dozen PyTorch operations on reused buffers;
 * ``kernel_engine``: the C++ kernel backend, a step as one call into ``csrc/nca_cpu.cpp``;
+* ``triton_engine``, ``triton_kernels``: the CUDA backend, a step as one fused Triton kernel;
 * ``masks``: the update masks' shapes and the exact ``torch.rand`` masks both backends share;
 * ``cpu_kernel``: compiling, caching and loading ``csrc/nca_cpu.cpp`` (ctypes), and its
   Mersenne-Twister check.
 
-Two backends run the steps (``backend=``):
+Three backends run the steps (``backend=``):
 
 * ``"kernel"`` (what ``"auto"`` picks on a CPU, float32): the fused C++ kernel,
   ``helpers/fast/csrc/nca_cpu.cpp``, compiled on first use by ``helpers.fast.cpu_kernel`` (about
@@ -31,11 +32,18 @@ Two backends run the steps (``backend=``):
   ``torch.rand`` would, about ten times faster (checked against ``torch.rand`` once per process,
   with a fall-back to ``torch.rand`` if a PyTorch release ever differed). Without a compiler
   ``backend="auto"`` quietly uses the PyTorch backend; ``DSOS_CPU_KERNEL=0`` forces that.
-* ``"torch"`` (what ``"auto"`` picks on GPUs, for float64 or without a compiler): the same step as
-  a dozen PyTorch operations on buffers allocated once per rollout, with no fresh memory inside the
-  loop, padding for free and no concatenations (see ``torch_engine``).
+* ``"triton"`` (what ``"auto"`` picks on a CUDA GPU, float32, when triton imports): a step forward
+  is ONE fused Triton kernel (``triton_kernels.step_kernel``: the state read once, the 48 features
+  of a cell kept in registers, the next state written once), its backward two kernels and one sum;
+  the masks are the plain model's ``torch.rand`` draws on the device. Without triton, or with
+  ``DSOS_TRITON=0``, ``"auto"`` uses the PyTorch backend on a GPU. Under ``TRITON_INTERPRET=1`` the
+  same kernels run on CPU tensors (slowly): that is how ``tests/test_fast_triton.py`` checks them
+  without a GPU.
+* ``"torch"`` (what ``"auto"`` picks for float64, on GPUs without triton, on CPUs without a
+  compiler): the same step as a dozen PyTorch operations on buffers allocated once per rollout,
+  with no fresh memory inside the loop, padding for free and no concatenations (see ``torch_engine``).
 
-Options of both backends:
+Options of every backend:
 
 * **gradient checkpointing** (``checkpoint_every=k``): keep only every k-th state and recompute
   the others during the backward pass, trading one extra forward step per step for memory.
@@ -80,6 +88,7 @@ Usage::
     final = fast.rollout(model, states, steps)                   # differentiable, like model.rollout
     final = fast.rollout(model, states, steps, checkpoint_every=8)
     final = fast.rollout(model, states, steps, backend="torch")  # force the PyTorch backend
+    final = fast.rollout(model, states.cuda(), steps, backend="triton")   # the Triton kernels (or an error)
     train_pool(model, make_samples, loss_fn, config, rollout=fast.make_rollout())
     train_pool(..., rollout=fast.make_rollout(masks="fast"))     # faster, statistically the same
     final = fast.infer(model, states, steps)                     # inference: nothing is stored
@@ -90,16 +99,18 @@ from __future__ import annotations
 import torch
 
 from .. import nca
-from . import cpu_kernel, kernel_engine
+from . import cpu_kernel, kernel_engine, triton_engine
 from .autograd import Rollout
 from .kernel_engine import KernelWorkspace
 from .torch_engine import TorchWorkspace
+from .triton_engine import TritonWorkspace
 
 MASK_MODES = ("exact", "fast")
 #: The dtypes a state (and the model's weight and bias) may have; the kernel runs float32 only.
 STATE_DTYPES = (torch.float32, torch.float64)
-#: "auto": the fused C++ kernel on the CPU when it compiles, PyTorch operations otherwise.
-BACKENDS = ("auto", "kernel", "torch")
+#: "auto": the fused C++ kernel on the CPU when it compiles, the Triton kernels on a CUDA GPU
+#: (float32) when triton imports, PyTorch operations otherwise.
+BACKENDS = ("auto", "kernel", "torch", "triton")
 
 
 # ------------------------------------------------------------------------------ checks
@@ -161,12 +172,25 @@ def uses_cpu_kernel(device="cpu") -> bool:
     return torch.device(device).type == "cpu" and cpu_kernel.available()
 
 
+def uses_triton(device="cuda") -> bool:
+    """Whether ``backend="auto"`` runs float32 rollouts of the course's rule on ``device`` with the Triton kernels."""
+    return torch.device(device).type == "cuda" and triton_engine.fits(nca.Rule(), torch.float32, device) is None
+
+
 def make_workspace(rule: nca.Rule, filters: torch.Tensor, state: torch.Tensor,
                    generator: torch.Generator | None, masks: str, backend: str):
-    """The fused C++ kernel for float32 states on the CPU (when it compiled), else PyTorch operations."""
+    """The fused C++ kernel for float32 states on the CPU (when it compiled), the Triton kernels for
+    float32 states on a CUDA GPU (when triton imports), else PyTorch operations."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     options = (rule, filters, state.shape, state.dtype, state.device, generator, masks)
+    # "auto" tries Triton on CUDA only; "triton" also on the CPU, where Triton's interpreter runs it
+    if backend == "triton" or (backend == "auto" and state.device.type == "cuda"):
+        reason = triton_engine.fits(rule, state.dtype, state.device, state.shape)
+        if reason is None:
+            return TritonWorkspace(*options)
+        if backend == "triton":
+            raise RuntimeError(f"the Triton kernel is not available: {reason}. Use backend='auto' or 'torch'.")
     if backend in ("auto", "kernel"):
         reason = kernel_engine.fits(rule, state.dtype, state.device)
         if reason is None:
@@ -203,8 +227,9 @@ def rollout(model: nca.NCA, state: torch.Tensor, steps: int, generator: torch.Ge
     ``generator`` is used exactly as ``model.rollout`` uses it, so with ``masks="exact"`` both
     draw the same masks. ``checkpoint_every=k`` stores only every k-th state for the backward
     pass and recomputes the rest (less memory, one more forward step per step). ``backend``:
-    ``"auto"`` (the fused C++ kernel for float32 on the CPU when it compiles, else PyTorch
-    operations), ``"kernel"`` (the kernel or an error saying why not) or ``"torch"``.
+    ``"auto"`` (the fused C++ kernel for float32 on the CPU when it compiles, the Triton kernels
+    for float32 on a CUDA GPU when triton imports, else PyTorch operations), ``"kernel"`` or
+    ``"triton"`` (that backend or an error saying why not) or ``"torch"``.
     """
     if not isinstance(model, nca.NCA):
         raise TypeError(f"the fast rollout runs helpers.nca.NCA models, got {type(model).__name__}; "
