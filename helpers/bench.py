@@ -3,6 +3,7 @@
     python -m helpers.bench            # quick: half the steps, 2 timed rounds
     python -m helpers.bench --full     # the reference steps (80 and 96), 5 timed rounds
     python -m helpers.bench --threads 1 --device cpu
+    python -m helpers.bench --full --device cuda --json bench.json   # on a GPU, rows also as JSON
 
 One process runs every variant on the same model, the same inputs and the same number of steps,
 interleaved (plain, fast, ...; plain, fast, ...), so that a busy machine slows all of them alike
@@ -12,9 +13,14 @@ and the ratios stay meaningful even when the absolute times do not. For two conf
 * ``mst``:     batch 8, 100x100, 96 steps, pixel loss on channel 0: the minimum-spanning-tree chapter.
 
 It prints, per variant: the median time of one training iteration (rollout, loss, backward, Adam
-step), the speed-up over the plain version, the peak memory of one training iteration and the
-inference throughput (cell updates per second, no gradients). The VGG16 here has random weights
-(``torchvision.models.vgg16(weights=None)``): the same cost as the trained one, nothing downloaded.
+step), the speed-up over the plain version (also without the loss's own time), the peak memory of
+one training iteration and the inference throughput (cell updates per second, no gradients).
+
+The variants depend on the device: "fast" is what ``helpers.fast``'s ``backend="auto"`` runs there,
+the fused C++ kernel on a CPU, the Triton kernels on a CUDA GPU (when triton imports), and one
+"fast, PyTorch ops" row shows what that backend adds over the PyTorch-operations backend. The
+VGG16 here has random weights (``torchvision.models.vgg16(weights=None)``): the same cost as the
+trained one, nothing downloaded.
 
 Peak memory: on a GPU, ``torch.cuda.max_memory_allocated`` during one iteration. On a Linux CPU,
 the growth of the process's peak resident memory (VmHWM) during one iteration, after freeing
@@ -55,17 +61,42 @@ def plain_rollout(model, states, steps):
     return model.rollout(states, steps)
 
 
-def variants(device: torch.device) -> dict:
-    """name -> (rollout(model, states, steps) for training, the same without gradients for inference).
+def fast_backend(device: torch.device) -> str:
+    """The backend "fast" runs on ``device``: what ``backend="auto"`` picks for float32 states there."""
+    if fast.uses_cpu_kernel(device):
+        return "kernel"
+    if fast.uses_triton(device):
+        return "triton"
+    return "torch"
 
-    "fast" runs the fused C++ kernel backend where it works (float32 on a CPU with a compiler), the
-    PyTorch backend elsewhere (a GPU); on the CPU a "fast, PyTorch ops" row shows what the kernel adds."""
-    backend = "kernel" if fast.uses_cpu_kernel(device) else "torch"
+
+def describe_backend(device: torch.device) -> str:
+    """One line naming what the "fast" rows ran, and why not the fused kernel where they could not."""
+    backend = fast_backend(device)
+    if backend == "kernel":
+        return f"the fused C++ kernel v{fast.cpu_kernel.version()} (helpers/fast/csrc/nca_cpu.cpp)"
+    if backend == "triton":
+        import triton
+        return f"the fused Triton kernels (helpers/fast/triton_kernels.py, triton {triton.__version__})"
+    if device.type == "cpu":
+        why = f"the C++ kernel: {fast.cpu_kernel.load_error()}"
+    else:
+        why = f"Triton: {fast.triton_engine.fits(nca.Rule(), torch.float32, device)}"
+    return f"PyTorch operations (no fused kernel here; {why})"
+
+
+def variants(device: torch.device) -> dict:
+    """name -> rollout(model, states, steps) (called with and without gradients).
+
+    "fast" runs what ``backend="auto"`` picks (the C++ kernel on a CPU, the Triton kernels on a
+    CUDA GPU, else PyTorch operations); where that is a fused kernel, a "fast, PyTorch ops" row
+    shows what the kernel adds over the PyTorch backend."""
+    backend = fast_backend(device)
     table = {"plain": plain_rollout,
              "fast": fast.make_rollout(backend=backend),
              "fast, fast masks": fast.make_rollout(backend=backend, masks="fast"),
              "fast, checkpoint 8": fast.make_rollout(backend=backend, checkpoint_every=8)}
-    if backend == "kernel":
+    if backend != "torch":
         table["fast, PyTorch ops"] = fast.make_rollout(backend="torch")
     return table
 
@@ -250,6 +281,7 @@ def main(argv=None, prog: str | None = None) -> list[dict]:
                         choices=[c.name for c in CONFIGS], help="which configurations")
     parser.add_argument("--device", help="cpu, cuda, ... (default: helpers.env.get_device())")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--json", metavar="PATH", help="also write the rows and the machine's description as JSON")
     args = parser.parse_args(argv)
     device = env.get_device(args.device)
     if args.threads:
@@ -258,7 +290,8 @@ def main(argv=None, prog: str | None = None) -> list[dict]:
     if repeats < 1:
         parser.error("--repeats must be at least 1")
     memory = PeakMemory(device)
-    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
+    machine = env.describe_device(device)
+    print(f"device {machine}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
           f"{repeats} timed rounds (medians), VGG16 with random weights (same cost as trained)")
     rows = []
     started = time.perf_counter()
@@ -274,17 +307,33 @@ def main(argv=None, prog: str | None = None) -> list[dict]:
     print_table(rows)
     print("speed-up: plain time / this variant's time, measured interleaved in this process.")
     print("w/o loss: the same ratio after subtracting the loss's own time (the rollout's part).")
-    print("fast: " + (f"the fused C++ kernel v{fast.cpu_kernel.version()} (helpers/fast/csrc/nca_cpu.cpp)"
-                      if fast.uses_cpu_kernel(device)
-                      else "PyTorch operations (the C++ kernel runs on CPUs only"
-                      + ("" if device.type != "cpu" else f"; here: {fast.cpu_kernel.load_error()}") + ")"))
+    print("fast: " + describe_backend(device))
     print("peak mem: " + ("CUDA max_memory_allocated during one training iteration." if device.type == "cuda"
                           else "growth of peak resident memory (VmHWM) during one training iteration."
                           if memory.available else "not measurable here (needs CUDA or Linux)."))
     print("fast masks: Bernoulli(0.5) masks from random bits: the same distribution, not the same draws;")
     print("            the other fast rows draw exactly the plain version's masks (torch.rand).")
-    print(f"total {time.perf_counter() - started:.0f} s")
+    total = time.perf_counter() - started
+    print(f"total {total:.0f} s")
+    if args.json:
+        write_json(args.json, rows, {"device": str(device), "machine": machine, "torch": torch.__version__,
+                                     "threads": torch.get_num_threads(), "repeats": repeats,
+                                     "fast": describe_backend(device), "mode": "full" if args.full else
+                                     "small" if args.small else "quick", "seconds": total})
     return rows
+
+
+def write_json(path, rows: list[dict], about: dict) -> None:
+    """The table's rows (and what machine measured them) as JSON, for a report or README."""
+    import json
+
+    plain = {row["config"]: row for row in rows if row["variant"] == "plain"}
+    table = []
+    for row in rows:
+        without_loss = rollout_speedup(row, plain[row["config"]])
+        table.append({**row, "speedup_without_loss": without_loss if without_loss == without_loss else None})
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps({**about, "rows": table}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
