@@ -133,10 +133,10 @@ class TritonWorkspace:
         self.constants = {"C": channels, "CP": self.padded_channels, "BLOCK": self.block,
                           "ZERO_PAD": rule.padding == "zeros"}
         self.step_constants = {**self.constants, "SPLIT": rule.split_relu, "PER_CHANNEL": rule.update_per == "channel"}
-        # backward scratch: the perception's gradient, and one slot of [dW, db] per program
-        padded = self.padded_channels
+        # backward scratch: the perception's gradient, and one [C, inputs + 1] slot of [dW, db] per program
         self.grad_perception = torch.empty(shape, dtype=dtype, device=device)
-        self.partial = torch.empty(batch * blocks, self.groups + 1, padded, padded, dtype=dtype, device=device)
+        self.partial = torch.empty(batch * blocks, channels, rule.inputs + 1, dtype=dtype, device=device)
+        self.step_total = torch.empty(channels, rule.inputs + 1, dtype=dtype, device=device)
         self.weight = self.bias = None
 
     def _pad_rows(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -227,10 +227,6 @@ class TritonWorkspace:
                                                 weight, self.filters, height, width, **self.step_constants)
         self.kernels.adjoint_kernel[self.grid](self.grad_perception, grad_in, self.filters_flipped, height, width,
                                                **self.constants)
-        # the blocks' shares summed in a fixed order; [groups, CP, CP] back to [C, groups * C], and
-        # the bias's gradient from column 0 of the last tile
-        channels, total = self.rule.channels, self.partial.sum(dim=0)
-        grad_weight = total[:self.groups, :channels, :channels].permute(1, 0, 2)
-        grad_weight_bias[:, :-1] += grad_weight.reshape(channels, self.rule.inputs)
-        grad_weight_bias[:, -1] += total[self.groups, :channels, 0]
+        # the blocks' shares summed in a fixed order (no atomics: the same result every run)
+        grad_weight_bias.add_(torch.sum(self.partial, dim=0, out=self.step_total))
         return grad_in

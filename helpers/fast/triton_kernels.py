@@ -14,8 +14,8 @@ the program: a step reads the state once and writes the next state once.
 The parameters arrive padded by ``triton_engine`` (so that no load of them needs a mask): the
 weights as ``[groups, CP, CP]`` (group q, output channel o, input channel i is ``W[o, q*C + i]``),
 the bias as ``[CP]``, the filters as ``[CP, 9]``, all zero beyond C. The backward pass writes its
-per-block share of the weights' gradient in the same ``[groups, CP, CP]`` form, and the bias's
-gradient after it (column 0 of one more ``[CP, CP]`` tile).
+per-block share of the parameters' gradient as ``[C, inputs + 1]`` (the bias's in the last column),
+the layout ``helpers.fast.autograd`` accumulates, so that a step's share is one sum and one add.
 
 Every ``tl.dot`` is ``input_precision="ieee"``: Triton's default for float32 on a GPU is TF32
 (10-bit mantissas), which would miss the 1e-5 agreement with the plain model. The interpreter
@@ -146,10 +146,10 @@ def step_kernel(state_ptr, mask_ptr, out_ptr, weight_ptr, bias_ptr, filter_ptr, 
 
 
 @triton.jit
-def _group_backward(feature, g, weight_ptr, partial_ptr, square, CP: tl.constexpr):
+def _group_backward(feature, g, weight_ptr, square, partial_ptr, at, square_ok):
     """One group of C features s: store this block's share of dW_group = g s^T (summed over the
-    block's cells) and return the group's gradient gs = W_group^T g, [CP, BLOCK]."""
-    tl.store(partial_ptr + square, tl.dot(g, tl.trans(feature), input_precision="ieee"))
+    block's cells) at ``partial_ptr + at`` and return the group's gradient gs = W_group^T g, [CP, BLOCK]."""
+    tl.store(partial_ptr + at, tl.dot(g, tl.trans(feature), input_precision="ieee"), mask=square_ok)
     return tl.dot(tl.trans(tl.load(weight_ptr + square)), g, input_precision="ieee")
 
 
@@ -158,9 +158,9 @@ def backward_kernel(state_ptr, mask_ptr, grad_out_ptr, grad_in_ptr, grad_percept
                     weight_ptr, filter_ptr, height, width, C: tl.constexpr, CP: tl.constexpr,
                     BLOCK: tl.constexpr, SPLIT: tl.constexpr, PER_CHANNEL: tl.constexpr, ZERO_PAD: tl.constexpr):
     """The first pass of a step's backward: g = m * gy; this block's [dW, db] into its own slot of
-    ``partial``, ``[groups + 1, CP, CP]`` (summed afterwards, so the result does not depend on the
-    order programs run in); grad_in = gy + gf_state, and gf_perception into its buffer for the second pass."""
-    GROUPS: tl.constexpr = 4 if SPLIT else 2
+    ``partial``, ``[C, inputs + 1]`` (summed afterwards, so the result does not depend on the order
+    programs run in); grad_in = gy + gf_state, and gf_perception into its buffer for the second pass."""
+    INPUTS: tl.constexpr = 4 * C if SPLIT else 2 * C
     batch = tl.program_id(0)
     program = batch * tl.num_programs(1) + tl.program_id(1)
     HW = height * width
@@ -178,12 +178,15 @@ def backward_kernel(state_ptr, mask_ptr, grad_out_ptr, grad_in_ptr, grad_percept
     else:
         update = tl.load(mask_ptr + batch * HW + cells, mask=valid, other=0).to(tl.float32)[None, :]
     g = grad_out * update                                              # [CP, BLOCK]
-    square = channels[:, None] * CP + channels[None, :]
-    partial = partial_ptr + program * (GROUPS + 1) * CP * CP
-    # db, the sum of g over the block's cells, as a product with ones: after the weights' groups,
-    # a [CP, CP] tile whose every column is that sum
-    tl.store(partial + GROUPS * CP * CP + square, tl.dot(g, tl.full((BLOCK, CP), 1.0, tl.float32),
-                                                          input_precision="ieee"))
+    square = channels[:, None] * CP + channels[None, :]                # a [CP, CP] group of the weights
+    # this block's slot [C, INPUTS + 1]: output channel o, input i of a group at o * (INPUTS + 1) + i
+    partial = partial_ptr + program * C * (INPUTS + 1)
+    at = channels[:, None] * (INPUTS + 1) + channels[None, :]
+    square_ok = channel_ok[:, None] & channel_ok[None, :]
+    # db, the sum of g over the block's cells, as a product with ones: every column of it is that
+    # sum; column 0 goes into the slot's last column
+    sums = tl.dot(g, tl.full((BLOCK, CP), 1.0, tl.float32), input_precision="ieee")
+    tl.store(partial + at + (INPUTS - channels[None, :]), sums, mask=square_ok & (channels[None, :] == 0))
     state = tl.load(state_ptr + offsets + cells[None, :], mask=tile_ok, other=0.0)
     perception = _stencil(state_ptr + offsets, filter_ptr, channels, channel_ok, cells, row, col, height, width,
                           valid, CP, BLOCK, ZERO_PAD)
@@ -192,17 +195,17 @@ def backward_kernel(state_ptr, mask_ptr, grad_out_ptr, grad_in_ptr, grad_percept
         p_pos = tl.where(perception < 0.0, 0.0, perception)
         x_neg = tl.where(state > 0.0, 0.0, state)
         p_neg = tl.where(perception > 0.0, 0.0, perception)
-        g_x_pos = _group_backward(x_pos, g, weight_ptr, partial, square, CP)
-        g_p_pos = _group_backward(p_pos, g, weight_ptr + CP * CP, partial + CP * CP, square, CP)
-        g_x_neg = _group_backward(x_neg, g, weight_ptr + 2 * CP * CP, partial + 2 * CP * CP, square, CP)
-        g_p_neg = _group_backward(p_neg, g, weight_ptr + 3 * CP * CP, partial + 3 * CP * CP, square, CP)
+        g_x_pos = _group_backward(x_pos, g, weight_ptr, square, partial, at, square_ok)
+        g_p_pos = _group_backward(p_pos, g, weight_ptr + CP * CP, square, partial + C, at, square_ok)
+        g_x_neg = _group_backward(x_neg, g, weight_ptr + 2 * CP * CP, square, partial + 2 * C, at, square_ok)
+        g_p_neg = _group_backward(p_neg, g, weight_ptr + 3 * CP * CP, square, partial + 3 * C, at, square_ok)
         # relu passes its gradient where its result is not <= 0 (v > 0, or NaN), min(v, 0) where
         # v < 0 or NaN: selected, not multiplied, as PyTorch's threshold_backward does
         g_x = tl.where(x_pos <= 0.0, 0.0, g_x_pos) + tl.where(x_neg >= 0.0, 0.0, g_x_neg)
         g_p = tl.where(p_pos <= 0.0, 0.0, g_p_pos) + tl.where(p_neg >= 0.0, 0.0, g_p_neg)
     else:
-        g_x = _group_backward(state, g, weight_ptr, partial, square, CP)
-        g_p = _group_backward(perception, g, weight_ptr + CP * CP, partial + CP * CP, square, CP)
+        g_x = _group_backward(state, g, weight_ptr, square, partial, at, square_ok)
+        g_p = _group_backward(perception, g, weight_ptr + CP * CP, square, partial + C, at, square_ok)
     tl.store(grad_in_ptr + offsets + cells[None, :], grad_out + g_x, mask=tile_ok)
     tl.store(grad_perception_ptr + offsets + cells[None, :], g_p, mask=tile_ok)
 
