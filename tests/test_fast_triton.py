@@ -36,13 +36,14 @@ def interpreted(monkeypatch):
     assert triton_engine.interpreting()
 
 
-def make_model(seed=0, **options):
-    """Weights large enough that three steps move the state and every gradient is far from zero."""
+def make_model(seed=0, scale=0.05, **options):
+    """Weights large enough that three steps move the state and every gradient is far from zero
+    (longer rollouts need a smaller ``scale``: this rule grows values exponentially)."""
     torch.manual_seed(seed)
     model = nca.NCA(**options)
     with torch.no_grad():
-        model.update.weight.normal_(0.0, 0.05)
-        model.update.bias.normal_(0.0, 0.05)
+        model.update.weight.normal_(0.0, scale)
+        model.update.bias.normal_(0.0, scale)
     return model
 
 
@@ -209,6 +210,27 @@ def test_one_nan_spreads_as_in_the_plain_model():
     assert torch.equal(actual.isnan(), expected.isnan()) and expected.isnan().any()
     finite = expected.isfinite()
     torch.testing.assert_close(actual[finite], expected[finite], atol=1e-5, rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="compiled Triton kernels need a CUDA GPU (none here)")
+@pytest.mark.parametrize("options", [{}, {"padding": "zeros", "split_relu": False, "update_per": "cell"}])
+def test_the_compiled_kernels_match_the_plain_model_on_a_gpu(monkeypatch, options):
+    """On a GPU the kernels are compiled, not interpreted: there TF32 would show (the interpreter
+    cannot), so the plain reference runs cuDNN in true float32 and the grid is larger."""
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    model = make_model(scale=0.005, **options).cuda()
+    state = make_state((4, 12, 40, 36)).cuda()
+    upstream = torch.randn(state.shape, device="cuda")
+    plain = final_and_gradients(model, state, 8, lambda s: model.rollout(
+        s, 8, generator=torch.Generator("cuda").manual_seed(3)), upstream)
+    quick = final_and_gradients(model, state, 8, lambda s: fast.rollout(
+        model, s, 8, generator=torch.Generator("cuda").manual_seed(3)), upstream)      # "auto": Triton on CUDA
+    assert fast.uses_triton("cuda")
+    assert 0.05 < (plain[0] - state).abs().max() < 10, "the rollout should move the state, not explode"
+    torch.testing.assert_close(quick[0], plain[0], atol=1e-5, rtol=0)
+    for want, got in zip(plain[1], quick[1]):
+        assert float((got - want).norm() / want.norm()) <= 1e-4
 
 
 # ------------------------------------------------------------------------------ choice of backend

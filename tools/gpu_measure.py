@@ -120,7 +120,8 @@ def passes(result: dict) -> bool:
 
 def check_equality(device: torch.device, smoke: bool) -> list[dict]:
     """fast (each backend here) against plain, for every rule option, plus a state holding NaN and inf."""
-    shape, steps, scale = ((1, 12, 9, 11), 3, 0.05) if smoke else ((4, 12, 64, 64), 16, 0.004)
+    # weights small enough that the state moves by a few units, not more (float32 rounding grows with it)
+    shape, steps, scale = ((1, 12, 9, 11), 3, 0.05) if smoke else ((4, 12, 64, 64), 8, 0.004)
     backends = ["auto", "torch"]
     results = []
     previous_tf32 = torch.backends.cudnn.allow_tf32
