@@ -102,9 +102,11 @@ def test_other_channel_counts_run_too():
 
 
 def test_checkpointing_and_several_blocks_per_image(monkeypatch):
-    """Blocks of 32 cells: four programs per image, the last sticking out, their parameter gradients
-    summed; with checkpointing the backward recomputes states with the saved masks."""
+    """Blocks of 32 cells forward, 16 backward: four and seven programs per image, the last sticking
+    out, their parameter gradients summed; with checkpointing the backward recomputes states with
+    the saved masks."""
     monkeypatch.setattr(triton_engine, "BLOCK", 32)
+    monkeypatch.setattr(triton_engine, "BACKWARD_BLOCK", 16)
     model = make_model(padding="zeros")
     compare_with_plain(model, make_state((1, 12, 9, 11)), steps=4, checkpoint_every=3)
 
@@ -287,3 +289,29 @@ def test_every_product_in_the_kernels_is_ieee_float32():
         precision = {keyword.arg: keyword.value for keyword in dot.keywords}.get("input_precision")
         assert isinstance(precision, ast.Constant) and precision.value == "ieee", f"line {dot.lineno}"
 
+
+
+@pytest.mark.slow
+def test_the_kernels_compile_for_a_gpu_in_ieee_float32_without_spills():
+    """Triton compiles for a GPU on a machine without one (down to sm_90 machine code), so this CPU
+    checks what the interpreter cannot: that the kernels compile, that their products are IEEE
+    float32 fused multiply-adds (no tensor-core mma, which would mean TF32), and, where Triton's
+    bundled cuobjdump is there, that no kernel spills registers to a stack."""
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    compiled = triton_engine.compile_for_gpu(nca.Rule(), capability=90)
+    assert set(compiled) == {"step_kernel", "backward_kernel", "adjoint_kernel"}
+    cuobjdump = Path(sys.modules["triton"].__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    for name, kernel in compiled.items():
+        ptx = kernel.asm["ptx"]
+        assert "fma.rn.f32" in ptx, name
+        assert "mma" not in ptx and "tf32" not in ptx, f"{name} multiplies on tensor cores (TF32)"
+        if cuobjdump.exists():
+            with tempfile.TemporaryDirectory() as folder:
+                path = Path(folder) / f"{name}.cubin"
+                path.write_bytes(kernel.asm["cubin"])
+                usage = subprocess.run([str(cuobjdump), "--dump-resource-usage", str(path)], capture_output=True,
+                                       text=True, check=True).stdout
+            assert "STACK:0" in usage, f"{name} spills registers: {usage}"

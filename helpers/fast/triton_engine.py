@@ -36,8 +36,16 @@ from .masks import TorchRandMasks, mask_shape
 #: The kernels unroll their loops over channels: more channels make a larger kernel (slower to
 #: compile), not a wrong one; beyond this the PyTorch backend runs instead.
 MAX_CHANNELS = 32
-#: Cells per program on a GPU (with 16 padded channels: a [16, 128] tile, 16 registers a thread).
+#: Cells per program, and warps per program, on a GPU. Chosen from the compiled kernels' register
+#: counts (``cuobjdump --dump-resource-usage`` of sm_75, sm_80 and sm_90 code, which Triton builds
+#: without a GPU, see ``compile_for_gpu``): the forward step and the adjoint at 128 cells and 8
+#: warps use 48 to 132 registers a thread; the backward's first pass keeps a dozen [16, cells]
+#: tiles alive and spilled at 128 cells with 4 warps (255 registers and a 1.6 KB stack), so it
+#: takes 64 cells with 8 warps (127 to 171, no spills). Not yet tuned by timing on a GPU (none was
+#: available).
 BLOCK = 128
+BACKWARD_BLOCK = 64
+NUM_WARPS = 8
 #: Indices inside the kernels are 32-bit.
 MAX_VALUES = 2**31 - 1
 
@@ -100,6 +108,56 @@ def next_power_of_two(value: int) -> int:
     return 1 << max(0, int(value) - 1).bit_length()
 
 
+def kernel_constants(rule: nca.Rule, shape) -> dict[str, dict]:
+    """Each kernel's compile-time constants (and ``num_warps``) for this rule and state shape."""
+    channels, cells = rule.channels, shape[2] * shape[3]
+
+    def block(most):                     # at least 16 cells: tl.dot's smallest tile
+        return max(16, min(most, next_power_of_two(cells)))
+
+    # channels padded to a power of two of at least 16 (tl.dot's smallest tile) with zeros
+    common = {"C": channels, "CP": max(16, next_power_of_two(channels)), "ZERO_PAD": rule.padding == "zeros",
+              "num_warps": NUM_WARPS}
+    options = {"SPLIT": rule.split_relu, "PER_CHANNEL": rule.update_per == "channel"}
+    return {"step_kernel": {**common, **options, "BLOCK": block(BLOCK)},
+            "backward_kernel": {**common, **options, "BLOCK": block(BACKWARD_BLOCK)},
+            "adjoint_kernel": {**common, "BLOCK": block(BLOCK)}}
+
+
+def compile_for_gpu(rule: nca.Rule, shape=(4, 12, 128, 128), capability: int = 90) -> dict:
+    """Build the three kernels for an NVIDIA GPU of this compute capability (90: H100/H200, 75: T4)
+    without running them, and without a GPU: Triton compiles for a target on any machine. Returns
+    name -> Triton's compiled kernel (``.asm["ptx"]``, ``.asm["cubin"]``); the tests use it to check
+    on a CPU that the kernels compile, and what their machine code holds."""
+    import inspect
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    previous = os.environ.get("TRITON_INTERPRET")
+    os.environ["TRITON_INTERPRET"] = "0"        # the compiled (not interpreted) kernels' module
+    try:
+        module = kernels()
+    finally:
+        if previous is None:
+            os.environ.pop("TRITON_INTERPRET")
+        else:
+            os.environ["TRITON_INTERPRET"] = previous
+    compiled = {}
+    for name, constants in kernel_constants(rule, shape).items():
+        function = getattr(module, name)
+        constants = dict(constants)
+        warps = constants.pop("num_warps")
+        # the argument types the workspace passes: float32 buffers, byte masks, int32 sizes
+        signature = {argument: "constexpr" if argument in constants else
+                     "*u8" if argument == "mask_ptr" else "*fp32" if argument.endswith("_ptr") else "i32"
+                     for argument in inspect.signature(function.fn).parameters}
+        source = ASTSource(fn=function, signature=signature, constexprs=constants)
+        compiled[name] = triton.compile(source, target=GPUTarget("cuda", capability, 32), options={"num_warps": warps})
+    return compiled
+
+
 class TritonWorkspace:
     """The interface of ``torch_engine.TorchWorkspace``, computed by the Triton kernels."""
 
@@ -112,9 +170,12 @@ class TritonWorkspace:
         batch, channels, height, width = shape
         self.rule, self.shape, self.generator, self.masks = rule, tuple(shape), generator, masks
         self.dtype, self.device = dtype, torch.device(device)
-        # channels padded to a power of two of at least 16 (tl.dot's smallest tile) with zeros, so
-        # that the kernels load parameters without masks (see triton_kernels)
-        self.padded_channels = max(16, next_power_of_two(channels))
+        constants = kernel_constants(rule, shape)
+        self.step_constants, self.backward_constants = constants["step_kernel"], constants["backward_kernel"]
+        self.adjoint_constants = constants["adjoint_kernel"]
+        # the parameters padded with zeros to the kernels' channel count, so that the kernels load
+        # them without masks (see triton_kernels)
+        self.padded_channels = self.step_constants["CP"]
         self.groups = rule.inputs // channels                      # 4 groups of C features (split) or 2
         self.filters = self._pad_rows(filters.reshape(channels, 9))
         # P^T: the same depthwise convolution with every filter rotated by 180 degrees
@@ -127,15 +188,12 @@ class TritonWorkspace:
             self.random_bytes = torch.empty(self.mask.numel() // 8 + 1, dtype=torch.uint8, device=device)
             self.bit_shifts = torch.arange(8, dtype=torch.uint8, device=device)
         cells = height * width
-        self.block = max(16, min(BLOCK, next_power_of_two(cells)))   # tl.dot needs 16 or more
-        blocks = -(-cells // self.block)
-        self.grid = (batch, blocks)
-        self.constants = {"C": channels, "CP": self.padded_channels, "BLOCK": self.block,
-                          "ZERO_PAD": rule.padding == "zeros"}
-        self.step_constants = {**self.constants, "SPLIT": rule.split_relu, "PER_CHANNEL": rule.update_per == "channel"}
+        blocks = -(-cells // self.step_constants["BLOCK"])
+        backward_blocks = -(-cells // self.backward_constants["BLOCK"])
+        self.grid, self.backward_grid = (batch, blocks), (batch, backward_blocks)
         # backward scratch: the perception's gradient, and one [C, inputs + 1] slot of [dW, db] per program
         self.grad_perception = torch.empty(shape, dtype=dtype, device=device)
-        self.partial = torch.empty(batch * blocks, channels, rule.inputs + 1, dtype=dtype, device=device)
+        self.partial = torch.empty(batch * backward_blocks, channels, rule.inputs + 1, dtype=dtype, device=device)
         self.step_total = torch.empty(channels, rule.inputs + 1, dtype=dtype, device=device)
         self.weight = self.bias = None
 
@@ -222,11 +280,11 @@ class TritonWorkspace:
                       grad_weight_bias: torch.Tensor, grad_in: torch.Tensor) -> torch.Tensor:
         weight, _ = self._parameters()
         height, width = self.shape[2:]
-        self.kernels.backward_kernel[self.grid](self._state(state), self._mask(mask), self._state(grad_out),
-                                                self._state(grad_in), self.grad_perception, self.partial,
-                                                weight, self.filters, height, width, **self.step_constants)
+        self.kernels.backward_kernel[self.backward_grid](self._state(state), self._mask(mask), self._state(grad_out),
+                                                         self._state(grad_in), self.grad_perception, self.partial,
+                                                         weight, self.filters, height, width, **self.backward_constants)
         self.kernels.adjoint_kernel[self.grid](self.grad_perception, grad_in, self.filters_flipped, height, width,
-                                               **self.constants)
+                                               **self.adjoint_constants)
         # the blocks' shares summed in a fixed order (no atomics: the same result every run)
         grad_weight_bias.add_(torch.sum(self.partial, dim=0, out=self.step_total))
         return grad_in
