@@ -66,8 +66,11 @@ def triton_error() -> str | None:
 
 def interpreting() -> bool:
     """Whether Triton runs kernels in its interpreter (``TRITON_INTERPRET=1``: on CPU tensors, slowly)."""
-    from triton import knobs
-    return bool(knobs.runtime.interpret)
+    try:
+        from triton import knobs  # triton 3.4 and later: what triton.jit itself reads
+        return bool(knobs.runtime.interpret)
+    except (ImportError, AttributeError):    # older releases (Colab's may be one) read the variable directly
+        return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
 
 
 def kernels():
