@@ -81,7 +81,9 @@ def describe_backend(device: torch.device) -> str:
     if device.type == "cpu":
         why = f"the C++ kernel: {fast.cpu_kernel.load_error()}"
     else:
-        why = f"Triton: {fast.triton_engine.fits(nca.Rule(), torch.float32, device)}"
+        rule = nca.Rule()
+        why = "Triton: " + (fast.triton_engine.fits(rule, torch.float32, device)
+                            or fast.triton_engine.self_check(rule, device) or "not a CUDA device")
     return f"PyTorch operations (no fused kernel here; {why})"
 
 

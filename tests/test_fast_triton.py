@@ -315,3 +315,51 @@ def test_the_kernels_compile_for_a_gpu_in_ieee_float32_without_spills():
                 usage = subprocess.run([str(cuobjdump), "--dump-resource-usage", str(path)], capture_output=True,
                                        text=True, check=True).stdout
             assert "STACK:0" in usage, f"{name} spills registers: {usage}"
+
+
+def test_auto_checks_the_kernels_on_the_device_once_and_falls_back_with_a_warning(monkeypatch):
+    """What backend="auto" asks before it uses Triton on a GPU (run here under the interpreter):
+    the kernels pass on a working installation, and one that fails or computes something else is
+    named in a warning, not used. The check leaves the global random stream where it was."""
+    monkeypatch.setattr(triton_engine, "_checked_rules", {})
+    rule = nca.Rule(padding="zeros")
+    before = torch.random.get_rng_state()
+    assert triton_engine.self_check(rule, "cpu") is None
+    assert torch.equal(torch.random.get_rng_state(), before)
+
+    def broken(self, state, mask, out):
+        out.copy_(state)                          # a kernel that forgets the update
+        return out
+
+    monkeypatch.setattr(triton_engine, "_checked_rules", {})
+    monkeypatch.setattr(triton_engine.TritonWorkspace, "step", broken)
+    with pytest.warns(RuntimeWarning, match="PyTorch backend runs instead"):
+        assert "states differ" in triton_engine.self_check(rule, "cpu")
+    assert "states differ" in triton_engine.self_check(rule, "cpu")      # asked once, remembered
+
+    def failing(self, *args):
+        raise RuntimeError("PTX compilation failed")
+
+    monkeypatch.setattr(triton_engine, "_checked_rules", {})
+    monkeypatch.setattr(triton_engine.TritonWorkspace, "step", failing)
+    with pytest.warns(RuntimeWarning):
+        assert "PTX compilation failed" in triton_engine.self_check(rule, "cpu")
+
+
+def test_auto_on_cuda_uses_triton_only_when_the_check_passes(monkeypatch):
+    """make_workspace's choice on a CUDA state (stand-ins: this machine has no GPU): Triton when it
+    fits and its check passed, the PyTorch backend when the check failed; "triton" skips the check."""
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(fast, "TorchWorkspace", lambda *options: "torch")
+    monkeypatch.setattr(fast, "TritonWorkspace", lambda *options: "triton")
+    monkeypatch.setattr(triton_engine, "fits", lambda *args: None)
+    state = SimpleNamespace(shape=(1, 12, 8, 8), dtype=torch.float32, device=torch.device("cuda"))
+    rule, filters = nca.Rule(), nca.perception_filters()
+    checked = []
+    for verdict, expected in ((None, "triton"), ("their states differ", "torch")):
+        monkeypatch.setattr(triton_engine, "self_check", lambda rule, device, verdict=verdict: checked.append(device)
+                            or verdict)
+        assert fast.make_workspace(rule, filters, state, None, "exact", "auto") == expected
+        assert fast.make_workspace(rule, filters, state, None, "exact", "triton") == "triton"
+    assert checked == [torch.device("cuda")] * 2

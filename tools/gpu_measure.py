@@ -8,8 +8,8 @@
 Three parts, in this order (each can be skipped, ``--skip-checks/--skip-bench/--skip-notebooks``):
 
 1. **equality**: ``helpers.fast`` against the plain model (``helpers.nca.NCA``) on this device, for
-   every option of ``nca.Rule``, with each backend the device has (on a GPU: ``auto``, which is the
-   Triton kernels, and ``torch``): final states within 1e-5, gradients of the weight, the bias and the
+   every option of ``nca.Rule``, with each backend the device has (on a GPU: ``triton`` and
+   ``torch``; on a CPU: ``kernel`` and ``torch``): final states within 1e-5, gradients of the weight, the bias and the
    state within 1e-4 relative, and NaN/inf where the plain model has them. The plain model's
    convolutions run in true float32 here (``torch.backends.cudnn.allow_tf32 = False``): PyTorch's
    default lets cuDNN use TF32 on recent GPUs, 1e-3 relative, which would fail the reference itself.
@@ -122,7 +122,9 @@ def check_equality(device: torch.device, smoke: bool) -> list[dict]:
     """fast (each backend here) against plain, for every rule option, plus a state holding NaN and inf."""
     # weights small enough that the state moves by a few units, not more (float32 rounding grows with it)
     shape, steps, scale = ((1, 12, 9, 11), 3, 0.05) if smoke else ((4, 12, 64, 64), 8, 0.004)
-    backends = ["auto", "torch"]
+    # the fused kernel of this device by name (so that a failing one fails here rather than being
+    # replaced by the PyTorch backend, as backend="auto" would), and the PyTorch backend
+    backends = ["triton" if device.type == "cuda" else bench.fast_backend(device), "torch"]
     results = []
     previous_tf32 = torch.backends.cudnn.allow_tf32
     torch.backends.cudnn.allow_tf32 = False          # the reference in true float32 (see the docstring)
@@ -141,12 +143,11 @@ def check_equality(device: torch.device, smoke: bool) -> list[dict]:
                 started = time.perf_counter()
                 actual = run_and_differentiate(model, state, steps, upstream, lambda s: fast.rollout(
                     model, s, steps, generator=generator(device, 7), backend=backend))
-                ran = bench.fast_backend(device) if backend == "auto" else backend
-                result = {"options": options, "state": kind, "backend": ran, "shape": list(shape), "steps": steps,
+                result = {"options": options, "state": kind, "backend": backend, "shape": list(shape), "steps": steps,
                           **differences(expected, actual), "seconds": time.perf_counter() - started}
                 result["pass"] = passes(result)
                 results.append(result)
-                log(f"  {'PASS' if result['pass'] else 'FAIL'} {ran:7s} {kind:12s} {options or 'default rule'}: "
+                log(f"  {'PASS' if result['pass'] else 'FAIL'} {backend:7s} {kind:12s} {options or 'default rule'}: "
                     f"state {result['state_max_abs']:.1e}, grads {result['weight_grad_rel']:.1e} / "
                     f"{result['bias_grad_rel']:.1e} / {result['state_grad_rel']:.1e}")
     finally:

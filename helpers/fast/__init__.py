@@ -173,8 +173,11 @@ def uses_cpu_kernel(device="cpu") -> bool:
 
 
 def uses_triton(device="cuda") -> bool:
-    """Whether ``backend="auto"`` runs float32 rollouts of the course's rule on ``device`` with the Triton kernels."""
-    return torch.device(device).type == "cuda" and triton_engine.fits(nca.Rule(), torch.float32, device) is None
+    """Whether ``backend="auto"`` runs float32 rollouts of the course's rule on ``device`` with the
+    Triton kernels (on a GPU this runs their check against the PyTorch backend, once per process)."""
+    device, rule = torch.device(device), nca.Rule()
+    return (device.type == "cuda" and triton_engine.fits(rule, torch.float32, device) is None
+            and triton_engine.self_check(rule, device) is None)
 
 
 def make_workspace(rule: nca.Rule, filters: torch.Tensor, state: torch.Tensor,
@@ -184,9 +187,12 @@ def make_workspace(rule: nca.Rule, filters: torch.Tensor, state: torch.Tensor,
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     options = (rule, filters, state.shape, state.dtype, state.device, generator, masks)
-    # "auto" tries Triton on CUDA only; "triton" also on the CPU, where Triton's interpreter runs it
+    # "auto" tries Triton on CUDA only, once checked against the PyTorch backend on this device
+    # (triton_engine.self_check); "triton" also on the CPU, where Triton's interpreter runs it
     if backend == "triton" or (backend == "auto" and state.device.type == "cuda"):
         reason = triton_engine.fits(rule, state.dtype, state.device, state.shape)
+        if reason is None and backend == "auto":
+            reason = triton_engine.self_check(rule, state.device)
         if reason is None:
             return TritonWorkspace(*options)
         if backend == "triton":

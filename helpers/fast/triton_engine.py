@@ -26,6 +26,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -104,6 +105,58 @@ def fits(rule: nca.Rule, dtype, device, shape=None) -> str | None:
         return f"it runs at most {MAX_CHANNELS} channels, this rule has {rule.channels}"
     if shape is not None and torch.Size(shape).numel() > MAX_VALUES:
         return f"its indices are 32-bit: at most {MAX_VALUES} values, this state has {torch.Size(shape).numel()}"
+    return None
+
+
+_checked_rules: dict[tuple, str | None] = {}
+
+
+def self_check(rule: nca.Rule, device) -> str | None:
+    """None when the Triton kernels ran this rule on ``device`` and matched the PyTorch backend
+    (a short rollout on a tiny grid, forward and backward), else why not. ``backend="auto"`` asks
+    once per rule and device in a process, so that a kernel that does not compile or computes
+    something else on this GPU (another triton release, another architecture) makes it fall back
+    to the PyTorch backend with a warning instead of failing or training on wrong numbers.
+    It draws from its own generator: the global random stream stays where it was."""
+    key = (rule, str(torch.device(device)))
+    if key not in _checked_rules:
+        _checked_rules[key] = _compare_with_torch_backend(rule, torch.device(device))
+        if _checked_rules[key] is not None:
+            warnings.warn(f"helpers.fast: the Triton kernels are not used on {device} for this rule "
+                          f"({_checked_rules[key]}); the PyTorch backend runs instead", RuntimeWarning, stacklevel=3)
+    return _checked_rules[key]
+
+
+def _compare_with_torch_backend(rule: nca.Rule, device: torch.device) -> str | None:
+    from .autograd import Rollout
+    from .torch_engine import TorchWorkspace
+
+    cpu = torch.Generator().manual_seed(0)
+    shape = (2, rule.channels, 7, 9)
+    state = (0.5 * torch.randn(shape, generator=cpu)).to(device)
+    weight = (0.05 * torch.randn(rule.channels, rule.inputs, 1, 1, generator=cpu)).to(device)
+    bias = (0.05 * torch.randn(rule.channels, generator=cpu)).to(device)
+    upstream = torch.randn(shape, generator=cpu).to(device)
+    filters = nca.perception_filters(rule.filters, rule.channels).to(device)
+    results = []
+    try:
+        with torch.enable_grad():
+            for workspace in (TorchWorkspace, TritonWorkspace):
+                start, w, b = (tensor.clone().requires_grad_(True) for tensor in (state, weight, bias))
+                masks = torch.Generator(device).manual_seed(1)
+                work = workspace(rule, filters, shape, torch.float32, device, masks, "exact")
+                final = Rollout.apply(start, w, b, work, 3, None, True)
+                results.append([final.detach(), *torch.autograd.grad(final, [start, w, b], upstream)])
+    except Exception as error:               # a kernel that does not compile or launch here
+        return f"they failed here: {type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"
+    (expected_state, *expected_grads), (state_here, *grads_here) = results
+    state_error = float((state_here - expected_state).abs().max())
+    if not state_error <= 1e-5:                 # (written so that NaN fails too)
+        return f"their states differ from the PyTorch backend's by {state_error:.1e}"
+    for want, got in zip(expected_grads, grads_here):
+        error = float((got - want).norm() / want.norm())
+        if not error <= 1e-4:
+            return f"their gradients differ from the PyTorch backend's by {error:.1e} (relative)"
     return None
 
 
