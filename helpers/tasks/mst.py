@@ -384,6 +384,34 @@ def evaluate(model, tasks: TaskBatch | None = None, steps: int = 96, seed: int =
 
 # ------------------------------------------------------------------------- held-out measurements
 
+def surprise_settings(task: dict) -> dict[str, dict]:
+    """Chapter 05's surprises for a model trained on ``task`` (canvas, min/max points, margin): the
+    task itself, more points on the same canvas, a canvas 1.5 times as wide with the same point
+    counts (longer edges), and that canvas with as many points per area as in training."""
+    canvas, margin = task["canvas"], task["margin"]
+    larger = round(1.5 * canvas)
+    density = (larger - 2 * margin) ** 2 / (canvas - 2 * margin) ** 2     # the area the points may use
+    return {"as trained": dict(task),
+            "more points": {**task, "min_points": task["max_points"] + 1, "max_points": task["max_points"] + 10},
+            "larger canvas": {**task, "canvas": larger},
+            "larger, as dense": {**task, "canvas": larger, "min_points": round(task["min_points"] * density),
+                                 "max_points": round(task["max_points"] * density)}}
+
+
+def surprise_metadata(model, task: dict, steps: int, count: int = 50, seed: int = 7) -> dict:
+    """Pixel and graph scores of ``model`` on ``count`` fresh tasks (seed ``seed``) of each surprise."""
+    from . import mst_graphs  # here, not at the top: mst_graphs itself builds on this module's geometry
+    measured = {}
+    for name, settings in surprise_settings(task).items():
+        tasks = make_tasks(count, np.random.default_rng(seed), **settings)
+        finals = draw_with(model, tasks.inputs, steps)
+        graphs = {key: round(value, 4) if isinstance(value, float) else value
+                  for key, value in mst_graphs.score_graphs(ink(finals), tasks).items()}
+        measured[name] = {**settings, "count": count, "task_seed": seed, "steps": steps,
+                          **summary(score_drawings(finals[:, :1], tasks)), **graphs}
+    return measured
+
+
 def heldout_metadata(model, task_settings: dict, steps: int, rollout_seed: int = 0, chapter_count: int = 50,
                      check_count: int = 50) -> dict:
     """The held-out measurements stored in a model's JSON.
