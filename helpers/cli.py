@@ -113,7 +113,7 @@ def train_command(args: argparse.Namespace, parser: argparse.ArgumentParser, typ
         parser.error(str(error))
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.set_flush_denormal(True)
+    env.flush_denormals()          # NumPy reads its float limits first: no "smallest subnormal" warnings
     try:
         _, metadata = module.train(settings, out=out, device=device, progress=not args.no_progress, command=typed,
                                    overwrite=args.overwrite, checkpoint=args.checkpoint,
