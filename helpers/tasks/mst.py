@@ -340,13 +340,18 @@ def draw_with(model, inputs: torch.Tensor | None, steps: int, seed: int = 0, chu
     return torch.cat(finals)
 
 
+def graph_scores(states: torch.Tensor, tasks: TaskBatch) -> dict:
+    """``mst_graphs.score_graphs`` of the drawings in ``states`` (channel 0), rounded like ``summary``."""
+    from . import mst_graphs  # here, not at the top: mst_graphs itself builds on this module's geometry
+    return summary(mst_graphs.score_graphs(ink(states), tasks))
+
+
 def scores_over_rollout(model, tasks: TaskBatch, checkpoints, seed: int = 0) -> dict:
     """Run ``model`` on ``tasks`` once, to the last of ``checkpoints`` (increasing step counts), and
     score the drawing at each: ``{"steps": [...], "f1": [...], "f1_1px": [...], "precision": [...],
     ...}`` with strict and 1-pixel-tolerant pixel scores, the fraction of pixels inked and the
     graph scores' exact-MST and cycle rates. One rollout serves every checkpoint (the state at
     step 2000 is the state at step 1000 run 1000 steps further, with the same generator)."""
-    from . import mst_graphs  # here, not at the top: mst_graphs itself builds on this module's geometry
     checkpoints = [int(step) for step in checkpoints]
     if not checkpoints or checkpoints != sorted(set(checkpoints)) or checkpoints[0] < 0:
         raise ValueError(f"checkpoints must be increasing step counts >= 0, got {checkpoints}")
@@ -359,7 +364,7 @@ def scores_over_rollout(model, tasks: TaskBatch, checkpoints, seed: int = 0) -> 
             states = draw_with(model, None, step - done, states=states, generator=generator)
             done = step
         scores = score_drawings(states[:, :1], tasks)
-        graphs = mst_graphs.score_graphs(ink(states), tasks)
+        graphs = graph_scores(states, tasks)
         for key in keys:
             curves[key].append(round(scores[key], 4))
         curves["inked"].append(round(float((ink(states) >= THRESHOLD).float().mean()), 4))
@@ -400,13 +405,11 @@ def surprise_settings(task: dict) -> dict[str, dict]:
 
 def surprise_metadata(model, task: dict, steps: int, count: int = 50, seed: int = 7) -> dict:
     """Pixel and graph scores of ``model`` on ``count`` fresh tasks (seed ``seed``) of each surprise."""
-    from . import mst_graphs  # here, not at the top: mst_graphs itself builds on this module's geometry
     measured = {}
     for name, settings in surprise_settings(task).items():
         tasks = make_tasks(count, np.random.default_rng(seed), **settings)
         finals = draw_with(model, tasks.inputs, steps)
-        graphs = {key: round(value, 4) if isinstance(value, float) else value
-                  for key, value in mst_graphs.score_graphs(ink(finals), tasks).items()}
+        graphs = graph_scores(finals, tasks)
         measured[name] = {**settings, "count": count, "task_seed": seed, "steps": steps,
                           **summary(score_drawings(finals[:, :1], tasks)), **graphs}
     return measured
@@ -421,7 +424,6 @@ def heldout_metadata(model, task_settings: dict, steps: int, rollout_seed: int =
     chapter's own task, 100x100 with 3 to 15 points, on the first ``chapter_count`` held-out tasks
     (100x100 rollouts are slow on a CPU). Each records how its tasks were made and run, the pixel
     scores of ``mst_metrics.score_drawings`` and, under ``"graph"``, ``mst_graphs.score_graphs``."""
-    from . import mst_graphs  # here, not at the top: mst_graphs itself builds on this module's geometry
     chapter_settings = {"canvas": CANVAS, "min_points": MIN_POINTS, "max_points": MAX_POINTS, "margin": MARGIN}
     measured = {}
     for name, settings, count in [("heldout", task_settings, HELDOUT_COUNT),
@@ -430,8 +432,7 @@ def heldout_metadata(model, task_settings: dict, steps: int, rollout_seed: int =
         tasks = heldout_tasks(count, **settings)
         finals = draw_with(model, tasks.inputs, steps, rollout_seed)
         result = summary(score_drawings(finals[:, :1], tasks))
-        graph = {key: round(value, 4) if isinstance(value, float) else value
-                 for key, value in mst_graphs.score_graphs(ink(finals), tasks).items()}
+        graph = graph_scores(finals, tasks)
         measured[name] = {"count": count, "task_seed": HELDOUT_SEED, **settings, **result, "steps": steps,
                           "rollout_seed": rollout_seed, "graph": graph}
     return measured
