@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
+import importlib
 import io
 import json
 import math
@@ -305,7 +306,8 @@ def save_model(model: NCA, path: str | Path, metadata: dict | None = None) -> Pa
     buffer = io.BytesIO()
     torch.save(state_dict, buffer)
     weights = buffer.getvalue()
-    info = {"architecture": "NCA", "config": model.config(), "parameters": count_parameters(model),
+    info = {"architecture": getattr(model, "architecture", "NCA"), "config": model.config(),
+            "parameters": count_parameters(model),
             "saved": datetime.date.today().isoformat(), **metadata, "weights_sha256": sha256(weights)}
     try:
         text = json.dumps(info, indent=2) + "\n"
@@ -349,6 +351,18 @@ def check_weights_file(name: str, state_dict) -> None:
         raise ValueError(f"{name} is a dict whose values under {others} are not tensors, not a state_dict; {how}")
 
 
+#: The model classes a saved JSON may name, and the module that defines each (imported when needed:
+#: chapter 06's growing rule lives in its own module, which imports this one).
+ARCHITECTURES = {"NCA": __name__, "GrowingNCA": "helpers.growing_nca"}
+
+
+def architecture(name, json_name: str = "the JSON") -> type:
+    """The class of a saved model's ``architecture`` entry."""
+    if name not in ARCHITECTURES:
+        raise ValueError(f"{json_name} names the architecture {name!r}; known: {', '.join(ARCHITECTURES)}")
+    return getattr(importlib.import_module(ARCHITECTURES[name]), name)
+
+
 def load_model(path: str | Path, device=None) -> NCA:
     """Load a model saved by ``save_model`` (weights only, never pickled code).
 
@@ -371,7 +385,7 @@ def load_model(path: str | Path, device=None) -> NCA:
     config = info.get("config", {})
     if not isinstance(config, dict):
         raise ValueError(f"{json_name}: 'config' must be an object of NCA options, got {type(config).__name__}")
-    model = NCA(**config)    # Rule checks every option's type and value
+    model = architecture(info.get("architecture", "NCA"), json_name)(**config)    # each checks its options
     try:
         state_dict = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, EOFError) as error:
@@ -389,7 +403,8 @@ def load_model(path: str | Path, device=None) -> NCA:
             raise ValueError(f"{path.name}: {key} holds non-finite values (NaN or inf); the training that saved it "
                              f"diverged: retrain, or load an earlier checkpoint")
     if not torch.equal(state_dict["filters"].to(model.filters.dtype), model.filters):
-        raise ValueError(f"{path.name}: its perception filters are not the {model.filter_kind!r} filters that "
+        kind = f"{model.filter_kind!r} " if hasattr(model, "filter_kind") else ""
+        raise ValueError(f"{path.name}: its perception filters are not the {kind}filters that "
                          f"{json_name}'s config names; the two files disagree")
     model.load_state_dict(state_dict)
     return model.to(device) if device is not None else model

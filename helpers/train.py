@@ -52,7 +52,8 @@ class TrainConfig:
     pool_size: int = setting(256, "states kept in the sample pool")
     min_steps: int = setting(32, "fewest CA steps per iteration")
     max_steps: int = setting(96, "CA steps per iteration are drawn from [min-steps, max-steps)")
-    reseed_every: int = setting(8, "every k-th iteration one batch entry is replaced by a fresh sample")
+    reseed_every: int = setting(8, "every k-th iteration one batch entry is replaced by a fresh sample (0: never; "
+                                   "the task's prepare_batch decides)")
     learning_rate: float = setting(1e-3, "Adam's learning rate")
     lr_milestones: tuple = setting((), "iterations at which the learning rate is multiplied by lr-gamma")
     lr_gamma: float = setting(0.3, "factor of the learning rate at each milestone")
@@ -71,8 +72,8 @@ class TrainConfig:
                              f"{self.iterations}, batch_size {self.batch_size}, pool_size {self.pool_size}")
         if not 1 <= self.min_steps < self.max_steps:
             raise ValueError(f"need 1 <= min_steps < max_steps, got [{self.min_steps}, {self.max_steps})")
-        if self.reseed_every < 1:
-            raise ValueError(f"reseed_every must be at least 1, got {self.reseed_every}")
+        if self.reseed_every < 0:
+            raise ValueError(f"reseed_every must be 0 (never) or at least 1, got {self.reseed_every}")
         if not isinstance(self.warmup_iterations, int) or isinstance(self.warmup_iterations, bool) \
                 or self.warmup_iterations < 0:
             raise ValueError(f"warmup_iterations must be an integer >= 0, got {self.warmup_iterations!r}")
@@ -131,19 +132,23 @@ def normalize_gradients(model: nn.Module, eps: float = 1e-8) -> None:
 class History:
     losses: list = field(default_factory=list)
     seconds: float = 0.0
+    pool: dict | None = None      # the pool's samples when training ended (e.g. to show them as a mosaic)
 
 
 def train_pool(model: nn.Module, make_samples: Callable[[int], dict], loss_fn: Callable, config: TrainConfig,
                rollout: Callable | None = None, dashboard=None, progress: bool = True,
                preview: Callable | None = None,
-               on_iteration: Callable[[int, float], None] | None = None) -> History:
+               on_iteration: Callable[[int, float], None] | None = None,
+               prepare_batch: Callable[[dict, int], dict] | None = None) -> History:
     """Train ``model`` with a sample pool; returns the loss history.
 
     ``rollout(model, states, steps)`` runs the CA (default: ``config.rollout()``, i.e. the engine
     the config names; ``model.rollout`` for the plain engine). ``dashboard`` (a
     ``helpers.display.Dashboard``) is updated with ``preview(final_states)`` images and the 1x1
     weights when given. ``on_iteration(iteration, loss)`` is called after every optimizer step
-    (e.g. to save the weights of a long run now and then).
+    (e.g. to save the weights of a long run now and then). ``prepare_batch(batch, iteration)``
+    may change the sampled batch before the rollout (chapter 06 replaces the worst sample by the
+    seed and damages the best ones); what it returns is rolled out and written back to the pool.
     """
     rollout = rollout or config.rollout() or plain_rollout
     history = History()
@@ -157,10 +162,12 @@ def train_pool(model: nn.Module, make_samples: Callable[[int], dict], loss_fn: C
     bar = tqdm(range(config.iterations), disable=not progress, desc="training")
     for iteration in bar:
         indices, batch = pool.sample(config.batch_size, chooser)
-        if iteration % config.reseed_every == 0:
+        if config.reseed_every and iteration % config.reseed_every == 0:
             fresh = make_samples(1)
             for key in batch:
                 batch[key][:1] = fresh[key].to(device)
+        if prepare_batch is not None:
+            batch = prepare_batch(batch, iteration)
         steps = chooser.randrange(config.min_steps, config.max_steps)
         final = rollout(model, batch["state"], steps)
         loss = loss_fn(final, batch)
@@ -186,6 +193,7 @@ def train_pool(model: nn.Module, make_samples: Callable[[int], dict], loss_fn: C
         if on_iteration is not None:
             on_iteration(iteration, history.losses[-1])
     history.seconds += time.perf_counter() - start
+    history.pool = pool.samples
     return history
 
 

@@ -84,7 +84,11 @@ def stability(model, task: ModuleType, settings) -> dict:
     """Roll the trained rule out from two fresh samples for 4 x ``max_steps`` steps: is it bounded?"""
     states = task.make_samples(settings, None)(2)["state"]
     steps = 4 * settings.max_steps
-    final = fast.infer(model, states, steps, generator=torch.Generator().manual_seed(settings.seed))
+    generator = torch.Generator().manual_seed(settings.seed)
+    if isinstance(model, nca.NCA):
+        final = fast.infer(model, states, steps, generator=generator)
+    else:                         # another rule (chapter 06's growing NCA): its own rollout
+        final = model.rollout(states, steps, generator=generator)
     finite = bool(torch.isfinite(final).all())
     largest = final.abs().max().item() if finite else float("inf")
     return {"steps": steps, "max_abs_state": largest, "bound": DIVERGENCE_BOUND,
@@ -129,8 +133,9 @@ def train_and_save(task: ModuleType, settings, out: str | Path | None = None, de
     model = task.new_model(settings).to(device)
     hook = Progress(model, checkpoint, checkpoint_every)
     try:
+        prepare = task.prepare_batch(settings, device) if hasattr(task, "prepare_batch") else None
         history = train.train_pool(model, task.make_samples(settings, device), task.loss(settings, device), settings,
-                                   progress=progress, on_iteration=hook)
+                                   progress=progress, on_iteration=hook, prepare_batch=prepare)
     except KeyboardInterrupt:
         if path is not None:
             nca.save_model(model.eval().cpu(), path, {**recorded, "partial": True, "iterations_done": hook.done,
