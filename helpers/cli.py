@@ -1,4 +1,4 @@
-"""One command line for every task: ``python -m helpers train TASK``, ``evaluate mst``, ``bench``.
+"""One command line for every task: ``python -m helpers train TASK``, ``evaluate mst|growing``, ``bench``.
 
 Every field of a task's settings dataclass is a flag, with the default and help written once, in
 the dataclass; a saved model's JSON records the command as typed and the settings it produced::
@@ -7,6 +7,7 @@ the dataclass; a saved model's JSON records the command as typed and the setting
     python -m helpers train texture --target my_photo.jpg        # your own image: a path or an http(s) URL
     python -m helpers train mst --iterations 5000 --canvas 64 --max-points 10 --out outputs/mst.pt
     python -m helpers evaluate mst data/models/mst.pt
+    python -m helpers evaluate growing data/models/growing_lizard_regenerating.pt --count 20
     python -m helpers bench --full
 
 Models are written to ``outputs/`` unless ``--out`` says otherwise, and an existing model is
@@ -26,13 +27,15 @@ from urllib.parse import urlparse
 import torch
 
 from . import bench, data, env, nca, train
-from .tasks import mst, run, texture
+from .tasks import growing, mst, run, texture
 
-TASKS = {"texture": texture, "mst": mst}
+TASKS = {"texture": texture, "mst": mst, "growing": growing}
 
 
 def default_out(task: str, settings) -> str:
     """Where a model goes when ``--out`` is not given: a user folder, never the shipped data/models."""
+    if task == "growing":
+        return f"outputs/growing_{Path(settings.emoji).stem}_{settings.experiment}.pt"
     if task != "texture":
         return f"outputs/{task}.pt"
     # your own image (a path or URL) is named by its file name: outputs/texture_my_photo.pt
@@ -93,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_mst.add_argument("--chapter-count", type=int, help="tasks of the 100x100 measurement (default: as stored)")
     evaluate_mst.add_argument("--write", action="store_true",
                               help="store the held-out metrics in the model's JSON (replacing the old ones)")
+    evaluate_growing = evaluated.add_parser("growing",
+                                            help="stability, regeneration and rotation of a saved growing model")
+    evaluate_growing.add_argument("model", help="a growing model, e.g. data/models/growing_lizard_regenerating.pt")
+    evaluate_growing.add_argument("--count", type=int, default=50, help="damages per kind (default: 50)")
+    evaluate_growing.add_argument("--write", action="store_true",
+                                  help="store the measurements in the model's JSON (replacing the old ones)")
     commands.add_parser("bench", add_help=False, help="the fast engine's benchmark (python -m helpers bench --help)")
     return parser
 
@@ -125,7 +134,24 @@ def train_command(args: argparse.Namespace, parser: argparse.ArgumentParser, typ
     print(f"saved {out}: {module.summary_line(metadata)} ({metadata['training_seconds']:.0f} s of training)")
 
 
+def evaluate_growing_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    try:
+        metadata = nca.load_metadata(args.model)
+        model = nca.load_model(args.model)
+        settings = settings_from(argparse.Namespace(**metadata["settings"]), growing.Settings)
+    except (FileNotFoundError, ValueError, KeyError, TypeError) as error:
+        parser.error(f"{args.model} is not a saved growing model with its settings in its JSON ({error})")
+    measured = growing.measure(model, settings, count=args.count)
+    print(growing.summary_line({"eval": measured}))
+    if args.write:
+        metadata["eval"] = measured
+        Path(args.model).with_suffix(".json").write_text(json.dumps(metadata, indent=2) + "\n")
+
+
 def evaluate_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    if args.task == "growing":
+        evaluate_growing_command(args, parser)
+        return
     try:
         metadata = nca.load_metadata(args.model)
         model = nca.load_model(args.model)

@@ -1,10 +1,11 @@
-"""The course's shipped assets: texture images (data/textures/*.png).
+"""The course's shipped assets: texture images (data/textures/*.png) and emoji (data/emoji/*.png).
 
 ``load_texture(name)`` returns a texture as a float tensor [3, H, W] in [0, 1];
 ``list_textures()`` names the available ones. The textures are made by data/make_textures.py.
 ``load_image(path)`` reads any other image file (your own texture) the same way, and
 ``fetch_image(url)`` downloads one (only when you ask: nothing else here uses the network);
 ``load_target(target)`` takes any of the three: a shipped name, a file path or a URL.
+``load_emoji(name)`` returns an emoji target of chapter 06 as premultiplied RGBA [4, H, W].
 """
 from __future__ import annotations
 
@@ -154,3 +155,35 @@ def load_target(target: str | Path, size: int | None = None, device: torch.devic
         return load_image(target, size, device)
     raise ValueError(f"{target!r} is neither a shipped texture ({', '.join(list_textures())}), an image file, "
                      "nor an http(s) or file URL")
+
+
+def emoji_dir() -> Path:
+    return env.data_dir() / "emoji"
+
+
+def list_emoji() -> list[str]:
+    """Names of the shipped emoji (rendered by data/make_emoji.py), sorted."""
+    return sorted(path.stem for path in emoji_dir().glob("*.png"))
+
+
+def load_emoji(name: str | Path, size: int | None = None, device: torch.device | str | None = None) -> torch.Tensor:
+    """A shipped emoji (by name) or any RGBA image file as float32 **premultiplied** RGBA [4, H, W] in [0, 1].
+
+    Premultiplied: the colour channels are already multiplied by alpha, so a transparent pixel is
+    all zeros whatever colour the file hides there, as a dead cell of chapter 06 is. ``size``
+    resizes (on premultiplied values, so edges get no dark or coloured fringe)."""
+    path = emoji_dir() / f"{name}.png" if str(name) in list_emoji() else Path(name)
+    if not path.is_file():
+        raise ValueError(f"no emoji {name!r}: shipped ones are {', '.join(list_emoji())}, or give an RGBA image path")
+    if size is not None and (not isinstance(size, int) or size < 4):
+        raise ValueError(f"size must be an integer >= 4, got {size!r}")
+    try:
+        with Image.open(path) as opened:
+            image = opened.convert("RGBA").convert("RGBa")       # "RGBa": Pillow's premultiplied RGBA
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"{path} is not an image file Pillow can read ({error}); use a PNG") from error
+    if size is not None:
+        image = image.resize((size, size), Image.Resampling.LANCZOS if size < image.width else Image.Resampling.BICUBIC)
+    array = np.asarray(image, dtype=np.float32) / 255.0
+    tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).contiguous()
+    return tensor.to(device) if device is not None else tensor

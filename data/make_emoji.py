@@ -1,0 +1,85 @@
+"""Render the course's emoji targets from the Noto Color Emoji font into data/emoji/.
+
+    python data/make_emoji.py                  # writes data/emoji/NAME.png (40 x 40 RGBA) for every EMOJI
+    python data/make_emoji.py --size 32 --out /tmp/emoji32 lizard butterfly
+
+The font is Debian's ``fonts-noto-color-emoji`` (``apt-get install fonts-noto-color-emoji``; SIL Open
+Font License 1.1), a colour bitmap font: Pillow draws a glyph in colour at the font's bitmap size
+(109 px) with ``embedded_color=True``. Each glyph is cropped to its visible pixels, centred on a
+square, and shrunk so that its longer side is ``size`` pixels (Lanczos). The PNG holds straight
+(not premultiplied) alpha; ``helpers.tasks.growing.load_emoji`` premultiplies and pads it.
+
+On Colab the same script works after ``!apt-get install -y fonts-noto-color-emoji`` (or point
+``--font`` at any copy of NotoColorEmoji.ttf).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+FONT = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
+BITMAP_SIZE = 109            # the one size at which the font's colour bitmaps are stored
+OUT_DIR = Path(__file__).resolve().parent / "emoji"
+
+#: name -> emoji. The lizard first: it is the article's example.
+EMOJI = {
+    "lizard": "\N{LIZARD}",
+    "butterfly": "\N{BUTTERFLY}",
+    "mushroom": "\N{MUSHROOM}",
+    "snowflake": "\N{SNOWFLAKE}",
+    "fish": "\N{TROPICAL FISH}",
+    "crab": "\N{CRAB}",
+    "lady_beetle": "\N{LADY BEETLE}",
+    "cactus": "\N{CACTUS}",
+    "sunflower": "\N{SUNFLOWER}",
+    "maple_leaf": "\N{MAPLE LEAF}",
+    "smiling_face": "\N{SMILING FACE WITH SMILING EYES}",
+    "octopus": "\N{OCTOPUS}",
+}
+
+
+def render(emoji: str, size: int = 40, font_path: Path = FONT) -> Image.Image:
+    """One emoji as a ``size`` x ``size`` RGBA image (straight alpha), its longer side filling it."""
+    if not font_path.is_file():
+        raise FileNotFoundError(f"no emoji font at {font_path}: install it with "
+                                "`apt-get install fonts-noto-color-emoji`, or pass --font PATH")
+    font = ImageFont.truetype(str(font_path), BITMAP_SIZE)
+    canvas = Image.new("RGBA", (2 * BITMAP_SIZE, 2 * BITMAP_SIZE), (0, 0, 0, 0))
+    ImageDraw.Draw(canvas).text((BITMAP_SIZE // 4, BITMAP_SIZE // 4), emoji, font=font, embedded_color=True)
+    box = canvas.getchannel("A").getbbox()
+    if box is None:
+        raise ValueError(f"the font drew nothing for {emoji!r} (U+{ord(emoji[0]):04X}): not an emoji it holds")
+    glyph = canvas.crop(box)
+    side = max(glyph.size)
+    square = Image.new("RGBA", (side, side), (0, 0, 0, 0))
+    square.paste(glyph, ((side - glyph.width) // 2, (side - glyph.height) // 2))
+    return premultiplied_resize(square, size)
+
+
+def premultiplied_resize(image: Image.Image, size: int) -> Image.Image:
+    """Resize RGBA without dark fringes: filter premultiplied colour, then divide the alpha out again."""
+    premultiplied = image.convert("RGBa").resize((size, size), Image.LANCZOS)
+    return premultiplied.convert("RGBA")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help=f"which emoji (default: all of {', '.join(EMOJI)})")
+    parser.add_argument("--size", type=int, default=40, help="side of each PNG in pixels (default 40)")
+    parser.add_argument("--out", type=Path, default=OUT_DIR, help=f"folder (default {OUT_DIR})")
+    parser.add_argument("--font", type=Path, default=FONT, help=f"NotoColorEmoji.ttf (default {FONT})")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.names) - set(EMOJI))
+    if unknown:
+        parser.error(f"unknown emoji {unknown}; known: {', '.join(EMOJI)}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in args.names or EMOJI:
+        path = args.out / f"{name}.png"
+        render(EMOJI[name], args.size, args.font).save(path)
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,276 @@
+"""The growing task of chapter 06: grow an emoji from one seed cell, keep it, regrow it after damage.
+
+Three experiments, as in "Growing Neural Cellular Automata" (Distill 2020), differ only in what the
+pool loop starts each batch from:
+
+* ``growing``: every sample starts from the seed (no pool): the rule learns to MAKE the image;
+* ``persistent``: a pool; in every batch the sample with the highest loss is replaced by the seed,
+  so the rule must also KEEP the image for many times its training rollout;
+* ``regenerating``: as persistent, and the ``damage_count`` lowest-loss samples get a circular hole
+  (centre within the middle half, radius 0.1 to 0.4 of the half-side): it must REGROW what was cut.
+
+The article's settings are the defaults (40-px emoji padded by 16: a 72 x 72 grid; 8000 iterations).
+On a 2-core CPU one such iteration takes about 5 s (11 hours per model), so the shipped models use a
+smaller recipe, ``CPU_SETTINGS`` (about 0.65 s per iteration on one core; see data/README.md)::
+
+    python -m helpers train growing --experiment regenerating --emoji lizard --target-size 28 --padding 6 \
+        --hidden 64 --min-steps 40 --max-steps 56 --pool-size 256 --iterations 3000 --lr-milestones 2000
+"""
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .. import data
+from ..growing_nca import GrowingNCA, depthwise_filters, seed
+from ..train import History, TrainConfig, loss_curve, mean_of_last, setting
+from . import run
+
+EXPERIMENTS = ("growing", "persistent", "regenerating")
+DAMAGE_KINDS = ("circle", "square", "left_half", "stripe")
+#: A damaged state has *recovered* when its loss is back within this factor of its loss before the damage.
+RECOVERY_FACTOR = 1.25
+
+
+@dataclass
+class Settings(TrainConfig):
+    """Every default of the growing task (the article's recipe), and of the pool loop it extends."""
+    experiment: str = setting("regenerating", "growing (always from the seed), persistent (a pool, worst sample "
+                                              "reseeded) or regenerating (persistent + damage to the best samples)")
+    emoji: str = setting("lizard", "a shipped emoji name (data/emoji) or the path of an RGBA image")
+    target_size: int = setting(40, "the emoji is resized to this side, in cells")
+    padding: int = setting(16, "empty cells around the emoji on every side (grid side: target-size + 2 padding)")
+    hidden: int = setting(128, "width of the rule's hidden 1x1 layer")
+    fire_rate: float = setting(0.5, "probability that a cell updates in a step")
+    damage_count: int = setting(3, "regenerating: how many of the best samples of a batch are damaged")
+    # the pool loop's sizes for this task (the article's)
+    iterations: int = setting(8000, "optimizer steps")
+    batch_size: int = setting(8, "pool entries per iteration")
+    pool_size: int = setting(1024, "states kept in the sample pool")
+    min_steps: int = setting(64, "fewest CA steps per iteration")
+    max_steps: int = setting(97, "CA steps per iteration are drawn from [min-steps, max-steps)")
+    reseed_every: int = setting(0, "the loop's own reseeding is off: the experiment reseeds (see --experiment)")
+    learning_rate: float = setting(2e-3, "Adam's learning rate")
+    lr_milestones: tuple = setting((2000,), "iterations at which the learning rate is multiplied by lr-gamma")
+    lr_gamma: float = setting(0.1, "factor of the learning rate at each milestone")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.experiment not in EXPERIMENTS:
+            raise ValueError(f"experiment must be one of {EXPERIMENTS}, got {self.experiment!r}")
+        if self.engine != "plain":
+            raise ValueError("the growing rule has no fast engine: use --engine plain (its rollout is already "
+                             "written for speed, see helpers.growing_nca)")
+        if self.target_size < 4 or self.padding < 1:
+            raise ValueError(f"need target_size >= 4 and padding >= 1, got {self.target_size}, {self.padding}")
+        if not 0 <= self.damage_count <= self.batch_size - 1:
+            raise ValueError(f"damage_count must be in [0, batch_size - 1], got {self.damage_count}")
+        data.load_emoji(self.emoji, 8)          # a missing or unreadable emoji fails now, with its name
+
+    @property
+    def grid(self) -> int:
+        return self.target_size + 2 * self.padding
+
+
+#: The CPU recipe of the shipped models: a 28-px emoji padded by 6 (a 40 x 40 grid), 64 hidden units
+#: (4,176 parameters), rollouts of 40 to 55 steps, a pool of 256; the lizard models 3000 iterations
+#: (learning rate / 10 at 2000), the other emoji 2000 (at 1400). Everything else is the article's.
+CPU_SETTINGS = dict(target_size=28, padding=6, hidden=64, min_steps=40, max_steps=56, pool_size=256)
+
+
+def target(settings: Settings, device=None) -> torch.Tensor:
+    """The padded target ``[1, 4, grid, grid]``: premultiplied RGBA, zeros around the emoji."""
+    emoji = data.load_emoji(settings.emoji, settings.target_size, device)
+    return nn.functional.pad(emoji, [settings.padding] * 4)[None]
+
+
+def new_model(settings: Settings) -> GrowingNCA:
+    return GrowingNCA(hidden=settings.hidden, fire_rate=settings.fire_rate)
+
+
+def make_samples(settings: Settings, device=None) -> Callable[[int], dict]:
+    return lambda count: {"state": seed(settings.grid, count, device=device)}
+
+
+def per_sample_loss(states: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of each state's RGBA against the target, ``[batch]``."""
+    return (states[:, :4] - goal).pow(2).mean(dim=(1, 2, 3))
+
+
+def loss(settings: Settings, device=None) -> Callable:
+    goal = target(settings, device)
+    return lambda final, batch: per_sample_loss(final, goal).mean()
+
+
+def prepare_batch(settings: Settings, device=None) -> Callable[[dict, int], dict]:
+    """What each experiment does to a sampled batch before it is rolled out (see the module's doc)."""
+    goal = target(settings, device)
+    damage_generator = torch.Generator().manual_seed(settings.seed + 1)
+
+    def prepare(batch: dict, iteration: int) -> dict:
+        states = batch["state"]
+        if settings.experiment == "growing":
+            states = seed(settings.grid, states.shape[0], device=states.device)
+        else:
+            order = per_sample_loss(states, goal).argsort(descending=True)    # worst first
+            states = states.clone()
+            states[order[0]] = seed(settings.grid, 1, device=states.device)[0]
+            if settings.experiment == "regenerating" and settings.damage_count:
+                best = order[-settings.damage_count:]
+                holes = damage_masks("circle", len(best), settings.grid, damage_generator).to(states.device)
+                states[best] = states[best] * (1 - holes)
+        return {**batch, "state": states}
+    return prepare
+
+
+# ------------------------------------------------------------------------------ damage
+
+def damage_masks(kind: str, count: int, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``[count, 1, size, size]`` masks, 1 where cells are erased.
+
+    ``circle``: the training damage, a disc centred within the middle half of the grid (coordinates
+    in [-0.5, 0.5] of the half-side), radius 0.1 to 0.4 of the half-side; the others were never seen
+    in training: ``square`` (a square of side 0.3 to 0.6 of the half-side, placed like the disc),
+    ``left_half`` (every cell left of the middle) and ``stripe`` (a horizontal band 0.15 to 0.3 of the
+    half-side high through the middle half)."""
+    if kind not in DAMAGE_KINDS:
+        raise ValueError(f"damage kind must be one of {DAMAGE_KINDS}, got {kind!r}")
+    coords = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2 - 1      # cell centres in [-1, 1]
+    y, x = coords[None, :, None], coords[None, None, :]
+
+    def uniform(low, high):
+        return low + (high - low) * torch.rand(count, 1, 1, generator=generator)
+
+    if kind == "circle":
+        cy, cx, radius = uniform(-0.5, 0.5), uniform(-0.5, 0.5), uniform(0.1, 0.4)
+        masks = (y - cy) ** 2 + (x - cx) ** 2 < radius ** 2
+    elif kind == "square":
+        cy, cx, half = uniform(-0.5, 0.5), uniform(-0.5, 0.5), uniform(0.15, 0.3)
+        masks = ((y - cy).abs() < half) & ((x - cx).abs() < half)
+    elif kind == "left_half":
+        masks = (x < 0).expand(count, size, size)
+    else:
+        cy, half = uniform(-0.5, 0.5), uniform(0.075, 0.15)
+        masks = ((y - cy).abs() < half).expand(count, size, size)
+    return masks[:, None].float()
+
+
+# ------------------------------------------------------------------------------ measurements
+
+@torch.no_grad()
+def grow(model: GrowingNCA, settings: Settings, steps: int, count: int = 1, seed_value: int = 0,
+         filters: torch.Tensor | None = None) -> torch.Tensor:
+    """``count`` rollouts of ``steps`` steps from the seed."""
+    generator = torch.Generator().manual_seed(seed_value)
+    return model.rollout(seed(settings.grid, count), steps, generator, filters=filters)
+
+
+@torch.no_grad()
+def loss_over_time(model: GrowingNCA, states: torch.Tensor, goal: torch.Tensor, steps: int, every: int,
+                   generator: torch.Generator) -> torch.Tensor:
+    """``[steps // every + 1, batch]``: each state's loss now and after every ``every`` steps."""
+    losses = [per_sample_loss(states, goal)]
+    for _ in range(steps // every):
+        states = model.rollout(states, every, generator)
+        losses.append(per_sample_loss(states, goal))
+    return torch.stack(losses)
+
+
+def stability(model: GrowingNCA, settings: Settings, steps: int = 2000, every: int = 50, count: int = 8,
+              seed_value: int = 0) -> dict:
+    """The loss against rollout length from the seed, out to ``steps`` (median over ``count`` rollouts)."""
+    generator = torch.Generator().manual_seed(seed_value)
+    curve = loss_over_time(model, seed(settings.grid, count), target(settings), steps, every, generator)
+    return {"steps": list(range(0, steps + 1, every)), "median_loss": curve.median(dim=1).values.tolist(),
+            "count": count}
+
+
+def regeneration(model: GrowingNCA, settings: Settings, kind: str, count: int = 50, grown_steps: int | None = None,
+                 after: int = 300, every: int = 10, factor: float = RECOVERY_FACTOR, seed_value: int = 0,
+                 grown: torch.Tensor | None = None) -> dict:
+    """Grow ``count`` states for ``grown_steps`` (default: the longest training rollout), damage each
+    (``kind``, one of ``DAMAGE_KINDS``, or ``"none"``: the undamaged control), then follow the loss for
+    ``after`` steps. A state *recovers* when its loss at the end is within ``factor`` x its own loss just
+    before the damage; reported: the fraction that does, and the median number of steps after which
+    those first came within it. The control says how many would count as recovered without any
+    damage (a rule that does not keep its pattern loses it with or without help). ``grown``: the
+    states ``grow`` gives for these arguments, if you have them already (several kinds, same states)."""
+    grown_steps = grown_steps or settings.max_steps - 1
+    generator = torch.Generator().manual_seed(seed_value)
+    goal = target(settings)
+    states = grow(model, settings, grown_steps, count, seed_value) if grown is None else grown
+    if states.shape[0] != count:
+        raise ValueError(f"grown holds {states.shape[0]} states, expected count={count}")
+    before = per_sample_loss(states, goal)
+    holes = torch.zeros_like(states[:, :1]) if kind == "none" else damage_masks(kind, count, settings.grid, generator)
+    curve = loss_over_time(model, states * (1 - holes), goal, after, every, generator)
+    within = curve <= factor * before
+    recovered = within[-1]
+    first = within.float().argmax(dim=0) * every
+    steps_taken = first[recovered].float()
+    return {"kind": kind, "count": count, "grown_steps": grown_steps, "after": after, "factor": factor,
+            "recovered_fraction": recovered.float().mean().item(),
+            "median_steps_to_recover": steps_taken.median().item() if len(steps_taken) else None,
+            "median_loss_before": before.median().item(), "median_loss_damaged": curve[0].median().item(),
+            "median_loss_end": curve[-1].median().item(),
+            "median_curve": curve.median(dim=1).values.tolist(), "every": every}
+
+
+def rotated_target(settings: Settings, angle: float) -> torch.Tensor:
+    """The padded target turned by ``angle`` radians (counter-clockwise, as seen on screen), bilinear."""
+    goal = target(settings)
+    c, s = math.cos(angle), math.sin(angle)
+    # grid_sample reads the output's pixel (x, y) from the source at theta @ (x, y, 1); rows grow
+    # downwards, so a turn that looks counter-clockwise on screen reads from (c x - s y, s x + c y)
+    theta = torch.tensor([[[c, -s, 0.0], [s, c, 0.0]]])
+    sampling = nn.functional.affine_grid(theta, list(goal.shape), align_corners=False)
+    return nn.functional.grid_sample(goal, sampling, align_corners=False)
+
+
+def rotation(model: GrowingNCA, settings: Settings, degrees=(0, 30, 45, 90), count: int = 8, steps: int | None = None,
+             seed_value: int = 0) -> dict:
+    """Turn the perception filters by each angle: the loss against the equally turned target, and
+    against the unturned one (the pattern must follow the filters, not stay put)."""
+    steps = steps or settings.max_steps - 1
+    rows = []
+    for angle in degrees:
+        radians = math.radians(angle)
+        grown = grow(model, settings, steps, count, seed_value, filters=depthwise_filters(model.channels, radians))
+        rows.append({"degrees": angle,
+                     "loss_vs_turned_target": per_sample_loss(grown, rotated_target(settings, radians)).median().item(),
+                     "loss_vs_upright_target": per_sample_loss(grown, target(settings)).median().item()})
+    return {"steps": steps, "count": count, "angles": rows}
+
+
+def measure(model: GrowingNCA, settings: Settings, count: int = 50) -> dict:
+    """Everything a saved model's JSON reports about what it does."""
+    grown = grow(model, settings, settings.max_steps - 1, 16)
+    damaged_later = grow(model, settings, settings.max_steps - 1, count)     # the same states for every kind
+    return {"grown_loss": {"steps": settings.max_steps - 1, "count": 16,
+                           "median": per_sample_loss(grown, target(settings)).median().item()},
+            "stability": stability(model, settings),
+            "regeneration": {kind: regeneration(model, settings, kind, count, grown=damaged_later)
+                             for kind in ("none", *DAMAGE_KINDS)},
+            "rotation": rotation(model, settings)}
+
+
+def describe(settings: Settings, model: GrowingNCA, history: History) -> dict:
+    return {"final_training_loss_mean_of_last_50": mean_of_last(history.losses),
+            "loss_curve": loss_curve(history.losses), "eval": measure(model, settings)}
+
+
+def summary_line(metadata: dict) -> str:
+    measured = metadata["eval"]
+    circle = measured["regeneration"]["circle"]
+    return (f"grown loss {measured['grown_loss']['median']:.4g} at {measured['grown_loss']['steps']} steps; "
+            f"recovers from {circle['recovered_fraction']:.0%} of circular damages")
+
+
+def train(settings: Settings, out=None, device=None, progress: bool = True, **options) -> tuple[nn.Module, dict]:
+    """Train, measure and (with ``out``) save a growing model; see ``helpers.tasks.run.train_and_save``."""
+    return run.train_and_save(sys.modules[__name__], settings, out, device, progress, **options)

@@ -1,0 +1,230 @@
+"""Tests of chapter 06's growing NCA (helpers.growing_nca) and its task (helpers.tasks.growing)."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from helpers import cli, data, nca
+from helpers.growing_nca import (
+    ALPHA,
+    GrowingNCA,
+    alive_mask,
+    depthwise_filters,
+    perceive,
+    perception_kernels,
+    seed,
+    to_rgb,
+)
+from helpers.tasks import growing
+
+SMALL = dict(target_size=12, padding=4, hidden=16, batch_size=4, pool_size=8, min_steps=4, max_steps=8,
+             iterations=3, lr_milestones=(2,))
+
+
+def busy_model(hidden=16, scale=0.05, seed_value=0):
+    """A rule whose last layer is not zero, so it does something."""
+    torch.manual_seed(seed_value)
+    model = GrowingNCA(hidden=hidden)
+    nn.init.normal_(model.act.weight, std=scale)
+    nn.init.normal_(model.act.bias, std=scale)
+    return model
+
+
+def test_the_article_model_has_8336_parameters_and_the_cpu_one_4176():
+    assert nca.count_parameters(GrowingNCA()) == 8336
+    assert nca.count_parameters(GrowingNCA(hidden=64)) == 4176
+
+
+def test_an_untrained_rule_leaves_the_seed_unchanged():
+    start = seed(20, batch=2)
+    assert torch.equal(GrowingNCA().rollout(start, 30, torch.Generator().manual_seed(0)), start)
+
+
+def test_change_equals_the_two_1x1_convolutions_it_is_written_for():
+    model = busy_model()
+    state = torch.rand(2, 16, 9, 11)
+    perceived = perceive(state, model.filters)
+    expected = model.act(F.relu(model.sense(perceived)))
+    torch.testing.assert_close(model.change(state), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model.change(state.contiguous(memory_format=torch.channels_last)), expected,
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_perception_is_identity_then_sobel_over_8_per_channel_with_zero_padding():
+    state = torch.zeros(1, 16, 5, 5)
+    state[0, 2, 2, 3] = 1.0                     # one value in channel 2, right of the centre
+    perceived = perceive(state, depthwise_filters())
+    assert perceived.shape == (1, 48, 5, 5)
+    assert perceived[0, 6, 2, 3] == 1.0           # channel 2's identity is output 6
+    assert perceived[0, 7, 2, 2] == pytest.approx(2 / 8)     # its Sobel-x at the centre: the value is to the right
+    assert perceived[0, 8, 2, 2] == 0.0                       # and not above or below
+    edge = torch.zeros(1, 16, 3, 3)
+    edge[0, 0] = 1.0                                          # a uniform channel: zero padding shows the border
+    assert perceive(edge, depthwise_filters())[0, 1, 1, 0] > 0 and perceive(edge, depthwise_filters())[0, 1, 1, 1] == 0
+
+
+def test_turning_the_filters_by_90_degrees_swaps_the_gradients():
+    turned = perception_kernels(math.pi / 2)
+    upright = perception_kernels(0.0)
+    torch.testing.assert_close(turned[1], -upright[2], atol=1e-6, rtol=0)
+    torch.testing.assert_close(turned[2], upright[1], atol=1e-6, rtol=0)
+
+
+def test_the_alive_mask_kills_isolated_faint_cells_and_keeps_neighbours_of_live_ones():
+    state = torch.zeros(1, 16, 7, 7)
+    state[0, :, 1, 1] = 0.05          # faint and alone: dead
+    state[0, ALPHA, 5, 5] = 0.5      # alive
+    state[0, 4, 5, 4] = 0.3          # a hidden value next to a live cell: kept
+    mask = alive_mask(state)
+    assert not mask[0, 0, 1, 1] and mask[0, 0, 5, 5] and mask[0, 0, 5, 4] and mask[0, 0, 4, 6]
+    stepped = GrowingNCA().step(state, fire=torch.zeros(1, 1, 7, 7))
+    assert stepped[0, :, 1, 1].abs().sum() == 0 and stepped[0, 4, 5, 4] == 0.3
+
+
+def test_a_cell_updates_only_where_it_fires():
+    model = busy_model()
+    state = seed(9)
+    fire = torch.zeros(1, 1, 9, 9)
+    fire[0, 0, 4, 4] = 1
+    stepped = model.step(state, fire=fire)
+    changed = (stepped != state).any(dim=1)[0]
+    assert changed[4, 4] and changed.sum() == 1
+
+
+def test_the_seed_is_one_cell_with_alpha_and_hidden_set():
+    state = seed(8, batch=3)
+    assert state.shape == (3, 16, 8, 8) and state[:, :ALPHA].abs().sum() == 0
+    assert torch.equal(state[0, ALPHA:, 4, 4], torch.ones(13)) and state.sum() == 3 * 13
+    assert torch.allclose(to_rgb(state)[0, :, 4, 4], torch.zeros(3))       # an opaque black cell on white
+
+
+def test_bad_states_and_options_are_refused_with_clear_errors():
+    with pytest.raises(ValueError, match="16"):
+        GrowingNCA().step(torch.zeros(1, 12, 5, 5))
+    with pytest.raises(ValueError, match="fire_rate"):
+        GrowingNCA(fire_rate=0)
+    with pytest.raises(ValueError, match="experiment"):
+        growing.Settings(experiment="sleeping")
+    with pytest.raises(ValueError, match="no emoji"):
+        growing.Settings(emoji="no_such_emoji")
+    with pytest.raises(ValueError, match="fast engine"):
+        growing.Settings(engine="fast")
+
+
+def test_emoji_load_premultiplied_with_transparent_cells_all_zero():
+    names = data.list_emoji()
+    assert len(names) >= 12 and "lizard" in names
+    lizard = data.load_emoji("lizard")
+    assert lizard.shape == (4, 40, 40)
+    assert (lizard[:3] <= lizard[3:4] + 1 / 255).all(), "premultiplied: colour never exceeds alpha"
+    assert lizard[:, lizard[3] == 0].abs().sum() == 0
+    assert 0.2 < (lizard[3] > 0.5).float().mean() < 0.8
+    goal = growing.target(growing.Settings(target_size=32, padding=8))
+    assert goal.shape == (1, 4, 48, 48) and goal[..., :8].abs().sum() == 0
+
+
+@pytest.mark.parametrize("kind", growing.DAMAGE_KINDS)
+def test_damage_masks_have_the_stated_shapes(kind):
+    masks = growing.damage_masks(kind, 200, 48, torch.Generator().manual_seed(0))
+    assert masks.shape == (200, 1, 48, 48) and set(masks.unique().tolist()) <= {0.0, 1.0}
+    share = masks.mean(dim=(1, 2, 3))
+    if kind == "circle":        # radius 0.1..0.4 of the half-side: area pi r^2 / 4 of the grid
+        assert share.min() >= math.pi * 0.09 ** 2 / 4 and share.max() <= math.pi * 0.41 ** 2 / 4
+        rows, columns = torch.meshgrid(torch.arange(48.0), torch.arange(48.0), indexing="ij")
+        centres = [(masks[i, 0] * rows).sum() / masks[i, 0].sum() for i in range(200)]
+        assert all(11 <= c <= 37 for c in centres)        # centres within the middle half
+    elif kind == "left_half":
+        assert masks[:, :, :, :24].min() == 1 and masks[:, :, :, 24:].max() == 0
+    elif kind == "stripe":
+        assert (masks == masks[:, :, :, :1]).all()        # a full-width band
+        assert share.min() >= 0.06 and share.max() <= 0.17      # 0.15..0.3 of the half-side high, whole cells
+    else:
+        # side 0.3..0.6 of the half-side, in whole cells
+        assert share.min() >= 0.13 ** 2 and share.max() <= 0.33 ** 2
+    with pytest.raises(ValueError, match="damage kind"):
+        growing.damage_masks("bite", 1, 8)
+
+
+def batch_of(states):
+    return {"state": states}
+
+
+def test_the_growing_experiment_starts_every_sample_from_the_seed():
+    settings = growing.Settings(experiment="growing", **SMALL)
+    states = torch.rand(4, 16, settings.grid, settings.grid)
+    prepared = growing.prepare_batch(settings)(batch_of(states), 0)["state"]
+    assert torch.equal(prepared, seed(settings.grid, 4))
+
+
+def test_persistent_replaces_only_the_worst_sample_and_regenerating_also_damages_the_best():
+    goal = growing.target(growing.Settings(**SMALL))
+    states = torch.zeros(4, 16, goal.shape[2], goal.shape[3])
+    for index, error in enumerate([0.2, 0.5, 0.0, 0.1]):     # sample 1 is the worst, 2 the best
+        states[index, :4] = goal[0] + error
+        states[index, 4:] = 0.7
+    persistent = growing.prepare_batch(growing.Settings(experiment="persistent", **SMALL))(batch_of(states), 0)["state"]
+    assert torch.equal(persistent[1], seed(goal.shape[2], 1)[0])
+    assert all(torch.equal(persistent[i], states[i]) for i in (0, 2, 3))
+    regenerating = growing.prepare_batch(growing.Settings(experiment="regenerating", damage_count=2, **SMALL))
+    damaged = regenerating(batch_of(states), 0)["state"]
+    assert torch.equal(damaged[1], seed(goal.shape[2], 1)[0]) and torch.equal(damaged[0], states[0])
+    for best in (2, 3):
+        erased = (damaged[best] == 0).all(dim=0) & (states[best] != 0).any(dim=0)
+        assert erased.any() and torch.equal(damaged[best][:, ~erased], states[best][:, ~erased])
+
+
+def test_a_short_training_from_the_command_line_saves_a_model_that_loads_as_a_growing_nca(tmp_path):
+    out = tmp_path / "lizard.pt"
+    flags = [f"--{key.replace('_', '-')}" for key in SMALL]
+    arguments = [word for flag, value in zip(flags, SMALL.values())
+                 for word in (flag, *map(str, value if isinstance(value, tuple) else [value]))]
+    cli.main(["train", "growing", "--experiment", "regenerating", *arguments, "--no-progress", "--out", str(out)])
+    model = nca.load_model(out)
+    info = nca.load_metadata(out)
+    assert isinstance(model, GrowingNCA) and info["architecture"] == "GrowingNCA" and model.hidden == 16
+    assert info["settings"]["experiment"] == "regenerating" and len(info["loss_curve"]["mean"]) == 3
+    measured = info["eval"]
+    assert set(measured["regeneration"]) == {"none", *growing.DAMAGE_KINDS}
+    assert measured["stability"]["steps"][-1] == 2000 and len(measured["rotation"]["angles"]) == 4
+
+
+def test_a_json_naming_an_unknown_architecture_is_refused(tmp_path):
+    path = nca.save_model(GrowingNCA(hidden=8), tmp_path / "m.pt")
+    text = path.with_suffix(".json").read_text().replace('"GrowingNCA"', '"Mystery"')
+    path.with_suffix(".json").write_text(text)
+    with pytest.raises(ValueError, match="Mystery"):
+        nca.load_model(path)
+
+
+def test_turning_the_filters_by_90_degrees_turns_a_step_exactly_the_way_rotated_target_turns():
+    """The rotation experiment's premise, exactly: with the filters turned by +90 degrees, a step of a
+    state turned counter-clockwise (torch.rot90, k=1) is the turned step; and rotated_target turns the
+    same way (a sign error in either would compare each rotated lizard with its mirror image)."""
+    model = busy_model(scale=0.1)
+    model.fire_rate = 1.0                                     # every cell fires: no random masks to turn
+    state = torch.rand(1, 16, 12, 12)
+    turned_step = model.step(torch.rot90(state, 1, (-2, -1)), filters=depthwise_filters(angle=math.pi / 2))
+    torch.testing.assert_close(turned_step, torch.rot90(model.step(state), 1, (-2, -1)), atol=1e-6, rtol=0)
+    settings = growing.Settings(target_size=12, padding=4)
+    torch.testing.assert_close(growing.rotated_target(settings, math.pi / 2),
+                               torch.rot90(growing.target(settings), 1, (-2, -1)), atol=1e-6, rtol=0)
+    assert not torch.allclose(growing.rotated_target(settings, math.pi / 2),
+                              torch.rot90(growing.target(settings), -1, (-2, -1)), atol=1e-3)
+
+
+def test_regeneration_measures_recovery_from_given_grown_states_and_refuses_a_wrong_count():
+    settings = growing.Settings(**SMALL)
+    model = GrowingNCA(hidden=16)                 # untrained: changes nothing, so nothing regrows
+    goal = growing.target(settings)
+    perfect = torch.zeros(6, 16, settings.grid, settings.grid)
+    perfect[:, :4] = goal
+    perfect[:, 4:] = goal[:, 3:4]                 # hidden channels alive where the lizard is
+    result = growing.regeneration(model, settings, "left_half", count=6, after=20, every=10, grown=perfect)
+    assert result["median_loss_before"] == 0.0 and result["median_loss_damaged"] > 0
+    assert result["recovered_fraction"] == 0.0 and result["median_steps_to_recover"] is None
+    assert len(result["median_curve"]) == 3
+    with pytest.raises(ValueError, match="count"):
+        growing.regeneration(model, settings, "circle", count=5, grown=perfect)
+
