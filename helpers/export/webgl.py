@@ -90,25 +90,23 @@ def find_chromium() -> str | None:
     return None
 
 
-def browser_rollout(rule: QuantizedRule, state: torch.Tensor, steps: int, browser: str | None = None,
-                    timeout: float = 180, mouse: tuple[int, int] | None = None, state_bits: int = 32) -> torch.Tensor:
-    """Run ``steps`` deterministic steps of the WebGL page in headless Chromium from ``state`` and read
-    the final state back ([1, 12, H, W], float32). Software WebGL (SwiftShader) is used, so no GPU is
-    needed. ``mouse=(column, row)`` holds the (erasing) mouse on that cell meanwhile. ``state_bits=8``:
-    the page keeps the state in RGBA8 textures and the bytes read back are decoded to their levels."""
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+def run_test_page(page: str, steps: int, browser: str | None = None, timeout: float = 180) -> bytes:
+    """Open a test page (one that runs ``steps`` steps as it loads and writes ``STATE:`` and base64 bytes
+    into ``<pre id="result">``) in headless Chromium; return those bytes. Chapter 04's WebGL page and
+    chapter 06's growing page both answer this way."""
     browser = browser or find_chromium()
     if browser is None:
-        raise FileNotFoundError("no Chromium found (tried $CHROMIUM, chromium, chromium-browser, google-chrome); "
-                                "install it, e.g. `apt-get install chromium`")
-    page = webgl_page(rule, initial_state=state, test_steps=steps, test_mouse=mouse, state_bits=state_bits)
+        raise FileNotFoundError("no Chromium found (tried $CHROMIUM, chromium, chromium-browser, google-chrome, "
+                                "chrome); install it, e.g. `apt-get install chromium`")
     with tempfile.TemporaryDirectory(prefix="dsos_browser_") as folder:
         page_path = Path(folder) / "page.html"
-        page_path.write_text(page)
+        page_path.write_text(page, encoding="utf-8")
         command = [browser, *CHROMIUM_FLAGS, f"--user-data-dir={Path(folder) / 'profile'}", "--dump-dom",
                    page_path.as_uri()]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as error:
+            raise RuntimeError(f"Chromium did not finish the page within {timeout} s") from error
     dom = result.stdout
     start = dom.find('<pre id="result">')
     text = dom[start:].split(">", 1)[1].split("</pre>", 1)[0] if start >= 0 else ""
@@ -118,8 +116,20 @@ def browser_rollout(rule: QuantizedRule, state: torch.Tensor, steps: int, browse
     if not text.startswith("STATE:"):
         raise RuntimeError(f"the page did not return a state (exit code {result.returncode}); it said "
                            f"{text[:300]!r}; browser messages: {result.stderr[-800:]}")
+    return base64.b64decode(text[len("STATE:"):])
+
+
+def browser_rollout(rule: QuantizedRule, state: torch.Tensor, steps: int, browser: str | None = None,
+                    timeout: float = 180, mouse: tuple[int, int] | None = None, state_bits: int = 32) -> torch.Tensor:
+    """Run ``steps`` deterministic steps of the WebGL page in headless Chromium from ``state`` and read
+    the final state back ([1, 12, H, W], float32). Software WebGL (SwiftShader) is used, so no GPU is
+    needed. ``mouse=(column, row)`` holds the (erasing) mouse on that cell meanwhile. ``state_bits=8``:
+    the page keeps the state in RGBA8 textures and the bytes read back are decoded to their levels."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    raw = run_test_page(webgl_page(rule, initial_state=state, test_steps=steps, test_mouse=mouse,
+                                   state_bits=state_bits), steps, browser, timeout)
     height, width = state.shape[2:]
-    raw = base64.b64decode(text[len("STATE:"):])
     if state_bits == 8:  # byte b -> code b - 127 -> value code / 127, as quantize_state computes it
         codes = np.frombuffer(raw, dtype=np.uint8).astype(np.float32) - STATE_CODE
         return quantize_state(from_framebuffer(codes.reshape(height, 3 * width, 4) / STATE_CODE))
