@@ -145,7 +145,7 @@ def evaluate_growing_command(args: argparse.Namespace, parser: argparse.Argument
     print(growing.summary_line({"eval": measured}))
     if args.write:
         metadata["eval"] = measured
-        Path(args.model).with_suffix(".json").write_text(json.dumps(metadata, indent=2) + "\n")
+        nca.write_atomically({Path(args.model).with_suffix(".json"): (json.dumps(metadata, indent=2) + "\n").encode()})
 
 
 def evaluate_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -169,7 +169,7 @@ def evaluate_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
     print(json.dumps(measured, indent=1))
     if args.write:
         metadata.update(measured)
-        Path(args.model).with_suffix(".json").write_text(json.dumps(metadata, indent=2) + "\n")
+        nca.write_atomically({Path(args.model).with_suffix(".json"): (json.dumps(metadata, indent=2) + "\n").encode()})
 
 
 def main(argv: list[str] | None = None) -> None:

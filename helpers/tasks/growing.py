@@ -165,9 +165,11 @@ def damage_masks(kind: str, count: int, size: int, generator: torch.Generator | 
 @torch.no_grad()
 def grow(model: GrowingNCA, settings: Settings, steps: int, count: int = 1, seed_value: int = 0,
          filters: torch.Tensor | None = None) -> torch.Tensor:
-    """``count`` rollouts of ``steps`` steps from the seed."""
-    generator = torch.Generator().manual_seed(seed_value)
-    return model.rollout(seed(settings.grid, count), steps, generator, filters=filters)
+    """``count`` rollouts of ``steps`` steps from the seed, on the model's device."""
+    device = model.filters.device
+    generator = torch.Generator(device).manual_seed(seed_value)
+    filters = None if filters is None else filters.to(device)
+    return model.rollout(seed(settings.grid, count, device=device), steps, generator, filters=filters)
 
 
 @torch.no_grad()
@@ -184,8 +186,10 @@ def loss_over_time(model: GrowingNCA, states: torch.Tensor, goal: torch.Tensor, 
 def stability(model: GrowingNCA, settings: Settings, steps: int = 2000, every: int = 50, count: int = 8,
               seed_value: int = 0) -> dict:
     """The loss against rollout length from the seed, out to ``steps`` (median over ``count`` rollouts)."""
-    generator = torch.Generator().manual_seed(seed_value)
-    curve = loss_over_time(model, seed(settings.grid, count), target(settings), steps, every, generator)
+    device = model.filters.device
+    generator = torch.Generator(device).manual_seed(seed_value)
+    curve = loss_over_time(model, seed(settings.grid, count, device=device), target(settings, device), steps, every,
+                           generator)
     return {"steps": list(range(0, steps + 1, every)), "median_loss": curve.median(dim=1).values.tolist(),
             "count": count}
 
@@ -201,14 +205,17 @@ def regeneration(model: GrowingNCA, settings: Settings, kind: str, count: int = 
     damage (a rule that does not keep its pattern loses it with or without help). ``grown``: the
     states ``grow`` gives for these arguments, if you have them already (several kinds, same states)."""
     grown_steps = grown_steps or settings.max_steps - 1
-    generator = torch.Generator().manual_seed(seed_value)
-    goal = target(settings)
-    states = grow(model, settings, grown_steps, count, seed_value) if grown is None else grown
+    device = model.filters.device
+    generator = torch.Generator().manual_seed(seed_value)          # the damage masks: drawn on the CPU
+    goal = target(settings, device)
+    states = grow(model, settings, grown_steps, count, seed_value) if grown is None else grown.to(device)
     if states.shape[0] != count:
         raise ValueError(f"grown holds {states.shape[0]} states, expected count={count}")
     before = per_sample_loss(states, goal)
     holes = torch.zeros_like(states[:, :1]) if kind == "none" else damage_masks(kind, count, settings.grid, generator)
-    curve = loss_over_time(model, states * (1 - holes), goal, after, every, generator)
+    # the rollout's masks continue the damage's generator on a CPU (as measured in the shipped JSONs)
+    rollout_generator = generator if device.type == "cpu" else torch.Generator(device).manual_seed(seed_value + 1)
+    curve = loss_over_time(model, states * (1 - holes.to(device)), goal, after, every, rollout_generator)
     within = curve <= factor * before
     recovered = within[-1]
     first = within.float().argmax(dim=0) * every
@@ -242,8 +249,9 @@ def rotation(model: GrowingNCA, settings: Settings, degrees=(0, 30, 45, 90), cou
         radians = math.radians(angle)
         grown = grow(model, settings, steps, count, seed_value, filters=depthwise_filters(model.channels, radians))
         rows.append({"degrees": angle,
-                     "loss_vs_turned_target": per_sample_loss(grown, rotated_target(settings, radians)).median().item(),
-                     "loss_vs_upright_target": per_sample_loss(grown, target(settings)).median().item()})
+                     "loss_vs_turned_target": per_sample_loss(grown, rotated_target(settings, radians).to(grown.device))
+                     .median().item(),
+                     "loss_vs_upright_target": per_sample_loss(grown, target(settings, grown.device)).median().item()})
     return {"steps": steps, "count": count, "angles": rows}
 
 
@@ -252,7 +260,7 @@ def measure(model: GrowingNCA, settings: Settings, count: int = 50) -> dict:
     grown = grow(model, settings, settings.max_steps - 1, 16)
     damaged_later = grow(model, settings, settings.max_steps - 1, count)     # the same states for every kind
     return {"grown_loss": {"steps": settings.max_steps - 1, "count": 16,
-                           "median": per_sample_loss(grown, target(settings)).median().item()},
+                           "median": per_sample_loss(grown, target(settings, grown.device)).median().item()},
             "stability": stability(model, settings),
             "regeneration": {kind: regeneration(model, settings, kind, count, grown=damaged_later)
                              for kind in ("none", *DAMAGE_KINDS)},
