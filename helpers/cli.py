@@ -27,15 +27,17 @@ from urllib.parse import urlparse
 import torch
 
 from . import bench, data, env, nca, train
-from .tasks import growing, mst, run, texture
+from .tasks import growing, mst, rd, run, texture
 
-TASKS = {"texture": texture, "mst": mst, "growing": growing}
+TASKS = {"texture": texture, "mst": mst, "growing": growing, "rd": rd}
 
 
 def default_out(task: str, settings) -> str:
     """Where a model goes when ``--out`` is not given: a user folder, never the shipped data/models."""
     if task == "growing":
         return f"outputs/growing_{Path(settings.emoji).stem}_{settings.experiment}.pt"
+    if task == "rd":
+        return f"outputs/rd_{Path(settings.target).stem}.pt"
     if task != "texture":
         return f"outputs/{task}.pt"
     # your own image (a path or URL) is named by its file name: outputs/texture_my_photo.pt

@@ -5,6 +5,8 @@
 * ``SlicedWassersteinLoss`` a VGG-free texture loss: the sliced Wasserstein distance between the
                         distributions of small image patches of the output and of the target, at
                         several scales. It needs no downloaded weights.
+* ``RotationInvariantLoss`` (chapter 08) wraps a texture loss so that it does not care which way
+                        the pattern points: the loss to the best of several turned copies of the target.
 * ``overflow_loss``     keeps every state value inside [-1, 1].
 
 The VGG16 weights are the course's one download. ``load_vgg16_features`` takes them, in order, from
@@ -337,6 +339,75 @@ class SlicedWassersteinLoss(nn.Module):
             total = total + self.colour_weight * sliced_wasserstein(images.flatten(2), self.target.flatten(2),
                                                                     directions)
         return total
+
+
+def rotated(image: torch.Tensor, degrees: float, size: int | None = None) -> torch.Tensor:
+    """A tileable texture ``[3, H, W]`` turned counter-clockwise (on screen) by ``degrees``, cut to a
+    ``size`` x ``size`` window at the texture's own scale (default: H). Quarter turns are exact
+    (``torch.rot90``, tiled); other angles sample a 3x3 tiling of the texture bilinearly, so the turned
+    copy has no empty corners."""
+    image = _check_image(image, "image")
+    size = size or image.shape[-1]
+    if degrees % 90 == 0:
+        turned = torch.rot90(image, int(degrees // 90) % 4, dims=(-2, -1))
+        copies = -(-size // min(turned.shape[-2:]))          # enough tiles to cut a size x size window
+        return turned.repeat(1, copies, copies)[:, :size, :size]
+    height, width = image.shape[-2:]
+    tiled = image.repeat(1, 3, 3)[None]
+    angle = torch.tensor(degrees * torch.pi / 180)
+    cos, sin = torch.cos(angle).item(), torch.sin(angle).item()
+    # output pixel (x, y) in [-1, 1] of a size-cell window reads the tiling at the turned position;
+    # the tiling spans 3x the texture, so one texture side is 2/3 in its normalized coordinates
+    scale_x, scale_y = size / (3 * width), size / (3 * height)
+    theta = torch.tensor([[cos * scale_x, sin * scale_y, 0.0], [-sin * scale_x, cos * scale_y, 0.0]])
+    grid = F.affine_grid(theta[None], [1, 3, size, size], align_corners=False)
+    return F.grid_sample(tiled, grid.to(image), mode="bilinear", padding_mode="reflection", align_corners=False)[0]
+
+
+class RotationInvariantLoss(nn.Module):
+    """A texture loss that does not penalize the pattern's orientation (chapter 08).
+
+    A rule with no sense of direction cannot choose which way its stripes run: the random starting
+    state chooses. A plain texture loss would punish every orientation but the target's, so instead
+    each image is compared with ``angles`` copies of the target turned evenly over a full turn and
+    scored by the BEST match. The comparison is ``SlicedWassersteinLoss``'s (same ``options``): the
+    images' sorted projections are computed once per call and compared with every turned copy's on
+    the same random directions. ``per_angle(images)`` is [B, angles]; ``loss(images)`` its minimum, [B]."""
+
+    def __init__(self, target: torch.Tensor, angles: int = 8, scales: int = 4, patch: int = 3,
+                 projections: int = 64, colour_weight: float = 0.0):
+        super().__init__()
+        target = _check_image(target, "target")
+        if not (isinstance(angles, int) and angles >= 1):
+            raise ValueError(f"angles must be a whole number >= 1, got {angles!r}")
+        SlicedWassersteinLoss(target, scales, patch, projections, colour_weight)      # checks the options
+        self.scales, self.patch, self.projections, self.colour_weight = scales, patch, projections, colour_weight
+        self.degrees = [360 * k / angles for k in range(angles)]
+        self.register_buffer("targets", torch.stack([rotated(target, d) for d in self.degrees]))
+
+    def per_angle(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The loss to every turned target, [B, angles]."""
+        images = _check_image(images, "images", batched=True)
+        dimensions = 3 * self.patch * self.patch
+        total = images.new_zeros(images.shape[0], len(self.degrees))
+        for ours, theirs in zip(image_pyramid(images, self.scales), image_pyramid(self.targets, self.scales)):
+            directions = random_directions(self.projections, dimensions, generator, images.device)
+            total = total + _distances_to_each(patches(ours, self.patch), patches(theirs, self.patch), directions)
+        if self.colour_weight:
+            directions = random_directions(COLOUR_PROJECTIONS, 3, generator, images.device)
+            colours = _distances_to_each(images.flatten(2), self.targets.flatten(2), directions)
+            total = total + self.colour_weight * colours
+        return total
+
+    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.per_angle(images, generator).min(dim=1).values
+
+
+def _distances_to_each(points: torch.Tensor, targets: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+    """``sliced_wasserstein`` from every cloud [B, D, N] to every target cloud [A, D, M]: [B, A]."""
+    ours = sorted_projections(points, directions)                                  # [B, K, N]
+    theirs = sorted_projections(targets, directions, samples=points.shape[2])      # [A, K, N]
+    return ((ours[:, None] - theirs[None]) ** 2).mean(dim=(2, 3))
 
 
 # -------------------------------------------------------------------------------- overflow

@@ -353,7 +353,8 @@ def check_weights_file(name: str, state_dict) -> None:
 
 #: The model classes a saved JSON may name, and the module that defines each (imported when needed:
 #: chapter 06's growing rule lives in its own module, which imports this one).
-ARCHITECTURES = {"NCA": __name__, "GrowingNCA": "helpers.growing_nca"}
+ARCHITECTURES = {"NCA": __name__, "GrowingNCA": "helpers.growing_nca",
+                 "ReactionDiffusionNCA": "helpers.reaction_diffusion"}
 
 
 def architecture(name, json_name: str = "the JSON") -> type:
@@ -402,10 +403,14 @@ def load_model(path: str | Path, device=None) -> NCA:
         if not value.isfinite().all():
             raise ValueError(f"{path.name}: {key} holds non-finite values (NaN or inf); the training that saved it "
                              f"diverged: retrain, or load an earlier checkpoint")
-    if not torch.equal(state_dict["filters"].to(model.filters.dtype), model.filters):
-        kind = f"{model.filter_kind!r} " if hasattr(model, "filter_kind") else ""
-        raise ValueError(f"{path.name}: its perception filters are not the {kind}filters that "
-                         f"{json_name}'s config names; the two files disagree")
+    for name, fixed in model.named_buffers():      # fixed by the config (filters, diffusion rates): must agree
+        if torch.equal(state_dict[name].to(fixed.dtype), fixed):
+            continue
+        if name == "filters":
+            kind = f"{model.filter_kind!r} " if hasattr(model, "filter_kind") else ""
+            raise ValueError(f"{path.name}: its perception filters are not the {kind}filters that "
+                             f"{json_name}'s config names; the two files disagree")
+        raise ValueError(f"{path.name}: its {name!r} is not what {json_name}'s config makes; the two files disagree")
     model.load_state_dict(state_dict)
     return model.to(device) if device is not None else model
 

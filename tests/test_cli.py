@@ -30,7 +30,9 @@ def test_the_equivalent_command_reproduces_the_settings(task):
     changed = {"texture": dict(target="polka_dots", size=20, lr_milestones=(5, 7), masks="fast", iterations=9),
                "mst": dict(canvas=40, margin=4.0, max_points=6, extra_ink_weight=1.0, iterations=16),
                "growing": dict(experiment="persistent", emoji="butterfly", target_size=16, padding=4, hidden=32,
-                               lr_milestones=(5,), iterations=9)}[task]
+                               lr_milestones=(5,), iterations=9),
+               "rd": dict(target="bubbles", channels=8, hidden=16, diffusion_max=0.3, angles=4, iterations=9,
+                          lr_milestones=(4,))}[task]
     settings = cli.TASKS[task].Settings(**changed)
     command = run.command_line(task, settings, out="outputs/x.pt", threads=2)
     words = shlex.split(command)

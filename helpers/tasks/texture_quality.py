@@ -51,10 +51,16 @@ SCALE_BINS = 8              # log-spaced bands of spatial frequency
 
 # ------------------------------------------------------------------------------------ patches
 
-def patch_distance(images: torch.Tensor, target: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    """Multi-scale patch distance of each image [B, 3, H, W] to ``target`` [3, h, w]: [B]."""
-    measure = losses.SlicedWassersteinLoss(target.float().cpu(), projections=PROJECTIONS)
-    return measure(images.float().cpu(), generator=torch.Generator().manual_seed(seed))
+def patch_distance(images: torch.Tensor, target: torch.Tensor, seed: int = 0, angles: int = 1) -> torch.Tensor:
+    """Multi-scale patch distance of each image [B, 3, H, W] to ``target`` [3, h, w]: [B]. With
+    ``angles`` > 1, the distance to the closest of that many turned copies of the target
+    (``losses.RotationInvariantLoss``): for rules that cannot choose their pattern's orientation."""
+    generator = torch.Generator().manual_seed(seed)
+    if angles > 1:
+        measure = losses.RotationInvariantLoss(target.float().cpu(), angles, projections=PROJECTIONS)
+    else:
+        measure = losses.SlicedWassersteinLoss(target.float().cpu(), projections=PROJECTIONS)
+    return measure(images.float().cpu(), generator=generator)
 
 
 # ------------------------------------------------------------------------------------ palette
@@ -136,10 +142,13 @@ def spectrum_histograms(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return orientation, scale
 
 
-def structure_check(images: torch.Tensor, target: torch.Tensor) -> dict:
+def structure_check(images: torch.Tensor, target: torch.Tensor, any_orientation: bool = False) -> dict:
+    """The spectrum's orientation and scale histograms against the target's. ``any_orientation``:
+    the orientation histogram is compared at its best circular shift (the pattern may be turned)."""
     grown_orientation, grown_scale = spectrum_histograms(images)
     target_orientation, target_scale = spectrum_histograms(target[None])
-    orientation = 0.5 * (grown_orientation - target_orientation).abs().sum().item()
+    shifts = range(ORIENTATION_BINS) if any_orientation else [0]
+    orientation = min(0.5 * (grown_orientation.roll(k) - target_orientation).abs().sum().item() for k in shifts)
     scale = 0.5 * (grown_scale - target_scale).abs().sum().item()
     reasons = []
     if orientation > STRUCTURE_TOLERANCE:
@@ -177,38 +186,45 @@ def other_textures(target_name: str | None, size: int) -> dict[str, torch.Tensor
     return {name: data.load_texture(name, size) for name in data.list_textures() if name != own}
 
 
-def other_distances(target: torch.Tensor, others: dict[str, torch.Tensor], seed: int = 0) -> dict[str, float]:
+def other_distances(target: torch.Tensor, others: dict[str, torch.Tensor], seed: int = 0,
+                    angles: int = 1) -> dict[str, float]:
     """The patch distance from each of ``others`` (name -> [3, h, w]) to ``target``: how close a
-    model that grew the WRONG texture would come."""
-    return {name: patch_distance(image[None], target, seed).item() for name, image in others.items()}
+    model that grew the WRONG texture would come (at its best turn, with ``angles`` > 1)."""
+    return {name: patch_distance(image[None], target, seed, angles).item() for name, image in others.items()}
 
 
 _REFERENCES: dict = {}
 
 
-def shipped_reference(target_name: str, size: int, seed: int = 0) -> tuple[torch.Tensor, dict[str, float]]:
+def shipped_reference(target_name: str, size: int, seed: int = 0,
+                      angles: int = 1) -> tuple[torch.Tensor, dict[str, float]]:
     """The texture ``target_name`` at ``size`` and the distances of the other shipped textures to it
     (computed once per target and size). ``target_name`` is a shipped name or, for your own texture,
     an image path or URL (``data.load_target``): it is then judged against every shipped texture."""
-    key = (str(target_name), size, seed)
+    key = (str(target_name), size, seed, angles)
     if key not in _REFERENCES:
         target = data.load_target(target_name, size)
-        _REFERENCES[key] = (target, other_distances(target, other_textures(target_name, size), seed))
+        _REFERENCES[key] = (target, other_distances(target, other_textures(target_name, size), seed, angles))
     target, distances = _REFERENCES[key]
     return target.clone(), dict(distances)
 
 
-def check(images: torch.Tensor, target: torch.Tensor, others: dict[str, float], seed: int = 0) -> dict:
+def check(images: torch.Tensor, target: torch.Tensor, others: dict[str, float], seed: int = 0,
+          angles: int = 1) -> dict:
     """Judge grown ``images`` [B, 3, H, W] (values in [0, 1]) against ``target`` [3, h, w].
     ``others``: name -> patch distance to the target of each texture a wrong model might have
     grown instead (``other_distances``).
+
+    ``angles`` > 1: judge the pattern at any orientation (chapter 08's rules cannot choose theirs): the
+    patch distance to the best of ``angles`` turned targets (``others`` must be measured alike) and
+    the orientation histogram at its best shift.
 
     Returns ``{"passed", "reasons", "patch": {...}, "palette": {...}, "structure": {...}}``."""
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be shaped [batch, 3, height, width], got {tuple(images.shape)}")
     if not others:
         raise ValueError("need at least one other texture to judge the patch distance against")
-    grown = patch_distance(images, target, seed).mean().item()
+    grown = patch_distance(images, target, seed, angles).mean().item()
     nearest = min(others, key=others.get)
     patch = {"distance": round(grown, 5), "nearest_other": nearest, "nearest_other_distance": round(others[nearest], 5),
              "ratio": round(grown / others[nearest], 4), "other_distances": {k: round(v, 5) for k, v in others.items()},
@@ -217,15 +233,15 @@ def check(images: torch.Tensor, target: torch.Tensor, others: dict[str, float], 
         patch["reasons"].append(f"patch distance {grown:.4f} is not below that of the nearest other texture, "
                                 f"{nearest} ({others[nearest]:.4f})")
     colours = palette_check(images, target)
-    structure = structure_check(images, target)
+    structure = structure_check(images, target, any_orientation=angles > 1)
     reasons = patch["reasons"] + colours["reasons"] + structure["reasons"]
     return {"passed": not reasons, "reasons": reasons, "patch": patch, "palette": colours, "structure": structure}
 
 
-def check_shipped(images: torch.Tensor, target_name: str, size: int, seed: int = 0) -> dict:
+def check_shipped(images: torch.Tensor, target_name: str, size: int, seed: int = 0, angles: int = 1) -> dict:
     """``check`` against the shipped texture ``target_name`` at ``size``, judged against all the others."""
-    target, others = shipped_reference(target_name, size, seed)
-    return check(images, target, others, seed)
+    target, others = shipped_reference(target_name, size, seed, angles)
+    return check(images, target, others, seed, angles)
 
 
 def summary(result: dict) -> str:

@@ -1,0 +1,178 @@
+"""The reaction-diffusion task of chapter 08: a rule with no sense of direction grows a texture.
+
+The rule is ``helpers.reaction_diffusion.ReactionDiffusionNCA`` (fixed per-channel diffusion plus a
+per-cell reaction network). Pool training as in chapter 03, with three differences:
+
+* the seed is a random field (every channel uniform in [-0.5, 0.5]), not zeros: a rule that sees only
+  its own cell and diffusion cannot break the symmetry of a uniform state;
+* the texture loss is ``losses.RotationInvariantLoss``: the sliced Wasserstein patch loss of chapter 03
+  (plus its single-pixel colour term) to the best of ``angles`` turned copies of the target, because the
+  rule cannot choose the orientation of its pattern (the random seed does);
+* every step is deterministic (no random update mask): diffusion already breaks synchrony's artefacts.
+
+The defaults are the reference's sizes (32 channels, 128 hidden units: 8,320 parameters); the shipped
+models use ``CPU_SETTINGS`` (see data/README.md), one command each, e.g.::
+
+    python -m helpers train rd --target polka_dots --channels 16 --hidden 64 --iterations 1500 \\
+        --lr-milestones 1000 --threads 1 --out data/models/rd_polka_dots.pt
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .. import data, losses
+from ..reaction_diffusion import (
+    ReactionDiffusionNCA,
+    dominant_orientation,
+    orientation_spread,
+    random_field,
+    to_rgb,
+    wavelength,
+)
+from ..train import History, TrainConfig, loss_curve, mean_of_last, setting
+from . import run, texture_quality
+
+#: Steps of the long rollout a saved model is measured after (many times its training rollouts).
+EVAL_STEPS = 2000
+
+
+@dataclass
+class Settings(TrainConfig):
+    """Every default of the reaction-diffusion task, and of the pool loop it extends."""
+    target: str = setting("polka_dots", "a texture name from data/textures, or an image file's path")
+    size: int = setting(48, "side of the training grid, in cells")
+    target_size: int = setting(64, "the texture is resized to this side (0: the grid's size)")
+    channels: int = setting(32, "state channels (0..2 are the visible colour)")
+    hidden: int = setting(128, "width of the reaction network's hidden layer")
+    diffusion_min: float = setting(0.005, "diffusion rate of channel 0 (cells^2 per step)")
+    diffusion_max: float = setting(0.25, "diffusion rate of the last channel; the rates between are geometric")
+    angles: int = setting(8, "turned copies of the target the loss takes the best of (1: a plain texture loss)")
+    colour_weight: float = setting(1.0, "weight of the loss's single-pixel colour term")
+    overflow_weight: float = setting(1.0, "weight of the loss that keeps states in [-1, 1]")
+    # the pool loop's sizes for this task
+    iterations: int = setting(2000, "optimizer steps")
+    min_steps: int = setting(32, "fewest RD steps per iteration")
+    max_steps: int = setting(64, "RD steps per iteration are drawn from [min-steps, max-steps)")
+    lr_milestones: tuple = setting((1000, 1600), "iterations at which the learning rate is multiplied by lr-gamma")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.engine != "plain":
+            raise ValueError("the reaction-diffusion rule has no fast engine: use --engine plain")
+        if self.target not in data.list_textures():
+            data.load_target(self.target, 8)      # an unknown name or unreadable file fails now, naming it
+        if self.size < 8 or self.target_size < 0:
+            raise ValueError(f"need size >= 8 and target_size >= 0, got {self.size}, {self.target_size}")
+        if not (isinstance(self.angles, int) and self.angles >= 1):
+            raise ValueError(f"angles must be a whole number >= 1, got {self.angles!r}")
+        ReactionDiffusionNCA(self.channels, self.hidden, self.diffusion_min, self.diffusion_max)   # checks them
+
+    @property
+    def image_size(self) -> int:
+        return self.target_size or self.size
+
+
+#: The CPU recipe of the shipped models: 16 channels and 64 hidden units (2,112 parameters), 1500
+#: iterations (about 0.3 s each on one core at 48 x 48).
+CPU_SETTINGS = dict(channels=16, hidden=64, iterations=1500, lr_milestones=(1000,))
+
+
+def new_model(settings: Settings) -> ReactionDiffusionNCA:
+    return ReactionDiffusionNCA(settings.channels, settings.hidden, settings.diffusion_min, settings.diffusion_max)
+
+
+def make_samples(settings: Settings, device=None) -> Callable[[int], dict]:
+    """``make_samples(n)``: ``n`` random fields (from torch's global generator, seeded by the loop)."""
+    return lambda count: {"state": random_field(count, settings.size, settings.channels, device=device)}
+
+
+def visible(state: torch.Tensor) -> torch.Tensor:
+    """Channels 0..2 plus 0.5, NOT clipped, so the loss still sees (and corrects) values out of range."""
+    return state[:, :3] + 0.5
+
+
+def loss(settings: Settings, device=None) -> Callable:
+    """The rotation-invariant texture loss of the visible channels plus the overflow loss."""
+    target = data.load_target(settings.target, settings.image_size).to(device)
+    texture = losses.RotationInvariantLoss(target, settings.angles, colour_weight=settings.colour_weight)
+
+    def loss_fn(final: torch.Tensor, batch: dict) -> torch.Tensor:
+        return texture(visible(final)).mean() + settings.overflow_weight * losses.overflow_loss(final).mean()
+
+    loss_fn.texture = texture
+    return loss_fn
+
+
+@torch.no_grad()
+def grow(model: nn.Module, size: int | tuple = 64, steps: int = EVAL_STEPS, seed: int = 0, batch: int = 2,
+         **speeds) -> torch.Tensor:
+    """``batch`` states grown from random fields drawn with ``seed`` (repeatable) for ``steps`` steps
+    on a grid of side ``size`` (or a shape: ``(depth, height, width)`` grows a volume). ``speeds``:
+    ``diffusion_speed`` and ``reaction_speed`` of ``ReactionDiffusionNCA.step``."""
+    device = next(model.parameters()).device
+    state = random_field(batch, size, model.channels, torch.Generator().manual_seed(seed), device)
+    return model.rollout(state, steps, **speeds)
+
+
+def judge(model: nn.Module, target: str, image_size: int = 64, size: int = 64, steps: int = EVAL_STEPS,
+          seed: int = 0, batch: int = 2, angles: int = 8) -> dict:
+    """Grow ``batch`` textures and run chapter 03's texture check at any orientation (``angles`` turned
+    targets; the orientation histogram at its best shift), judged against every other shipped texture.
+    Returns the check's dict plus ``finite``, ``max_abs`` and the final ``state``."""
+    state = grow(model, size, steps, seed, batch)
+    finite = bool(torch.isfinite(state).all())
+    result = texture_quality.check_shipped(to_rgb(torch.nan_to_num(state)), target, image_size, seed, angles)
+    if not finite:
+        result["passed"] = False
+        result["reasons"].insert(0, "the state is not finite after the rollout")
+    return {**result, "finite": finite, "max_abs": state.abs().max().item(), "state": state}
+
+
+def orientations(model: nn.Module, runs: int = 20, size: int = 64, steps: int = EVAL_STEPS) -> list[float]:
+    """The dominant orientation (degrees) of the pattern grown from ``runs`` different random seeds."""
+    states = torch.cat([grow(model, size, steps, seed=seed, batch=1) for seed in range(runs)])
+    return [dominant_orientation(image)[0] for image in to_rgb(states)]
+
+
+def measure(model: nn.Module, settings: Settings) -> dict:
+    """The ``eval`` entry of a saved model's JSON: the rotation-invariant texture check after a long
+    rollout, the orientations of 20 runs and their spread, and the pattern's wavelength."""
+    result = judge(model, settings.target, settings.image_size, max(settings.size, settings.image_size),
+                   angles=settings.angles)
+    angles = orientations(model)
+    return {"steps": EVAL_STEPS, "size": max(settings.size, settings.image_size), "passed": result["passed"],
+            "reasons": result["reasons"], "quality": {key: result[key] for key in ("patch", "palette", "structure")},
+            "max_abs_state": result["max_abs"],
+            "orientations_degrees": [round(a, 1) for a in angles], "orientation_spread": orientation_spread(angles),
+            "wavelength_cells": wavelength(to_rgb(result["state"])[0]),
+            "target_wavelength_cells": wavelength(data.load_target(settings.target, settings.image_size))}
+
+
+def describe(settings: Settings, model: nn.Module, history: History) -> dict:
+    return {"task": "rd", "target": settings.target,
+            "final_training_loss_mean_of_last_50": mean_of_last(history.losses),
+            "loss_curve": loss_curve(history.losses), "eval": measure(model, settings)}
+
+
+def summary_line(metadata: dict) -> str:
+    measured = metadata["eval"]
+    check = {"passed": measured["passed"], "reasons": measured["reasons"], **measured["quality"]}
+    return (f"training loss {metadata['final_training_loss_mean_of_last_50']:.4g}; after {measured['steps']} steps "
+            f"the texture check (any orientation) says {texture_quality.summary(check)}; orientation spread over "
+            f"20 runs {measured['orientation_spread']:.2f} (1: always the same); wavelength "
+            f"{measured['wavelength_cells']:.1f} cells (target {measured['target_wavelength_cells']:.1f})")
+
+
+def train(settings: Settings, out=None, device=None, progress: bool = True, **options) -> tuple[nn.Module, dict]:
+    """Train, measure and (with ``out``) save a reaction-diffusion model (``run.train_and_save``)."""
+    return run.train_and_save(sys.modules[__name__], settings, out, device, progress, **options)
+
+
+def cpu_settings(**changes) -> Settings:
+    """``Settings`` with the shipped models' CPU recipe, and ``changes``."""
+    return replace(Settings(**CPU_SETTINGS), **changes)
