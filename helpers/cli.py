@@ -1,4 +1,4 @@
-"""One command line for every task: ``python -m helpers train TASK``, ``evaluate mst|growing``, ``bench``.
+"""One command line for every task: ``python -m helpers train TASK``, ``evaluate mst|growing|rd``, ``bench``.
 
 Every field of a task's settings dataclass is a flag, with the default and help written once, in
 the dataclass; a saved model's JSON records the command as typed and the settings it produced::
@@ -8,6 +8,7 @@ the dataclass; a saved model's JSON records the command as typed and the setting
     python -m helpers train mst --iterations 5000 --canvas 64 --max-points 10 --out outputs/mst.pt
     python -m helpers evaluate mst data/models/mst.pt
     python -m helpers evaluate growing data/models/growing_lizard_regenerating.pt --count 20
+    python -m helpers evaluate rd data/models/rd_polka_dots.pt
     python -m helpers bench --full
 
 Models are written to ``outputs/`` unless ``--out`` says otherwise, and an existing model is
@@ -104,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_growing.add_argument("--count", type=int, default=50, help="damages per kind (default: 50)")
     evaluate_growing.add_argument("--write", action="store_true",
                                   help="store the measurements in the model's JSON (replacing the old ones)")
+    evaluate_rd = evaluated.add_parser("rd", help="the texture check, orientations and wavelength of a saved "
+                                                 "reaction-diffusion model")
+    evaluate_rd.add_argument("model", help="a reaction-diffusion model, e.g. data/models/rd_polka_dots.pt")
+    evaluate_rd.add_argument("--write", action="store_true",
+                             help="store the measurements in the model's JSON (replacing the old ones)")
     commands.add_parser("bench", add_help=False, help="the fast engine's benchmark (python -m helpers bench --help)")
     return parser
 
@@ -136,23 +142,30 @@ def train_command(args: argparse.Namespace, parser: argparse.ArgumentParser, typ
     print(f"saved {out}: {module.summary_line(metadata)} ({metadata['training_seconds']:.0f} s of training)")
 
 
-def evaluate_growing_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+def evaluate_saved_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """``evaluate growing|rd``: measure a saved model again with its task's ``measure``; ``--write``
+    stores the result as the JSON's ``eval``."""
+    module = TASKS[args.task]
     try:
         metadata = nca.load_metadata(args.model)
         model = nca.load_model(args.model)
-        settings = settings_from(argparse.Namespace(**metadata["settings"]), growing.Settings)
+        settings = settings_from(argparse.Namespace(**metadata["settings"]), module.Settings)
     except (FileNotFoundError, ValueError, KeyError, TypeError) as error:
-        parser.error(f"{args.model} is not a saved growing model with its settings in its JSON ({error})")
-    measured = growing.measure(model, settings, count=args.count)
-    print(growing.summary_line({"eval": measured}))
+        parser.error(f"{args.model} is not a saved {args.task} model with its settings in its JSON ({error})")
+    if args.task == "growing":
+        measured = growing.measure(model, settings, count=args.count)
+        print(growing.summary_line({"eval": measured}))
+    else:
+        measured = module.measure(model, settings)
+        print(module.summary_line({**metadata, "eval": measured}))
     if args.write:
         metadata["eval"] = measured
         nca.write_atomically({Path(args.model).with_suffix(".json"): (json.dumps(metadata, indent=2) + "\n").encode()})
 
 
 def evaluate_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    if args.task == "growing":
-        evaluate_growing_command(args, parser)
+    if args.task in ("growing", "rd"):
+        evaluate_saved_command(args, parser)
         return
     try:
         metadata = nca.load_metadata(args.model)

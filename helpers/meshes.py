@@ -135,11 +135,17 @@ def shaded_face_colours(vertices: torch.Tensor, faces: torch.Tensor, colours: to
     return np.clip(face_colours * brightness[:, None], 0, 1)
 
 
-def draw_mesh(ax, vertices: torch.Tensor, faces: torch.Tensor, colours: torch.Tensor, title: str = "") -> None:
-    """Draw the mesh on a matplotlib 3D axis, faces coloured from vertex ``colours`` [N, 3] and shaded."""
+def draw_mesh(ax, vertices: torch.Tensor, faces: torch.Tensor, colours: torch.Tensor, title: str = "",
+              elevation: float = 20.0, azimuth: float = 30.0) -> None:
+    """Draw the mesh on a matplotlib 3D axis seen from ``elevation`` and ``azimuth`` (degrees), faces
+    coloured from vertex ``colours`` [N, 3] and shaded by a light placed near the viewer."""
     from mpl_toolkits.mplot3d.art3d import Poly3DCollection
+    el, az = math.radians(elevation), math.radians(azimuth)
+    viewer = (math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el))
+    light = np.asarray(viewer) + np.array([0.0, 0.0, 0.6])          # from the viewer, a little from above
     corners = vertices[faces].numpy()
-    ax.add_collection3d(Poly3DCollection(corners, facecolors=shaded_face_colours(vertices, faces, colours),
+    ax.view_init(elev=elevation, azim=azimuth)
+    ax.add_collection3d(Poly3DCollection(corners, facecolors=shaded_face_colours(vertices, faces, colours, light),
                                          edgecolor="none"))
     low, high = vertices.min().item(), vertices.max().item()
     ax.set_xlim(low, high), ax.set_ylim(low, high), ax.set_zlim(low, high)

@@ -1,11 +1,12 @@
 """Chapter 08's reaction-diffusion rule, its Laplacians (grid, volume, mesh), the rotation-invariant
 loss, the orientation and wavelength measures and the raycaster."""
+import json
 import math
 
 import pytest
 import torch
 
-from helpers import losses, meshes, nca, volume
+from helpers import cli, losses, meshes, nca, volume
 from helpers import reaction_diffusion as rdm
 from helpers.tasks import rd
 
@@ -159,7 +160,7 @@ def test_saved_rule_round_trips_and_a_wrong_diffusion_buffer_is_refused(tmp_path
     torch.save(model.state_dict(), tmp_path / "rd.pt")
     metadata = nca.load_metadata(path)
     metadata.pop("weights_sha256")
-    (tmp_path / "rd.json").write_text(__import__("json").dumps(metadata))
+    (tmp_path / "rd.json").write_text(json.dumps(metadata))
     with pytest.raises(ValueError, match="diffusion"):
         nca.load_model(path)
 
@@ -284,7 +285,8 @@ def test_task_settings_refuse_bad_values():
         rd.Settings(diffusion_max=1.0)
 
 
-def test_a_short_training_saves_a_model_with_its_measurements(tmp_path):
+def test_a_short_training_saves_a_model_with_its_measurements(tmp_path, monkeypatch):
+    monkeypatch.setattr(rd, "EVAL_STEPS", 100)          # the measurement's rollouts, short for a test
     settings = rd.Settings(channels=4, hidden=8, size=16, target_size=32, iterations=3, min_steps=2, max_steps=4,
                            pool_size=8, lr_milestones=())
     model, metadata = rd.train(settings, out=tmp_path / "rd.pt", progress=False)
@@ -295,3 +297,10 @@ def test_a_short_training_saves_a_model_with_its_measurements(tmp_path):
     loaded = nca.load_model(tmp_path / "rd.pt")
     assert isinstance(loaded, rdm.ReactionDiffusionNCA) and loaded.channels == 4
     assert "FAIL" in rd.summary_line(metadata)
+    # python -m helpers evaluate rd FILE --write measures it again and stores the same figures
+    path = tmp_path / "rd.pt"
+    stored = nca.load_metadata(path)
+    stored["eval"] = {"stale": True}
+    nca.write_atomically({path.with_suffix(".json"): json.dumps(stored).encode()})
+    cli.main(["evaluate", "rd", str(path), "--write"])
+    assert nca.load_metadata(path)["eval"] == json.loads(json.dumps(measured))

@@ -78,7 +78,7 @@ class Settings(TrainConfig):
 
 
 #: The CPU recipe of the shipped models: 16 channels and 64 hidden units (2,112 parameters), 1500
-#: iterations (about 0.3 s each on one core at 48 x 48).
+#: iterations (about 0.53 s each on one core at 48 x 48, two runs sharing a 2-core CPU: 13-14 minutes).
 CPU_SETTINGS = dict(channels=16, hidden=64, iterations=1500, lr_milestones=(1000,))
 
 
@@ -139,13 +139,19 @@ def orientations(model: nn.Module, runs: int = 20, size: int = 64, steps: int = 
     return [dominant_orientation(image)[0] for image in to_rgb(states)]
 
 
+#: How many patterns a saved model's texture check judges together (some rules vary from start to start).
+EVAL_BATCH = 8
+
+
 def measure(model: nn.Module, settings: Settings) -> dict:
-    """The ``eval`` entry of a saved model's JSON: the rotation-invariant texture check after a long
-    rollout, the orientations of 20 runs and their spread, and the pattern's wavelength."""
+    """The ``eval`` entry of a saved model's JSON: the rotation-invariant texture check of
+    ``EVAL_BATCH`` patterns after a long rollout, the orientations of 20 runs and their spread, and
+    the pattern's wavelength (``python -m helpers evaluate rd FILE --write`` measures it again)."""
     result = judge(model, settings.target, settings.image_size, max(settings.size, settings.image_size),
-                   angles=settings.angles)
-    angles = orientations(model)
-    return {"steps": EVAL_STEPS, "size": max(settings.size, settings.image_size), "passed": result["passed"],
+                   steps=EVAL_STEPS, batch=EVAL_BATCH, angles=settings.angles)
+    angles = orientations(model, steps=EVAL_STEPS)
+    return {"steps": EVAL_STEPS, "size": max(settings.size, settings.image_size), "batch": EVAL_BATCH,
+            "passed": result["passed"],
             "reasons": result["reasons"], "quality": {key: result[key] for key in ("patch", "palette", "structure")},
             "max_abs_state": result["max_abs"],
             "orientations_degrees": [round(a, 1) for a in angles], "orientation_spread": orientation_spread(angles),

@@ -1,0 +1,84 @@
+"""The shipped reaction-diffusion models of chapter 08 (data/models/rd_*.pt), re-measured from other
+random starts than their JSON's: their texture figures, their wavelength and their orientation spread
+stay near what the JSON says, and each model is closer to its own target than to the others' (so
+swapping two models fails here)."""
+import pytest
+import torch
+
+from helpers import data, nca
+from helpers import reaction_diffusion as rdm
+from helpers.tasks import rd, texture_quality
+
+SHIPPED = {path.stem: path for path in sorted(nca.models_dir().glob("rd_*.pt"))}
+STEPS = rd.EVAL_STEPS
+
+
+def shipped(name):
+    info = nca.load_metadata(SHIPPED[name])
+    return nca.load_model(SHIPPED[name]).eval(), info
+
+
+def test_at_least_three_models_on_the_cpu_recipe_each_made_by_its_recorded_command():
+    assert len(SHIPPED) >= 3
+    for name in SHIPPED:
+        model, info = shipped(name)
+        settings = info["settings"]
+        assert info["architecture"] == "ReactionDiffusionNCA" and not info.get("partial")
+        assert {key: settings[key] for key in rd.CPU_SETTINGS} == {
+            key: list(value) if isinstance(value, tuple) else value for key, value in rd.CPU_SETTINGS.items()}, name
+        assert info["command"].startswith("python -m helpers train rd") and f"--target {settings['target']}" in \
+            info["command"]
+        assert name == f"rd_{settings['target']}"
+
+
+#: The voronoi model is the weak one: its patch distance varies from start to start (0.03 to 0.07 over 8
+#: starts, the nearest other texture at 0.075), and the stripes and bubbles models come about as close to
+#: the voronoi target. Chapter 08 and data/README.md say so; the swap test below leaves it out.
+WEAK = {"rd_voronoi"}
+
+
+@pytest.fixture(scope="module")
+def grown():
+    """Every shipped model grown from four random fields that are not the JSON's (seed 5 instead of 0)."""
+    with torch.no_grad():
+        return {name: rd.grow(shipped(name)[0], 64, STEPS, seed=5, batch=4) for name in SHIPPED}
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_each_model_grows_the_texture_figures_its_json_records(name, grown):
+    _, info = shipped(name)
+    recorded, settings = info["eval"], info["settings"]
+    state = grown[name]
+    assert torch.isfinite(state).all() and state.abs().max() < 10
+    result = texture_quality.check_shipped(rdm.to_rgb(state), settings["target"], settings["target_size"],
+                                           seed=0, angles=settings["angles"])
+    assert result["patch"]["passed"], texture_quality.summary(result)      # closer than any other texture
+    assert result["patch"]["distance"] == pytest.approx(recorded["quality"]["patch"]["distance"],
+                                                        rel=0.6 if name in WEAK else 0.25)
+    assert result["structure"]["scale_distance"] == pytest.approx(
+        recorded["quality"]["structure"]["scale_distance"], abs=0.1)
+    wavelength = rdm.wavelength(rdm.to_rgb(state)[0])
+    assert wavelength == pytest.approx(recorded["wavelength_cells"], rel=0.15)
+
+
+def test_each_model_is_closer_to_its_own_target_than_the_other_models_are(grown):
+    """Patch distance (any orientation) to each target: the model trained on it is the closest one."""
+    targets = {name: shipped(name)[1]["settings"]["target"] for name in SHIPPED}
+    assert len(set(targets) - WEAK) >= 3
+    for name, target in targets.items():
+        if name in WEAK:
+            continue
+        image = data.load_texture(target, 64)
+        distances = {other: texture_quality.patch_distance(rdm.to_rgb(state), image, angles=8).mean().item()
+                     for other, state in grown.items()}
+        assert min(distances, key=distances.get) == name, (target, distances)
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_orientations_are_spread_over_ten_new_random_starts(name):
+    model, _ = shipped(name)
+    with torch.no_grad():
+        states = torch.cat([rd.grow(model, 48, 1000, seed=100 + seed, batch=1) for seed in range(10)])
+    angles = [rdm.dominant_orientation(image)[0] for image in rdm.to_rgb(states)]
+    # ten angles drawn uniformly have a spread below 0.6 in about 97 % of draws; one fixed angle gives 1
+    assert rdm.orientation_spread(angles) < 0.6, angles
