@@ -115,9 +115,19 @@ class MeshLaplacian:
             raise ValueError(f"a mesh state is [batch, channels, {len(self.areas)} vertices], "
                              f"got {tuple(state.shape)}")
         batch, channels, count = state.shape
-        columns = state.reshape(batch * channels, count).T.to(torch.float64)           # [N, B*C]
-        flow = (self.weights @ columns - self.degree[:, None] * columns) / self.areas[:, None]
-        return flow.T.reshape(batch, channels, count).to(state.dtype)
+        weights, degree, areas = self._on(state.device, state.dtype)
+        columns = state.reshape(batch * channels, count).T                              # [N, B*C]
+        flow = (weights @ columns - degree[:, None] * columns) / areas[:, None]
+        return flow.T.reshape(batch, channels, count)
+
+    def _on(self, device, dtype) -> tuple:
+        """The weights, degrees and areas on ``device`` in ``dtype`` (kept from the last call: a GPU
+        run moves them once; Apple's MPS has no float64, so a float32 state gets float32 weights)."""
+        key = (device, dtype)
+        if getattr(self, "_moved_key", None) != key:
+            self._moved = tuple(t.to(device=device, dtype=dtype) for t in (self.weights, self.degree, self.areas))
+            self._moved_key = key
+        return self._moved
 
 
 def shaded_face_colours(vertices: torch.Tensor, faces: torch.Tensor, colours: torch.Tensor,
