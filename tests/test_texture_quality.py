@@ -92,3 +92,15 @@ def test_check_refuses_bad_input_and_a_diverged_state_fails():
     result = texture.judge(model, "stripes", 16, steps=40, batch=1)
     assert not result["passed"] and not result["finite"]
     assert result["reasons"][0] == "the state is not finite after the rollout"
+
+
+def test_the_check_at_any_orientation_accepts_a_turned_texture_that_the_plain_check_rejects():
+    """Chapter 08's rules cannot choose their pattern's orientation: with ``angles=8`` the check judges
+    the stripes turned by a quarter turn as the stripes; the plain check sees the wrong orientation."""
+    from helpers import losses
+    target = data.load_texture("stripes", 64)
+    turned = losses.rotated(target, 90)[None]
+    plain = texture_quality.check_shipped(turned, "stripes", 64)
+    any_turn = texture_quality.check_shipped(turned, "stripes", 64, angles=8)
+    assert not plain["passed"] and plain["structure"]["orientation_distance"] > texture_quality.STRUCTURE_TOLERANCE
+    assert any_turn["passed"], any_turn["reasons"]

@@ -122,7 +122,8 @@ def grow(model: nn.Module, size: int | tuple = 64, steps: int = EVAL_STEPS, seed
 def judge(model: nn.Module, target: str, image_size: int = 64, size: int = 64, steps: int = EVAL_STEPS,
           seed: int = 0, batch: int = 2, angles: int = 8) -> dict:
     """Grow ``batch`` textures and run chapter 03's texture check at any orientation (``angles`` turned
-    targets; the orientation histogram at its best shift), judged against every other shipped texture.
+    targets; the orientation histogram against the turned targets' at its best shift), judged against every
+    other shipped texture.
     Returns the check's dict plus ``finite``, ``max_abs`` and the final ``state``."""
     state = grow(model, size, steps, seed, batch)
     finite = bool(torch.isfinite(state).all())

@@ -142,13 +142,18 @@ def spectrum_histograms(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return orientation, scale
 
 
-def structure_check(images: torch.Tensor, target: torch.Tensor, any_orientation: bool = False) -> dict:
-    """The spectrum's orientation and scale histograms against the target's. ``any_orientation``:
-    the orientation histogram is compared at its best circular shift (the pattern may be turned)."""
+def structure_check(images: torch.Tensor, target: torch.Tensor, angles: int = 1) -> dict:
+    """The spectrum's orientation and scale histograms against the target's. ``angles`` > 1: the
+    pattern may be turned, so the orientation histogram is compared with that of the target turned by
+    each of ``angles`` angles (``losses.rotated``, as the patch distance does) at every circular shift,
+    and the best match counts. (Shifts alone are not enough: a pattern whose energy lies on a bin's
+    edge fills two bins upright and one bin turned.)"""
     grown_orientation, grown_scale = spectrum_histograms(images)
     target_orientation, target_scale = spectrum_histograms(target[None])
-    shifts = range(ORIENTATION_BINS) if any_orientation else [0]
-    orientation = min(0.5 * (grown_orientation.roll(k) - target_orientation).abs().sum().item() for k in shifts)
+    turned = [spectrum_histograms(losses.rotated(target, 360 * k / angles)[None])[0] for k in range(angles)]
+    shifts = range(ORIENTATION_BINS) if angles > 1 else [0]
+    orientation = min(0.5 * (grown_orientation.roll(k) - histogram).abs().sum().item()
+                      for histogram in turned for k in shifts)
     scale = 0.5 * (grown_scale - target_scale).abs().sum().item()
     reasons = []
     if orientation > STRUCTURE_TOLERANCE:
@@ -217,7 +222,7 @@ def check(images: torch.Tensor, target: torch.Tensor, others: dict[str, float], 
 
     ``angles`` > 1: judge the pattern at any orientation (chapter 08's rules cannot choose theirs): the
     patch distance to the best of ``angles`` turned targets (``others`` must be measured alike) and
-    the orientation histogram at its best shift.
+    the orientation histogram against the turned targets' at its best shift.
 
     Returns ``{"passed", "reasons", "patch": {...}, "palette": {...}, "structure": {...}}``."""
     if images.ndim != 4 or images.shape[1] != 3:
@@ -233,7 +238,7 @@ def check(images: torch.Tensor, target: torch.Tensor, others: dict[str, float], 
         patch["reasons"].append(f"patch distance {grown:.4f} is not below that of the nearest other texture, "
                                 f"{nearest} ({others[nearest]:.4f})")
     colours = palette_check(images, target)
-    structure = structure_check(images, target, any_orientation=angles > 1)
+    structure = structure_check(images, target, angles)
     reasons = patch["reasons"] + colours["reasons"] + structure["reasons"]
     return {"passed": not reasons, "reasons": reasons, "patch": patch, "palette": colours, "structure": structure}
 
