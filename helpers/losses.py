@@ -320,10 +320,7 @@ class SlicedWassersteinLoss(nn.Module):
                  colour_weight: float = 0.0):
         super().__init__()
         target = _check_image(target, "target")
-        if scales < 1 or patch < 1 or patch % 2 == 0 or projections < 1 or not colour_weight >= 0:
-            raise ValueError(f"need scales >= 1, an odd patch size, projections >= 1 and colour_weight >= 0, "
-                             f"got scales={scales}, patch={patch}, projections={projections}, "
-                             f"colour_weight={colour_weight}")
+        _check_patch_options(scales, patch, projections, colour_weight)
         self.scales, self.patch, self.projections, self.colour_weight = scales, patch, projections, colour_weight
         self.register_buffer("target", target[None].clone())
 
@@ -339,6 +336,13 @@ class SlicedWassersteinLoss(nn.Module):
             total = total + self.colour_weight * sliced_wasserstein(images.flatten(2), self.target.flatten(2),
                                                                     directions)
         return total
+
+
+def _check_patch_options(scales: int, patch: int, projections: int, colour_weight: float) -> None:
+    if scales < 1 or patch < 1 or patch % 2 == 0 or projections < 1 or not colour_weight >= 0:
+        raise ValueError(f"need scales >= 1, an odd patch size, projections >= 1 and colour_weight >= 0, "
+                         f"got scales={scales}, patch={patch}, projections={projections}, "
+                         f"colour_weight={colour_weight}")
 
 
 def rotated(image: torch.Tensor, degrees: float, size: int | None = None) -> torch.Tensor:
@@ -380,7 +384,7 @@ class RotationInvariantLoss(nn.Module):
         target = _check_image(target, "target")
         if not (isinstance(angles, int) and angles >= 1):
             raise ValueError(f"angles must be a whole number >= 1, got {angles!r}")
-        SlicedWassersteinLoss(target, scales, patch, projections, colour_weight)      # checks the options
+        _check_patch_options(scales, patch, projections, colour_weight)
         self.scales, self.patch, self.projections, self.colour_weight = scales, patch, projections, colour_weight
         self.degrees = [360 * k / angles for k in range(angles)]
         self.register_buffer("targets", torch.stack([rotated(target, d) for d in self.degrees]))

@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from .nca import to_rgb  # noqa: F401  (the visible colour: channels 0..2 plus 0.5, clipped; as chapter 03)
+
 #: The isotropic 9-point Laplacian (Patra and Karttunen 2006): edge neighbours 4/6, corners 1/6.
 #: Its Fourier symbol is -|k|^2 + |k|^4 / 12 + ..., the same in every direction up to fourth order.
 LAPLACIAN_2D = torch.tensor([[1.0, 4.0, 1.0],
@@ -167,9 +169,6 @@ def random_field(batch: int, space: int | tuple, channels: int, generator: torch
     return ((2 * noise - 1) * amplitude).to(device)
 
 
-def to_rgb(state: torch.Tensor) -> torch.Tensor:
-    """The visible colour: channels 0..2 plus 0.5, clipped to [0, 1]."""
-    return (state[:, :3] + 0.5).clamp(0.0, 1.0)
 
 
 def rotate_grid(state: torch.Tensor, quarter_turns: int = 1, flip: bool = False) -> torch.Tensor:
@@ -178,16 +177,21 @@ def rotate_grid(state: torch.Tensor, quarter_turns: int = 1, flip: bool = False)
     return state.flip(-1) if flip else state
 
 
+def power_spectrum(image: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The power spectrum of an image ``[C, *space]`` (each channel's mean removed, summed over the
+    channels), and the spatial frequency (cycles per cell) of every entry along each axis."""
+    image = image.float().cpu()
+    space = tuple(range(1, image.dim()))
+    centred = image - image.mean(dim=space, keepdim=True)
+    power = torch.fft.fftn(centred, dim=space).abs().square().sum(dim=0)
+    return power, list(torch.meshgrid(*[torch.fft.fftfreq(n) for n in power.shape], indexing="ij"))
+
+
 def dominant_orientation(image: torch.Tensor) -> tuple[float, float]:
     """The orientation of an image ``[3, H, W]`` from its power spectrum: the angle (degrees, in
     [0, 180)) of the wave vectors that carry its energy, and how strongly they agree (0: no preferred
     direction, 1: all energy at one angle). Computed as the power-weighted mean of exp(2i angle)."""
-    image = image.float().cpu()
-    centred = image - image.mean(dim=(-2, -1), keepdim=True)
-    power = torch.fft.fft2(centred).abs().square().sum(dim=0)
-    height, width = power.shape
-    fy = torch.fft.fftfreq(height)[:, None].expand(height, width)
-    fx = torch.fft.fftfreq(width)[None, :].expand(height, width)
+    power, (fy, fx) = power_spectrum(image)
     angle = torch.atan2(fy, fx)
     weights = power / power.sum().clamp(min=1e-12)
     mean = torch.complex((weights * torch.cos(2 * angle)).sum(), (weights * torch.sin(2 * angle)).sum())
@@ -204,11 +208,8 @@ def orientation_spread(angles_degrees: list[float]) -> float:
 def wavelength(image: torch.Tensor) -> float:
     """The pattern's dominant wavelength in cells: 1 / (the power-weighted mean spatial frequency) of
     an image ``[3, H, W]`` (or ``[C, *space]`` on a 3D grid), mean removed; ``inf`` for a uniform one."""
-    image = image.float().cpu()
-    centred = image - image.mean(dim=tuple(range(1, image.dim())), keepdim=True)
-    power = torch.fft.fftn(centred, dim=tuple(range(1, image.dim()))).abs().square().sum(dim=0)
-    grids = torch.meshgrid(*[torch.fft.fftfreq(n) for n in power.shape], indexing="ij")
-    radius = torch.sqrt(sum(g ** 2 for g in grids))
+    power, frequencies = power_spectrum(image)
+    radius = torch.sqrt(sum(f ** 2 for f in frequencies))
     keep = radius > 0
     if power[keep].sum() <= 1e-12:
         return math.inf                          # a uniform image: no pattern, no wavelength

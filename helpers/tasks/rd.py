@@ -35,7 +35,7 @@ from ..reaction_diffusion import (
     wavelength,
 )
 from ..train import History, TrainConfig, loss_curve, mean_of_last, setting
-from . import run, texture_quality
+from . import run, texture, texture_quality
 
 #: Steps of the long rollout a saved model is measured after (many times its training rollouts).
 EVAL_STEPS = 2000
@@ -91,21 +91,12 @@ def make_samples(settings: Settings, device=None) -> Callable[[int], dict]:
     return lambda count: {"state": random_field(count, settings.size, settings.channels, device=device)}
 
 
-def visible(state: torch.Tensor) -> torch.Tensor:
-    """Channels 0..2 plus 0.5, NOT clipped, so the loss still sees (and corrects) values out of range."""
-    return state[:, :3] + 0.5
-
-
 def loss(settings: Settings, device=None) -> Callable:
-    """The rotation-invariant texture loss of the visible channels plus the overflow loss."""
+    """The rotation-invariant texture loss of the visible channels plus the overflow loss (chapter 03's
+    ``texture.with_overflow``)."""
     target = data.load_target(settings.target, settings.image_size).to(device)
-    texture = losses.RotationInvariantLoss(target, settings.angles, colour_weight=settings.colour_weight)
-
-    def loss_fn(final: torch.Tensor, batch: dict) -> torch.Tensor:
-        return texture(visible(final)).mean() + settings.overflow_weight * losses.overflow_loss(final).mean()
-
-    loss_fn.texture = texture
-    return loss_fn
+    invariant = losses.RotationInvariantLoss(target, settings.angles, colour_weight=settings.colour_weight)
+    return texture.with_overflow(invariant, settings.overflow_weight)
 
 
 @torch.no_grad()
@@ -125,19 +116,14 @@ def judge(model: nn.Module, target: str, image_size: int = 64, size: int = 64, s
     targets; the orientation histogram against the turned targets' at its best shift), judged against every
     other shipped texture.
     Returns the check's dict plus ``finite``, ``max_abs`` and the final ``state``."""
-    state = grow(model, size, steps, seed, batch)
-    finite = bool(torch.isfinite(state).all())
-    result = texture_quality.check_shipped(to_rgb(torch.nan_to_num(state)), target, image_size, seed, angles)
-    if not finite:
-        result["passed"] = False
-        result["reasons"].insert(0, "the state is not finite after the rollout")
-    return {**result, "finite": finite, "max_abs": state.abs().max().item(), "state": state}
+    return texture_quality.judge_state(grow(model, size, steps, seed, batch), target, image_size, seed, angles)
 
 
-def orientations(model: nn.Module, runs: int = 20, size: int = 64, steps: int = EVAL_STEPS) -> list[float]:
-    """The dominant orientation (degrees) of the pattern grown from ``runs`` different random seeds."""
+def orientations(model: nn.Module, runs: int = 20, size: int = 64, steps: int = EVAL_STEPS) -> list[tuple]:
+    """The dominant orientation (degrees) and its strength (``dominant_orientation``) of the pattern
+    grown from each of ``runs`` different random seeds."""
     states = torch.cat([grow(model, size, steps, seed=seed, batch=1) for seed in range(runs)])
-    return [dominant_orientation(image)[0] for image in to_rgb(states)]
+    return [dominant_orientation(image) for image in to_rgb(states)]
 
 
 #: How many patterns a saved model's texture check judges together (some rules vary from start to start).
@@ -150,7 +136,7 @@ def measure(model: nn.Module, settings: Settings) -> dict:
     the pattern's wavelength (``python -m helpers evaluate rd FILE --write`` measures it again)."""
     result = judge(model, settings.target, settings.image_size, max(settings.size, settings.image_size),
                    steps=EVAL_STEPS, batch=EVAL_BATCH, angles=settings.angles)
-    angles = orientations(model, steps=EVAL_STEPS)
+    angles = [angle for angle, _ in orientations(model, steps=EVAL_STEPS)]
     return {"steps": EVAL_STEPS, "size": max(settings.size, settings.image_size), "batch": EVAL_BATCH,
             "passed": result["passed"],
             "reasons": result["reasons"], "quality": {key: result[key] for key in ("patch", "palette", "structure")},

@@ -105,7 +105,12 @@ def texture_loss(target: torch.Tensor, kind: str = "swd", overflow_weight: float
         texture = losses.SlicedWassersteinLoss(target, patch=patch_size, colour_weight=colour_weight)
     else:
         raise ValueError(f"unknown texture loss {kind!r}; use 'vgg' or 'swd'")
+    return with_overflow(texture, overflow_weight)
 
+
+def with_overflow(texture: Callable, overflow_weight: float = 1.0) -> Callable:
+    """``loss_fn(final_states, batch)``: ``texture`` (images -> [B]) of the visible channels, averaged
+    over the batch, plus ``overflow_weight`` times the overflow loss; ``loss_fn.texture`` is ``texture``."""
     def loss_fn(final: torch.Tensor, batch: dict) -> torch.Tensor:
         return texture(visible(final)).mean() + overflow_weight * losses.overflow_loss(final).mean()
 
@@ -140,13 +145,8 @@ def judge(model: nn.Module, target_name: str, image_size: int, size: int | None 
     ``target_name`` at ``image_size`` (judged against every other shipped texture; ``target_name`` may
     also be your own image's path or URL, judged against all the shipped ones). Returns the
     check's dict plus ``max_abs`` (largest state value), ``finite`` and the final ``state``."""
-    state = grow(model, size or image_size, steps, seed, batch)
-    finite = bool(torch.isfinite(state).all())
-    result = texture_quality.check_shipped(nca.to_rgb(torch.nan_to_num(state)), target_name, image_size, seed)
-    if not finite:
-        result["passed"] = False
-        result["reasons"].insert(0, "the state is not finite after the rollout")
-    return {**result, "max_abs": state.abs().max().item(), "finite": finite, "state": state}
+    return texture_quality.judge_state(grow(model, size or image_size, steps, seed, batch), target_name, image_size,
+                                       seed)
 
 
 def measure(model: nn.Module, settings: Settings) -> dict:

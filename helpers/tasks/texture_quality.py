@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from .. import data, losses
+from .. import data, losses, nca
 
 #: Directions of the sliced Wasserstein distance (fixed by ``seed``, so the figure repeats).
 PROJECTIONS = 256
@@ -150,7 +150,8 @@ def structure_check(images: torch.Tensor, target: torch.Tensor, angles: int = 1)
     edge fills two bins upright and one bin turned.)"""
     grown_orientation, grown_scale = spectrum_histograms(images)
     target_orientation, target_scale = spectrum_histograms(target[None])
-    turned = [spectrum_histograms(losses.rotated(target, 360 * k / angles)[None])[0] for k in range(angles)]
+    turned = [target_orientation] + [spectrum_histograms(losses.rotated(target, 360 * k / angles)[None])[0]
+                                     for k in range(1, angles)]
     shifts = range(ORIENTATION_BINS) if angles > 1 else [0]
     orientation = min(0.5 * (grown_orientation.roll(k) - histogram).abs().sum().item()
                       for histogram in turned for k in shifts)
@@ -241,6 +242,18 @@ def check(images: torch.Tensor, target: torch.Tensor, others: dict[str, float], 
     structure = structure_check(images, target, angles)
     reasons = patch["reasons"] + colours["reasons"] + structure["reasons"]
     return {"passed": not reasons, "reasons": reasons, "patch": patch, "palette": colours, "structure": structure}
+
+
+def judge_state(state: torch.Tensor, target_name: str, size: int, seed: int = 0, angles: int = 1) -> dict:
+    """``check_shipped`` of a grown state ``[B, C, H, W]`` (channels 0..2 plus 0.5 are its colour); a
+    state that is not finite fails, with that reason first. Adds ``finite``, ``max_abs`` (the largest
+    state value) and the ``state`` itself."""
+    finite = bool(torch.isfinite(state).all())
+    result = check_shipped(nca.to_rgb(torch.nan_to_num(state)), target_name, size, seed, angles)
+    if not finite:
+        result["passed"] = False
+        result["reasons"].insert(0, "the state is not finite after the rollout")
+    return {**result, "finite": finite, "max_abs": state.abs().max().item(), "state": state}
 
 
 def check_shipped(images: torch.Tensor, target_name: str, size: int, seed: int = 0, angles: int = 1) -> dict:
