@@ -1,4 +1,4 @@
-"""One command line for every task: ``python -m helpers train TASK``, ``evaluate mst|growing|rd``, ``bench``.
+"""One command line for every task: ``python -m helpers train TASK``, ``evaluate mst|growing|rd|manifold``, ``bench``.
 
 Every field of a task's settings dataclass is a flag, with the default and help written once, in
 the dataclass; a saved model's JSON records the command as typed and the settings it produced::
@@ -28,9 +28,9 @@ from urllib.parse import urlparse
 import torch
 
 from . import bench, data, env, nca, train
-from .tasks import growing, mst, rd, run, texture
+from .tasks import growing, manifold, mst, rd, run, texture
 
-TASKS = {"texture": texture, "mst": mst, "growing": growing, "rd": rd}
+TASKS = {"texture": texture, "mst": mst, "growing": growing, "rd": rd, "manifold": manifold}
 
 
 def default_out(task: str, settings) -> str:
@@ -39,6 +39,8 @@ def default_out(task: str, settings) -> str:
         return f"outputs/growing_{Path(settings.emoji).stem}_{settings.experiment}.pt"
     if task == "rd":
         return f"outputs/rd_{Path(settings.target).stem}.pt"
+    if task == "manifold":
+        return f"outputs/manifold_{settings.method}{'_encoder' if settings.stage == 'encoder' else ''}.pt"
     if task != "texture":
         return f"outputs/{task}.pt"
     # your own image (a path or URL) is named by its file name: outputs/texture_my_photo.pt
@@ -110,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_rd.add_argument("model", help="a reaction-diffusion model, e.g. data/models/rd_polka_dots.pt")
     evaluate_rd.add_argument("--write", action="store_true",
                              help="store the measurements in the model's JSON (replacing the old ones)")
+    evaluate_manifold = evaluated.add_parser("manifold", help="reconstruction, references, stability and regeneration "
+                                                             "of a saved manifold model")
+    evaluate_manifold.add_argument("model", help="a manifold model, e.g. data/models/manifold_hyper.pt")
+    evaluate_manifold.add_argument("--write", action="store_true",
+                                   help="store the measurements in the model's JSON (replacing the old ones)")
     commands.add_parser("bench", add_help=False, help="the fast engine's benchmark (python -m helpers bench --help)")
     return parser
 
@@ -143,7 +150,7 @@ def train_command(args: argparse.Namespace, parser: argparse.ArgumentParser, typ
 
 
 def evaluate_saved_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    """``evaluate growing|rd``: measure a saved model again with its task's ``measure``; ``--write``
+    """``evaluate growing|rd|manifold``: measure a saved model again with its task's ``measure``; ``--write``
     stores the result as the JSON's ``eval``."""
     module = TASKS[args.task]
     try:
@@ -164,7 +171,7 @@ def evaluate_saved_command(args: argparse.Namespace, parser: argparse.ArgumentPa
 
 
 def evaluate_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    if args.task in ("growing", "rd"):
+    if args.task in ("growing", "rd", "manifold"):
         evaluate_saved_command(args, parser)
         return
     try:

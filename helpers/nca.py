@@ -354,7 +354,7 @@ def check_weights_file(name: str, state_dict) -> None:
 #: The model classes a saved JSON may name, and the module that defines each (imported when needed:
 #: chapter 06's growing rule lives in its own module, which imports this one).
 ARCHITECTURES = {"NCA": __name__, "GrowingNCA": "helpers.growing_nca",
-                 "ReactionDiffusionNCA": "helpers.reaction_diffusion"}
+                 "ReactionDiffusionNCA": "helpers.reaction_diffusion", "ManifoldNCA": "helpers.manifold_nca"}
 
 
 def architecture(name, json_name: str = "the JSON") -> type:

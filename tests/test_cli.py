@@ -32,7 +32,9 @@ def test_the_equivalent_command_reproduces_the_settings(task):
                "growing": dict(experiment="persistent", emoji="butterfly", target_size=16, padding=4, hidden=32,
                                lr_milestones=(5,), iterations=9),
                "rd": dict(target="bubbles", channels=8, hidden=16, diffusion_max=0.3, angles=4, iterations=9,
-                          lr_milestones=(4,))}[task]
+                          lr_milestones=(4,)),
+               "manifold": dict(method="stamp", stage="encoder", init="data/models/manifold_stamp.pt", held_out=12,
+                                code_size=8, lr_milestones=(3, 5), iterations=9)}[task]
     settings = cli.TASKS[task].Settings(**changed)
     command = run.command_line(task, settings, out="outputs/x.pt", threads=2)
     words = shlex.split(command)
@@ -108,3 +110,4 @@ def test_ctrl_c_saves_the_model_so_far_marked_partial(tmp_path, monkeypatch):
     info = nca.load_metadata(out)
     assert info["partial"] is True and info["iterations_done"] == 3 and info["settings"]["iterations"] == 50
     nca.load_model(out)
+

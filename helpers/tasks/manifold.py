@@ -1,0 +1,443 @@
+"""The manifold task of chapter 07: one NCA grows many emoji, each named by a code.
+
+Two stages, one command each (``--stage``):
+
+* ``codes``: the rule and a learned code per training image, trained together;
+* ``encoder``: the rule and codes of a ``codes`` model (``--init``) are frozen and an encoder
+  (image -> code) is trained through the NCA, so that an image it never saw gets its code in one
+  forward pass; the frozen language stays the same for the table's codes and the encoder's.
+
+Training is chapter 06's pool loop written for codes: every pool entry belongs to one training
+image; in every batch the worst ``reseed_count`` entries are replaced by their image's seed and the
+best ``damage_count`` get a circular hole (chapter 06's "regenerating" experiment); the loss is the
+mean squared error of RGBA. The split into training and held-out images is drawn from
+``split_seed`` BEFORE any training, and recorded in the model's JSON.
+
+The CPU recipe of the shipped models is the default (16-px emoji padded by 3: 22 x 22 grids; 16
+channels, 64 hidden units, 12-number codes; rollouts of 24 to 32 steps; 4000 iterations, about 7
+minutes per method on one CPU core)::
+
+    python -m helpers train manifold --method hyper --out data/models/manifold_hyper.pt
+    python -m helpers train manifold --stage encoder --init data/models/manifold_hyper.pt \\
+        --out data/models/manifold_hyper_encoder.pt
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .. import data, nca
+from ..manifold_nca import CODE_SIZE, METHODS, ManifoldNCA
+from ..train import Diverged, loss_curve, mean_of_last, normalize_gradients, setting
+from . import run
+from .growing import RECOVERY_FACTOR, damage_masks
+
+STAGES = ("codes", "encoder")
+
+
+@dataclass
+class Settings:
+    """Every default of the manifold task."""
+    method: str = setting("hyper", "how the code reaches the rule: broadcast (every cell reads it), stamp (written "
+                                   "into the seed cell) or hyper (a hypernetwork makes each image's rule)")
+    stage: str = setting("codes", "codes: train the rule and a code per training image; encoder: freeze the rule "
+                                  "and codes of --init and train an image -> code encoder through the NCA")
+    init: str = setting("", "encoder stage: the codes model to start from (NAME.pt with NAME.json beside it)")
+    held_out: int = setting(16, "emoji kept out of training, drawn with split-seed before training")
+    split_seed: int = setting(0, "seed of the split into training and held-out emoji")
+    target_size: int = setting(16, "each emoji is resized to this side, in cells")
+    padding: int = setting(3, "empty cells around the emoji on every side (grid side: target-size + 2 padding)")
+    hidden: int = setting(64, "width of the rule's hidden 1x1 layer")
+    code_size: int = setting(CODE_SIZE, "numbers in an image's code")
+    hyper_hidden: int = setting(32, "width of the hypernetwork's hidden layer (method hyper)")
+    encoder_width: int = setting(32, "channels of the encoder's first convolution")
+    iterations: int = setting(4000, "optimizer steps")
+    batch_size: int = setting(8, "pool entries per iteration")
+    pool_size: int = setting(256, "states kept in the sample pool")
+    min_steps: int = setting(24, "fewest CA steps per iteration")
+    max_steps: int = setting(33, "CA steps per iteration are drawn from [min-steps, max-steps)")
+    reseed_count: int = setting(6, "the worst entries of a batch replaced by their image's seed")
+    damage_count: int = setting(1, "the best entries of a batch that get a circular hole")
+    learning_rate: float = setting(2e-3, "Adam's learning rate")
+    lr_milestones: tuple = setting((3000,), "iterations at which the learning rate is multiplied by lr-gamma")
+    lr_gamma: float = setting(0.3, "factor of the learning rate at each milestone")
+    seed: int = setting(0, "seed of the pool, the step counts and the model's initial weights")
+
+    def __post_init__(self):
+        self.lr_milestones = tuple(int(m) for m in self.lr_milestones)
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
+        if self.stage == "encoder" and not self.init:
+            raise ValueError("the encoder stage starts from a trained codes model: pass --init NAME.pt")
+        if self.target_size < 8 or self.padding < 1:
+            raise ValueError(f"need target_size >= 8 and padding >= 1, got {self.target_size}, {self.padding}")
+        if not 1 <= self.min_steps < self.max_steps:
+            raise ValueError(f"need 1 <= min_steps < max_steps, got [{self.min_steps}, {self.max_steps})")
+        if self.iterations < 0 or self.batch_size < 1 or self.pool_size < self.batch_size:
+            raise ValueError(f"need iterations >= 0 and pool_size >= batch_size >= 1, got {self.iterations}, "
+                             f"{self.pool_size}, {self.batch_size}")
+        if self.reseed_count < 0 or self.damage_count < 0 or self.reseed_count + self.damage_count > self.batch_size:
+            raise ValueError(f"need reseed_count, damage_count >= 0 with their sum at most batch_size, got "
+                             f"{self.reseed_count} + {self.damage_count} > {self.batch_size}")
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            raise ValueError(f"learning_rate must be a positive finite number, got {self.learning_rate}")
+        names = emoji_names()
+        if not 1 <= self.held_out <= len(names) - 2:
+            raise ValueError(f"held_out must leave at least 2 of the {len(names)} emoji for training, "
+                             f"got {self.held_out}")
+
+    @property
+    def grid(self) -> int:
+        return self.target_size + 2 * self.padding
+
+    @property
+    def trained_steps(self) -> int:
+        """The step count at which a model is judged: the longest training rollout."""
+        return self.max_steps - 1
+
+    def as_dict(self) -> dict:
+        return {key: list(value) if isinstance(value, tuple) else value
+                for key, value in dataclasses.asdict(self).items()}
+
+
+# ------------------------------------------------------------------------------ data
+
+def emoji_names() -> list[str]:
+    """Every shipped emoji (data/emoji), sorted: the same list on every machine."""
+    return sorted(data.list_emoji())
+
+
+def split(settings: Settings) -> tuple[list[str], list[str]]:
+    """``(training, held_out)`` names: a shuffle of ``emoji_names()`` by ``split_seed``; held-out first."""
+    names = emoji_names()
+    random.Random(settings.split_seed).shuffle(names)
+    return sorted(names[settings.held_out:]), sorted(names[:settings.held_out])
+
+
+def images(names: list[str], settings: Settings, device=None) -> torch.Tensor:
+    """``[N, 4, target, target]``: the emoji as premultiplied RGBA, what the encoder reads."""
+    return torch.stack([data.load_emoji(name, settings.target_size) for name in names]).to(device)
+
+
+def targets(names: list[str], settings: Settings, device=None) -> torch.Tensor:
+    """``[N, 4, grid, grid]``: the emoji padded with empty cells, what the grown states are compared to."""
+    return nn.functional.pad(images(names, settings, device), [settings.padding] * 4)
+
+
+def per_image_loss(states: torch.Tensor, goals: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of each state's RGBA against its own target, ``[batch]``."""
+    return (states[:, :4] - goals).pow(2).mean(dim=(1, 2, 3))
+
+
+def psnr(mse: torch.Tensor) -> torch.Tensor:
+    """Peak signal-to-noise ratio in dB for values in [0, 1]: 10 log10(1 / MSE)."""
+    return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
+
+
+# ------------------------------------------------------------------------------ models
+
+def new_model(settings: Settings, image_count: int) -> ManifoldNCA:
+    return ManifoldNCA(settings.method, image_count, hidden=settings.hidden, code_size=settings.code_size,
+                       hyper_hidden=settings.hyper_hidden, encoder_width=settings.encoder_width)
+
+
+def codes_for(model: ManifoldNCA, settings: Settings, indices: torch.Tensor, pictures: torch.Tensor) -> torch.Tensor:
+    """The codes a stage trains with: the table's (``codes``) or the encoder's (``encoder``)."""
+    return model.codes(indices) if settings.stage == "codes" else model.encoder(pictures[indices])
+
+
+def trainable(model: ManifoldNCA, settings: Settings) -> list[nn.Parameter]:
+    """The codes stage trains the rule and the table; the encoder stage only the encoder."""
+    parts = [model.rule, model.codes] if settings.stage == "codes" else [model.encoder]
+    return [p for part in parts for p in part.parameters()]
+
+
+# ------------------------------------------------------------------------------ training
+
+@dataclass
+class History:
+    losses: list = dataclasses.field(default_factory=list)
+    seconds: float = 0.0
+
+
+def fit(model: ManifoldNCA, settings: Settings, names: list[str], progress: bool = True,
+        on_iteration=None) -> History:
+    """Train ``model`` on the emoji ``names`` (the training images) with the pool loop of the module's doc."""
+    device = model.filters.device
+    goals, pictures = targets(names, settings, device), images(names, settings, device)
+    parameters = trainable(model, settings)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in parameters:
+        p.requires_grad_(True)
+    chooser = random.Random(settings.seed)
+    torch.manual_seed(settings.seed)
+    damage_generator = torch.Generator().manual_seed(settings.seed + 1)
+    owner = torch.arange(settings.pool_size, device=device) % len(names)      # each entry's image
+    with torch.no_grad():
+        pool = model.rule.seed(codes_for(model, settings, owner, pictures), settings.grid)
+    optimizer = torch.optim.Adam(parameters, lr=settings.learning_rate)
+    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(settings.lr_milestones), settings.lr_gamma)
+    history, start = History(), time.perf_counter()
+    bar = tqdm(range(settings.iterations), disable=not progress, desc=f"training ({settings.stage})")
+    for iteration in bar:
+        chosen = torch.tensor(chooser.sample(range(settings.pool_size), settings.batch_size), device=device)
+        index = owner[chosen]
+        codes = codes_for(model, settings, index, pictures)
+        states = prepare(model, settings, pool[chosen], codes, goals[index], damage_generator)
+        final = model.rule.rollout(states, codes, chooser.randrange(settings.min_steps, settings.max_steps))
+        loss = per_image_loss(final, goals[index]).mean()
+        if not torch.isfinite(loss):
+            raise Diverged(f"the loss became {loss.item()} at iteration {iteration}: lower the learning rate")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        normalize_gradients(model)
+        optimizer.step()
+        schedule.step()
+        pool[chosen] = final.detach()
+        history.losses.append(loss.item())
+        bar.set_postfix(loss=f"{history.losses[-1]:.4g}")
+        if on_iteration is not None:
+            on_iteration(iteration, history.losses[-1])
+    history.seconds = time.perf_counter() - start
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return history
+
+
+def prepare(model: ManifoldNCA, settings: Settings, states: torch.Tensor, codes: torch.Tensor, goals: torch.Tensor,
+            generator: torch.Generator) -> torch.Tensor:
+    """The batch before its rollout: the worst entries back to their seed (with the code stamped in
+    for ``stamp``, so the code is trained through it), a hole in the best."""
+    order = per_image_loss(states, goals).argsort(descending=True)        # worst first
+    reseed = torch.zeros(len(states), 1, 1, 1, device=states.device)
+    reseed[order[:settings.reseed_count]] = 1.0
+    states = reseed * model.rule.seed(codes, settings.grid) + (1 - reseed) * states
+    if settings.damage_count:
+        holes = torch.zeros_like(states[:, :1])
+        best = order[len(order) - settings.damage_count:]
+        holes[best] = damage_masks("circle", len(best), settings.grid, generator).to(states.device)
+        states = states * (1 - holes)
+    return states
+
+
+# ------------------------------------------------------------------------------ measurements
+
+@torch.no_grad()
+def grow(model: ManifoldNCA, codes: torch.Tensor, settings: Settings, steps: int | None = None,
+         seed_value: int = 0) -> torch.Tensor:
+    """One rollout per code from its seed, ``steps`` (default: the trained step count), on the model's device."""
+    device = model.filters.device
+    generator = torch.Generator(device).manual_seed(seed_value)
+    return model.grow(codes.to(device), settings.grid, settings.trained_steps if steps is None else steps, generator)
+
+
+@torch.no_grad()
+def encode(model: ManifoldNCA, names: list[str], settings: Settings) -> torch.Tensor:
+    return model.encoder(images(names, settings, model.filters.device))
+
+
+def table_codes(model: ManifoldNCA) -> torch.Tensor:
+    return model.codes.weight.detach()
+
+
+def interpolate(start: torch.Tensor, end: torch.Tensor, count: int) -> torch.Tensor:
+    """``[count, code_size]``: ``count`` codes evenly spaced on the straight line from ``start`` to ``end``
+    (each ``[code_size]`` or ``[1, code_size]``), both included."""
+    weights = torch.linspace(0.0, 1.0, count, device=start.device)[:, None]
+    start, end = start.reshape(1, -1), end.reshape(1, -1)
+    path = (1 - weights) * start + weights * end
+    path[0], path[-1] = start[0], end[0]           # exactly the two codes, not up to rounding
+    return path
+
+
+def search_codes(model: ManifoldNCA, names: list[str], settings: Settings, start: torch.Tensor,
+                 iterations: int = 100, learning_rate: float = 0.05, seed_value: int = 0) -> tuple[torch.Tensor, list]:
+    """Codes for the emoji ``names`` found by gradient descent THROUGH the frozen model: from ``start``
+    (e.g. the encoder's codes), Adam on the codes alone, the loss of chapter 06 at the trained step
+    count. What a new image costs when no encoder has learned it: seconds, not a training of the rule.
+    Returns the codes and the mean loss at each iteration."""
+    device = model.filters.device
+    goals = targets(names, settings, device)
+    codes = start.detach().clone().to(device).requires_grad_(True)
+    optimizer = torch.optim.Adam([codes], lr=learning_rate)
+    generator = torch.Generator(device).manual_seed(seed_value)
+    frozen = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    losses = []
+    try:
+        for _ in range(iterations):
+            grown = model.grow(codes, settings.grid, settings.trained_steps, generator)
+            loss = per_image_loss(grown, goals).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+    finally:
+        for p, needed in zip(model.parameters(), frozen):
+            p.requires_grad_(needed)
+    return codes.detach(), losses
+
+
+def errors(model: ManifoldNCA, codes: torch.Tensor, names: list[str], settings: Settings, steps: int | None = None,
+           seed_value: int = 0) -> torch.Tensor:
+    """``[N]`` mean squared errors of the images grown from ``codes`` against the emoji ``names``."""
+    grown = grow(model, codes, settings, steps, seed_value)
+    return per_image_loss(grown, targets(names, settings, grown.device)).cpu()
+
+
+def summary(mse: torch.Tensor) -> dict:
+    """The figures a JSON keeps of per-image errors: mean and median MSE, mean PSNR."""
+    return {"count": len(mse), "mean_mse": mse.mean().item(), "median_mse": mse.median().item(),
+            "mean_psnr": psnr(mse).mean().item()}
+
+
+def mean_image_errors(train_names: list[str], names: list[str], settings: Settings) -> torch.Tensor:
+    """The floor: every image 'reconstructed' as the mean training image."""
+    mean = targets(train_names, settings).mean(dim=0, keepdim=True)
+    return per_image_loss(mean.expand(len(names), -1, -1, -1), targets(names, settings))
+
+
+def shuffled(codes: torch.Tensor, seed_value: int = 0) -> torch.Tensor:
+    """The codes given to the wrong images: a random permutation with no image keeping its own."""
+    count = len(codes)
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed_value))
+    return codes[order.roll(1)][order.argsort()] if count > 1 else codes
+
+
+@torch.no_grad()
+def regeneration(model: ManifoldNCA, codes: torch.Tensor, names: list[str], settings: Settings,
+                 after: int | None = None, factor: float = RECOVERY_FACTOR, seed_value: int = 0) -> dict:
+    """Chapter 06's measure: grow each image for the trained step count, cut a circular hole, run
+    ``after`` more steps (default: the trained step count again). Recovered: the error is back
+    within ``factor`` x its own error before the cut. Also the undamaged control, run as long (does
+    it keep the image that long at all?), and the median errors before, just after the cut and at
+    the end, which show how much of the cut's error has healed even where the strict criterion fails."""
+    after = settings.trained_steps if after is None else after
+    device = model.filters.device
+    goals = targets(names, settings, device)
+    codes = codes.to(device)
+    grown = grow(model, codes, settings, seed_value=seed_value)
+    before = per_image_loss(grown, goals)
+    holes = damage_masks("circle", len(names), settings.grid, torch.Generator().manual_seed(seed_value)).to(device)
+    generator = torch.Generator(device).manual_seed(seed_value + 1)
+    result = {"after": after, "factor": factor, "count": len(names)}
+    for kind, start in (("circle", grown * (1 - holes)), ("none", grown)):
+        end = per_image_loss(model.rule.rollout(start, codes, after, generator), goals)
+        result[kind] = {"recovered_fraction": (end <= factor * before).float().mean().item(),
+                        "median_mse_end": end.median().item()}
+    result["median_mse_before"] = before.median().item()
+    result["median_mse_damaged"] = per_image_loss(grown * (1 - holes), goals).median().item()
+    return result
+
+
+@torch.no_grad()
+def stability(model: ManifoldNCA, codes: torch.Tensor, names: list[str], settings: Settings,
+              lengths=(1, 2, 4, 8)) -> dict:
+    """The median error after each multiple of the trained step count (does the image persist?)."""
+    medians = [errors(model, codes, names, settings, steps=settings.trained_steps * k).median().item()
+               for k in lengths]
+    return {"steps": [settings.trained_steps * k for k in lengths], "median_mse": medians}
+
+
+def measure(model: ManifoldNCA, settings: Settings) -> dict:
+    """Everything a saved model's JSON reports: reconstruction on training and held-out emoji (with
+    the table's codes and the encoder's), the mean-image floor, shuffled codes, stability, regeneration."""
+    train_names, held_names = split(settings)
+    model = model.eval()
+    result = {"trained_steps": settings.trained_steps, "split": {"train": train_names, "held_out": held_names},
+              "mean_image": {"train": summary(mean_image_errors(train_names, train_names, settings)),
+                             "held_out": summary(mean_image_errors(train_names, held_names, settings))},
+              "table_codes": {"train": summary(errors(model, table_codes(model), train_names, settings)),
+                              "train_shuffled": summary(errors(model, shuffled(table_codes(model)), train_names,
+                                                               settings))},
+              "stability": stability(model, table_codes(model), train_names, settings),
+              "regeneration": regeneration(model, table_codes(model), train_names, settings)}
+    if settings.stage == "encoder":
+        train_codes, held_codes = encode(model, train_names, settings), encode(model, held_names, settings)
+        result["encoder_codes"] = {
+            "train": summary(errors(model, train_codes, train_names, settings)),
+            "held_out": summary(errors(model, held_codes, held_names, settings)),
+            "held_out_shuffled": summary(errors(model, shuffled(held_codes), held_names, settings))}
+        result["regeneration_held_out"] = regeneration(model, held_codes, held_names, settings)
+    return result
+
+
+def summary_line(metadata: dict) -> str:
+    measured = metadata["eval"]
+    line = (f"training emoji, own codes: MSE {measured['table_codes']['train']['mean_mse']:.4f} "
+            f"(shuffled {measured['table_codes']['train_shuffled']['mean_mse']:.4f}, mean image "
+            f"{measured['mean_image']['train']['mean_mse']:.4f})")
+    if "encoder_codes" in measured:
+        held = measured["encoder_codes"]
+        line += (f"; held-out emoji, encoder's codes: MSE {held['held_out']['mean_mse']:.4f} (shuffled "
+                 f"{held['held_out_shuffled']['mean_mse']:.4f}, mean image "
+                 f"{measured['mean_image']['held_out']['mean_mse']:.4f})")
+    return line
+
+
+# ------------------------------------------------------------------------------ train and save
+
+def start_model(settings: Settings, image_count: int) -> ManifoldNCA:
+    """A fresh model (stage codes), or the ``init`` codes model whose rule and codes the encoder stage keeps."""
+    if settings.stage == "codes":
+        return new_model(settings, image_count)
+    model = nca.load_model(settings.init)
+    stored = nca.load_metadata(settings.init)
+    if not isinstance(model, ManifoldNCA):
+        raise ValueError(f"--init {settings.init} is a {type(model).__name__}, not a manifold model")
+    mismatched = {key: (stored["settings"].get(key), getattr(settings, key))
+                  for key in ("method", "held_out", "split_seed", "target_size", "padding", "hidden", "code_size",
+                              "hyper_hidden", "encoder_width")
+                  if stored["settings"].get(key) != getattr(settings, key)}
+    if mismatched:
+        raise ValueError(f"--init {settings.init} was trained with other settings (stored, given): {mismatched}; "
+                         "give the same ones")
+    return model
+
+
+def train(settings: Settings, out=None, device=None, progress: bool = True, command: str | None = None,
+          overwrite: bool = False, checkpoint=None, checkpoint_every: int = 100, allow_diverged: bool = False,
+          resume: bool = False) -> tuple[ManifoldNCA, dict]:
+    """Train (one stage), measure and (with ``out``) save a manifold model. As
+    ``helpers.tasks.run.train_and_save``: the settings, command, device and time go in the JSON, an
+    existing model is not replaced without ``overwrite``; ``checkpoint`` saves the weights so far.
+    (A stage takes minutes: it cannot ``resume``. Its rule's states are bounded by the alive mask
+    and chapter 06's RGBA loss; ``allow_diverged`` is accepted for the command line's sake.)"""
+    if resume:
+        raise ValueError("a manifold stage takes minutes and cannot be resumed: start it again")
+    path = run.check_out_path(out, overwrite) if out else None
+    checkpoint = run.check_out_path(checkpoint, overwrite=True) if checkpoint else None
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    train_names, _ = split(settings)
+    recorded = {"task": "manifold", "command": command or run.command_line("manifold", settings, out),
+                "settings": settings.as_dict(), "device": run.device_description(device), "torch": torch.__version__,
+                "date": datetime.date.today().isoformat()}
+    torch.manual_seed(settings.seed)
+    model = start_model(settings, len(train_names)).to(device)
+    hook = run.Progress(model, Path(checkpoint) if checkpoint else None, checkpoint_every)
+    history = fit(model, settings, train_names, progress, on_iteration=hook)
+    model = model.eval().cpu()
+    metadata = {**recorded, "training_seconds": round(history.seconds, 1),
+                "final_training_loss_mean_of_last_50": mean_of_last(history.losses),
+                "loss_curve": loss_curve(history.losses), "eval": measure(model, settings)}
+    if path is not None:
+        nca.save_model(model, path, metadata)
+    return model, metadata
+
+
+if __name__ == "__main__":           # pragma: no cover
+    sys.exit("use: python -m helpers train manifold --help")

@@ -1,0 +1,188 @@
+"""Chapter 07's conditioned NCA (helpers.manifold_nca) and its task (helpers.tasks.manifold)."""
+import json
+
+import pytest
+import torch
+
+from helpers import nca
+from helpers.growing_nca import GrowingNCA, alive_mask, perceive
+from helpers.manifold_nca import METHODS, ConditionedRule, Encoder, ManifoldNCA
+from helpers.tasks import manifold
+
+
+def trained_like(rule: ConditionedRule, scale: float = 0.1) -> ConditionedRule:
+    """Random weights everywhere (a fresh rule's zero layers would make every test trivially pass)."""
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in rule.parameters():
+            p.copy_(scale * torch.randn(p.shape, generator=generator))
+    return rule
+
+
+def grown_states(channels=16, batch=3, size=12):
+    generator = torch.Generator().manual_seed(2)
+    state = torch.rand(batch, channels, size, size, generator=generator)
+    state[:, 3] = (state[:, 3] > 0.3).float()        # some dead cells
+    return state
+
+
+def growing_rule_of(sense_w, sense_b, act_w, act_b) -> GrowingNCA:
+    """Chapter 06's rule with these weights."""
+    single = GrowingNCA(channels=act_w.shape[0], hidden=act_w.shape[1])
+    with torch.no_grad():
+        single.sense.weight.copy_(sense_w[:, :, None, None])
+        single.sense.bias.copy_(sense_b)
+        single.act.weight.copy_(act_w[:, :, None, None])
+        single.act.bias.copy_(act_b)
+    return single
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_images_rule_equals_chapter_06_rule_applied_alone(method):
+    """The batched step gives every image what its own rule, applied to it alone, gives. For the
+    hypernetwork the rule of image i is made from code i; for broadcast the code is concatenated."""
+    rule = trained_like(ConditionedRule(method, hidden=8, code_size=5))
+    state, codes = grown_states(), torch.randn(3, 5, generator=torch.Generator().manual_seed(3))
+    fire = torch.rand(3, 1, 12, 12, generator=torch.Generator().manual_seed(4)) < 0.5
+    batched = rule.step(state, codes, fire=fire)
+    weights = rule.rule_weights(codes)
+    for i in range(3):
+        sense_w, sense_b, act_w, act_b = (w[i] for w in weights)
+        if method == "broadcast":      # the code as 5 more inputs of every cell, written out
+            features = torch.cat([perceive(state[i:i + 1], rule.filters),
+                                  codes[i][None, :, None, None].expand(1, 5, 12, 12)], dim=1)
+            hidden = torch.relu(torch.nn.functional.conv2d(features, rule.sense.weight, rule.sense.bias))
+            change = torch.nn.functional.conv2d(hidden, rule.act.weight, rule.act.bias)
+            before = alive_mask(state[i:i + 1])
+            alone = state[i:i + 1] + change * fire[i:i + 1].float()
+            alone = alone * (before & alive_mask(alone)).float()
+        else:
+            alone = growing_rule_of(sense_w, sense_b, act_w, act_b).step(state[i:i + 1], fire=fire[i:i + 1])
+        assert torch.allclose(batched[i:i + 1], alone, atol=1e-5), method
+
+
+def test_hypernetwork_gives_different_codes_different_rules_and_equal_codes_equal_rules():
+    rule = trained_like(ConditionedRule("hyper", hidden=8, code_size=4))
+    codes = torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0], [1.0, 0, 0, 0]])
+    sense_w = rule.rule_weights(codes)[0]
+    assert torch.equal(sense_w[0], sense_w[2])
+    assert (sense_w[0] - sense_w[1]).abs().max() > 1e-3
+
+
+def test_a_fresh_rule_changes_nothing_and_the_stamp_writes_the_code_into_the_seed():
+    for method in METHODS:
+        rule = ConditionedRule(method, code_size=12)
+        codes = torch.randn(2, 12)
+        start = rule.seed(codes, 9)
+        assert torch.equal(rule.rollout(start, codes, 5), start)
+    stamp = ConditionedRule("stamp").seed(codes, 9)
+    assert torch.equal(stamp[:, 4:16, 4, 4], codes) and stamp[:, 3, 4, 4].eq(1).all()
+    assert stamp[:, :, :4].abs().sum() == 0                            # one seed cell, nothing else
+    plain = ConditionedRule("hyper").seed(codes, 9)
+    assert plain[:, 3:, 4, 4].eq(1).all()
+
+
+def test_bad_options_and_shapes_get_clear_errors():
+    with pytest.raises(ValueError, match="method must be one of"):
+        ConditionedRule("concat")
+    with pytest.raises(ValueError, match="12 hidden channels of the seed cell: code_size must be at most"):
+        ConditionedRule("stamp", code_size=13)
+    rule = ConditionedRule("hyper", code_size=4)
+    with pytest.raises(ValueError, match=r"codes must be a tensor \[batch=2, code_size=4\]"):
+        rule.step(torch.zeros(2, 16, 8, 8), torch.zeros(2, 5))
+    with pytest.raises(ValueError, match="premultiplied RGBA"):
+        Encoder()(torch.zeros(1, 3, 24, 24))
+    with pytest.raises(ValueError, match="method must be one of"):
+        manifold.Settings(method="film")
+    with pytest.raises(ValueError, match="--init"):
+        manifold.Settings(stage="encoder")
+    with pytest.raises(ValueError, match="sum at most batch_size"):
+        manifold.Settings(batch_size=4, reseed_count=4, damage_count=1)
+    with pytest.raises(ValueError, match="held_out must leave"):
+        manifold.Settings(held_out=len(manifold.emoji_names()))
+
+
+def test_the_encoder_is_deterministic_and_reads_any_batch_alike():
+    encoder = Encoder(code_size=6)
+    pictures = torch.rand(5, 4, 24, 24, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(encoder(pictures), encoder(pictures))
+    assert torch.allclose(encoder(pictures)[2:3], encoder(pictures[2:3]), atol=1e-6)
+
+
+def test_the_split_is_fixed_disjoint_and_covers_every_emoji():
+    settings = manifold.Settings()
+    train, held = manifold.split(settings)
+    assert len(manifold.emoji_names()) >= 64 and len(held) == 16 and len(train) == len(manifold.emoji_names()) - 16
+    assert not set(train) & set(held)
+    assert manifold.split(settings) == (train, held)
+    assert manifold.split(manifold.Settings(split_seed=1))[1] != held
+
+
+def test_shuffled_codes_give_every_image_another_images_code():
+    codes = torch.arange(20.0)[:, None].repeat(1, 3)
+    moved = manifold.shuffled(codes)
+    assert sorted(moved[:, 0].tolist()) == codes[:, 0].tolist()
+    assert (moved[:, 0] != codes[:, 0]).all()
+
+
+def test_psnr_and_the_mean_image_floor():
+    assert manifold.psnr(torch.tensor([0.01])).item() == pytest.approx(20.0)
+    settings = manifold.Settings()
+    train, _ = manifold.split(settings)
+    floor = manifold.mean_image_errors(train, train, settings)
+    assert floor.shape == (len(train),) and (floor > 0).all()
+    assert manifold.mean_image_errors(train[:1], train[:1], settings).item() == 0
+
+
+def test_a_short_training_lowers_the_loss_and_saves_a_model_that_loads(tmp_path):
+    """40 iterations on 4 images: the loss falls, and the saved pair loads and grows the same images."""
+    settings = manifold.Settings(method="hyper", iterations=40, batch_size=4, pool_size=8, lr_milestones=(),
+                                 reseed_count=2)
+    names = manifold.split(settings)[0][:4]
+    model = manifold.new_model(settings, len(names))
+    history = manifold.fit(model, settings, names, progress=False)
+    assert sum(history.losses[-10:]) < sum(history.losses[:10])
+    path = tmp_path / "m.pt"
+    nca.save_model(model.eval(), path, {"settings": settings.as_dict()})
+    loaded = nca.load_model(path)
+    assert isinstance(loaded, ManifoldNCA) and loaded.method == "hyper"
+    codes = manifold.table_codes(loaded)
+    assert torch.equal(manifold.grow(loaded, codes, settings, 10), manifold.grow(model, codes, settings, 10))
+
+
+def test_interpolation_endpoints_reproduce_the_two_images():
+    model = ManifoldNCA("hyper", image_count=2, hidden=8)
+    trained_like(model.rule)
+    settings = manifold.Settings(hidden=8)
+    a, b = torch.randn(1, 12), torch.randn(1, 12)
+    path = manifold.interpolate(a, b, 5)
+    assert path.shape == (5, 12) and torch.equal(path[0], a[0]) and torch.equal(path[-1], b[0])
+    ends = manifold.grow(model, path[[0, -1]], settings, 12)
+    alone = manifold.grow(model, torch.cat([a, b]), settings, 12)
+    assert torch.equal(ends, alone)
+
+
+def test_the_encoder_stage_refuses_an_init_with_other_settings(tmp_path):
+    settings = manifold.Settings(method="stamp", iterations=0)
+    model, metadata = manifold.train(settings, out=tmp_path / "codes.pt", progress=False)
+    assert json.loads((tmp_path / "codes.json").read_text())["settings"]["method"] == "stamp"
+    with pytest.raises(ValueError, match="other settings"):
+        manifold.train(manifold.Settings(method="hyper", stage="encoder", init=str(tmp_path / "codes.pt"),
+                                         iterations=0), progress=False)
+    with pytest.raises(FileExistsError):
+        manifold.train(settings, out=tmp_path / "codes.pt", progress=False)
+
+
+def test_evaluate_manifold_remeasures_a_saved_model_and_writes_its_json(tmp_path, capsys):
+    from helpers import cli
+    out = tmp_path / "m.pt"
+    manifold.train(manifold.Settings(method="broadcast", iterations=2, batch_size=8, pool_size=8), out=out,
+                   progress=False)
+    info = json.loads(out.with_suffix(".json").read_text())
+    info["eval"] = {"stale": True}
+    out.with_suffix(".json").write_text(json.dumps(info))
+    cli.main(["evaluate", "manifold", str(out), "--write"])
+    assert "training emoji, own codes" in capsys.readouterr().out
+    measured = json.loads(out.with_suffix(".json").read_text())["eval"]
+    assert "stale" not in measured and measured["table_codes"]["train"]["count"] == 48
+    assert measured["regeneration"]["after"] == manifold.Settings().trained_steps
