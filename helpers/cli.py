@@ -87,7 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
         where = task_parser.add_argument_group("where and how to run (not settings)")
         where.add_argument("--out", help=f"the model file, NAME.pt (default: {default_out(name, module.Settings())})")
         where.add_argument("--overwrite", action="store_true", help="replace an existing model at --out")
-        where.add_argument("--checkpoint", help="also save the weights so far here every 100 iterations (.pt)")
+        where.add_argument("--checkpoint", help="also save the weights so far here every 100 iterations (.pt), and "
+                                                "the whole training state beside them (NAME.state.pt)")
+        where.add_argument("--resume", action="store_true",
+                           help="continue a stopped run from its --checkpoint's training state (same command)")
         where.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
         where.add_argument("--device", help="cpu, cuda or mps (default: helpers.env.get_device())")
         where.add_argument("--allow-diverged", action="store_true",
@@ -133,7 +136,13 @@ def train_command(args: argparse.Namespace, parser: argparse.ArgumentParser, typ
         if args.task == "texture" and data.is_url(settings.target):
             data.fetch_image(settings.target)         # download (once) now: no internet fails before training
             data.load_target(settings.target, 8)
-    except (ValueError, FileExistsError) as error:
+        if args.resume:                               # something to resume, from a run with these settings
+            if not args.checkpoint:
+                raise ValueError("--resume continues the run whose --checkpoint is given: pass the same --checkpoint")
+            if args.task == "manifold":
+                raise ValueError("a manifold stage takes minutes and cannot be resumed: start it again")
+            run.load_training_state(args.checkpoint, settings)
+    except (ValueError, FileExistsError, FileNotFoundError) as error:
         parser.error(str(error))
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -141,7 +150,7 @@ def train_command(args: argparse.Namespace, parser: argparse.ArgumentParser, typ
     try:
         _, metadata = module.train(settings, out=out, device=device, progress=not args.no_progress, command=typed,
                                    overwrite=args.overwrite, checkpoint=args.checkpoint,
-                                   allow_diverged=args.allow_diverged)
+                                   allow_diverged=args.allow_diverged, resume=args.resume)
     except KeyboardInterrupt:
         sys.exit(130)             # the model so far was saved, marked partial (train_and_save said where)
     except train.Diverged as error:

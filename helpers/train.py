@@ -12,9 +12,11 @@ and defaults, so a task's settings object is also the loop's configuration.
 """
 from __future__ import annotations
 
+import copy
 import math
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from typing import Callable
 
@@ -139,7 +141,9 @@ def train_pool(model: nn.Module, make_samples: Callable[[int], dict], loss_fn: C
                rollout: Callable | None = None, dashboard=None, progress: bool = True,
                preview: Callable | None = None,
                on_iteration: Callable[[int, float], None] | None = None,
-               prepare_batch: Callable[[dict, int], dict] | None = None) -> History:
+               prepare_batch: Callable[[dict, int], dict] | None = None,
+               on_snapshot: Callable[[dict], None] | None = None, snapshot_every: int = 100,
+               resume: dict | None = None) -> History:
     """Train ``model`` with a sample pool; returns the loss history.
 
     ``rollout(model, states, steps)`` runs the CA (default: ``config.rollout()``, i.e. the engine
@@ -149,17 +153,25 @@ def train_pool(model: nn.Module, make_samples: Callable[[int], dict], loss_fn: C
     (e.g. to save the weights of a long run now and then). ``prepare_batch(batch, iteration)``
     may change the sampled batch before the rollout (chapter 06 replaces the worst sample by the
     seed and damages the best ones); what it returns is rolled out and written back to the pool.
+    ``on_snapshot(state)`` receives, every ``snapshot_every`` iterations, everything needed to
+    continue the training later (``training_state``); ``resume`` is such a state: the loop goes on
+    from its iteration with its weights, optimizer, schedule, pool, losses and random generators.
     """
     rollout = rollout or config.rollout() or plain_rollout
     history = History()
     chooser = random.Random(config.seed)
     torch.manual_seed(config.seed)
     device = next(model.parameters()).device
-    pool = SamplePool({key: value.to(device) for key, value in make_samples(config.pool_size).items()})
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     schedules = learning_rate_schedules(optimizer, config)
+    if resume is None:
+        first = 0
+        pool = SamplePool({key: value.to(device) for key, value in make_samples(config.pool_size).items()})
+    else:
+        first, pool = restore(resume, model, optimizer, schedules, chooser, history, device)
     start = time.perf_counter()
-    bar = tqdm(range(config.iterations), disable=not progress, desc="training")
+    bar = tqdm(range(first, config.iterations), disable=not progress, desc="training", initial=first,
+               total=config.iterations)
     for iteration in bar:
         indices, batch = pool.sample(config.batch_size, chooser)
         if config.reseed_every and iteration % config.reseed_every == 0:
@@ -192,9 +204,51 @@ def train_pool(model: nn.Module, make_samples: Callable[[int], dict], loss_fn: C
             dashboard.update(iteration, history.losses[-1], images=images, weights=weights, force=last)
         if on_iteration is not None:
             on_iteration(iteration, history.losses[-1])
+        if on_snapshot is not None and snapshot_every and (iteration + 1) % snapshot_every == 0:
+            seconds = history.seconds + time.perf_counter() - start
+            on_snapshot(training_state(iteration + 1, model, optimizer, pool, chooser, history.losses, seconds))
     history.seconds += time.perf_counter() - start
     history.pool = pool.samples
     return history
+
+
+def training_state(iteration: int, model: nn.Module, optimizer: torch.optim.Optimizer, pool: SamplePool,
+                   chooser: random.Random, losses: list, seconds: float) -> dict:
+    """Everything a pool training needs to go on after ``iteration`` iterations, as plain tensors,
+    numbers and lists (``torch.load(..., weights_only=True)`` reads it back). The learning-rate
+    schedule is not stored: it is a function of the iteration and is replayed on ``restore``."""
+    version, numbers, _ = chooser.getstate()
+    # copies: the live tensors go on changing after this returns
+    return {"iteration": iteration, "model": copy.deepcopy(model.state_dict()),
+            "optimizer": copy.deepcopy(optimizer.state_dict()),
+            "pool": {key: value.clone() for key, value in pool.samples.items()},
+            "losses": torch.tensor(losses, dtype=torch.float64), "seconds": seconds,
+            "chooser": torch.tensor(numbers, dtype=torch.int64), "chooser_version": version,
+            "torch_rng": torch.get_rng_state()}
+
+
+def restore(state: dict, model: nn.Module, optimizer: torch.optim.Optimizer, schedules: list,
+            chooser: random.Random, history: History, device) -> tuple[int, SamplePool]:
+    """Put a ``training_state`` back: weights, optimizer, the schedule replayed to its iteration,
+    the random generators, the losses so far and the pool. Returns ``(iteration, pool)``. A task's
+    own generator of fresh samples (``make_samples``) is not part of it: after a resume the fresh
+    samples are drawn anew from that generator's seed (other tasks, the same distribution)."""
+    missing = sorted({"iteration", "model", "optimizer", "pool", "losses", "chooser", "torch_rng"} - set(state))
+    if missing:
+        raise ValueError(f"not a training state written by helpers.train (missing {missing}); resume from the "
+                         "NAME.state.pt file that --checkpoint writes beside its weights")
+    model.load_state_dict(state["model"])
+    with warnings.catch_warnings():               # stepped without optimizer steps, on purpose
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(state["iteration"]):       # the learning rate it had reached (warm-up and decay)
+            for schedule in schedules:
+                schedule.step()
+    optimizer.load_state_dict(state["optimizer"])
+    chooser.setstate((state.get("chooser_version", 3), tuple(int(n) for n in state["chooser"]), None))
+    torch.set_rng_state(state["torch_rng"])
+    history.losses = state["losses"].tolist()
+    history.seconds = float(state.get("seconds", 0.0))
+    return state["iteration"], SamplePool({key: value.to(device) for key, value in state["pool"].items()})
 
 
 def learning_rate_schedules(optimizer: torch.optim.Optimizer, config: TrainConfig) -> list:

@@ -3,6 +3,7 @@ import dataclasses
 import shlex
 
 import pytest
+import torch
 
 from helpers import cli, nca
 from helpers.tasks import run
@@ -111,3 +112,20 @@ def test_ctrl_c_saves_the_model_so_far_marked_partial(tmp_path, monkeypatch):
     assert info["partial"] is True and info["iterations_done"] == 3 and info["settings"]["iterations"] == 50
     nca.load_model(out)
 
+
+def test_a_run_with_a_checkpoint_can_be_resumed_with_the_same_command_only(tmp_path, capsys):
+    out, checkpoint = tmp_path / "model.pt", tmp_path / "ckpt.pt"
+    words = ["train", "texture", *TINY_TEXTURE, "--iterations", "100", "--checkpoint", str(checkpoint)]
+    cli.main([*words, "--out", str(out)])
+    state = run.state_path(checkpoint)
+    assert state.is_file() and torch.load(state, weights_only=True)["iteration"] == 100
+    cli.main([*words, "--out", str(tmp_path / "again.pt"), "--resume"])      # nothing left to do, but it continues
+    assert nca.load_metadata(tmp_path / "again.pt")["resumed_at_iteration"] == 100
+    assert torch.equal(nca.load_model(out).update.weight, nca.load_model(tmp_path / "again.pt").update.weight)
+    with pytest.raises(SystemExit):                                          # other settings: refused
+        cli.main(["train", "texture", *TINY_TEXTURE, "--iterations", "200", "--checkpoint", str(checkpoint),
+                  "--out", str(tmp_path / "other.pt"), "--resume"])
+    assert "other settings" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main([*words[:-2], "--out", str(tmp_path / "none.pt"), "--resume"])
+    assert "pass the same --checkpoint" in capsys.readouterr().err

@@ -149,3 +149,35 @@ def test_warmup_iterations_must_be_a_non_negative_integer():
     for bad in (-1, 2.5, True):
         with pytest.raises(ValueError, match="warmup_iterations"):
             train.TrainConfig(warmup_iterations=bad)
+
+
+def test_a_resumed_training_ends_where_an_uninterrupted_one_does():
+    """Snapshots every 3 iterations; a fresh model resumed from the one at 3 reaches, at 6, the
+    weights, pool and losses of the run that never stopped (fresh samples off: their generator is
+    the task's own)."""
+    def samples(count):
+        return {"state": torch.rand(count, 12, 8, 8, generator=torch.Generator().manual_seed(count))}
+
+    def loss(final, batch):
+        return final[:, :3].pow(2).mean()
+
+    config = train.TrainConfig(iterations=6, batch_size=2, pool_size=4, min_steps=2, max_steps=5, reseed_every=0,
+                         lr_milestones=(4,), warmup_iterations=2)
+    torch.manual_seed(0)
+    straight = nca.NCA()
+    snapshots = []
+    history = train.train_pool(straight, samples, loss, config, progress=False, on_snapshot=snapshots.append,
+                         snapshot_every=3)
+    assert [s["iteration"] for s in snapshots] == [3, 6]
+    torch.manual_seed(5)
+    resumed = nca.NCA()                       # other initial weights: all of them must come from the snapshot
+    again = train.train_pool(resumed, samples, loss, config, progress=False, resume=snapshots[0])
+    for key, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+    assert again.losses == history.losses and torch.equal(again.pool["state"], history.pool["state"])
+
+
+def test_resume_refuses_what_is_not_a_training_state():
+    with pytest.raises(ValueError, match="not a training state"):
+        train.train_pool(nca.NCA(), lambda n: {"state": torch.zeros(n, 12, 8, 8)}, lambda f, b: f.sum(),
+                   train.TrainConfig(iterations=1, batch_size=1, pool_size=1), progress=False, resume={"model": {}})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import io
 import shlex
 from pathlib import Path
 from types import ModuleType
@@ -111,31 +112,71 @@ class Progress:
             print(f"iteration {self.done}: loss {loss:.5g}, weights so far saved to {self.checkpoint}", flush=True)
 
 
+def state_path(checkpoint: str | Path) -> Path:
+    """Where ``--checkpoint NAME.pt`` keeps the whole training state: ``NAME.state.pt`` beside it."""
+    return Path(checkpoint).with_suffix(".state.pt")
+
+
+def state_writer(path: Path, settings):
+    """``on_snapshot`` for ``train.train_pool``: write the training state (and the settings it
+    belongs to) to ``path``, replacing the previous one atomically."""
+    def write(state: dict) -> None:
+        buffer = io.BytesIO()
+        torch.save({**state, "settings": settings.as_dict()}, buffer)
+        nca.write_atomically({path: buffer.getvalue()})
+    return write
+
+
+def load_training_state(checkpoint: str | Path, settings) -> dict:
+    """The training state that ``--checkpoint`` wrote, checked against ``settings`` (a run is only
+    continued with the settings it started with)."""
+    path = state_path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"nothing to resume: no training state {path} (it is written every 100 iterations "
+                                f"by a run started with --checkpoint {checkpoint})")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    stored = state.get("settings", {}) if isinstance(state, dict) else {}
+    differ = {key: (stored.get(key), value) for key, value in settings.as_dict().items() if stored.get(key) != value}
+    if differ:
+        raise ValueError(f"{path} belongs to a run with other settings (stored, given): {differ}; resume with the "
+                         "command that started it")
+    return state
+
+
 def train_and_save(task: ModuleType, settings, out: str | Path | None = None, device=None, progress: bool = True,
                    command: str | None = None, overwrite: bool = False, checkpoint: str | Path | None = None,
-                   checkpoint_every: int = 100, allow_diverged: bool = False) -> tuple:
+                   checkpoint_every: int = 100, allow_diverged: bool = False, resume: bool = False) -> tuple:
     """Train ``task``'s model with ``settings``; save it to ``out`` (when given) with its metadata.
 
     Returns ``(model, metadata)``. ``command`` is what the user typed (the command line passes
     it); from Python the equivalent command is recorded instead. ``checkpoint``: also save the
     weights so far there every ``checkpoint_every`` iterations. Interrupted (Ctrl-C), the model so
     far is saved to ``out`` marked partial. A rule whose long rollout does not stay bounded raises
-    ``helpers.train.Diverged`` and is not saved, unless ``allow_diverged``."""
+    ``helpers.train.Diverged`` and is not saved, unless ``allow_diverged``. With a ``checkpoint``
+    the whole training state (weights, optimizer, pool, random generators) is also written to
+    ``state_path(checkpoint)``; ``resume=True`` continues a stopped run from there."""
     name = task.__name__.rsplit(".", 1)[-1]
     path = check_out_path(out, overwrite) if out else None
     if checkpoint is not None:
         checkpoint = check_out_path(checkpoint, overwrite=True)
+    if resume and checkpoint is None:
+        raise ValueError("resume continues the run whose --checkpoint is given: pass the same --checkpoint")
+    resumed = load_training_state(checkpoint, settings) if resume else None
     device = torch.device(device) if device is not None else torch.device("cpu")
     started = datetime.datetime.now()
     recorded = {"task": name, "command": command or command_line(name, settings, out), "settings": settings.as_dict(),
                 "device": device_description(device), "torch": torch.__version__, "date": started.date().isoformat()}
+    if resumed is not None:
+        recorded["resumed_at_iteration"] = resumed["iteration"]
     torch.manual_seed(settings.seed)      # the initial weights
     model = task.new_model(settings).to(device)
     hook = Progress(model, checkpoint, checkpoint_every)
     try:
         prepare = task.prepare_batch(settings, device) if hasattr(task, "prepare_batch") else None
         history = train.train_pool(model, task.make_samples(settings, device), task.loss(settings, device), settings,
-                                   progress=progress, on_iteration=hook, prepare_batch=prepare)
+                                   progress=progress, on_iteration=hook, prepare_batch=prepare,
+                                   on_snapshot=state_writer(state_path(checkpoint), settings) if checkpoint else None,
+                                   snapshot_every=checkpoint_every, resume=resumed)
     except KeyboardInterrupt:
         if path is not None:
             nca.save_model(model.eval().cpu(), path, {**recorded, "partial": True, "iterations_done": hook.done,
