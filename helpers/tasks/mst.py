@@ -454,6 +454,8 @@ class Settings(TrainConfig):
     padding: str = setting("zeros", "what the NCA sees beyond the canvas's border: zeros (a flat world with edges, "
                                     "as the planar MST it must draw) or circular (the world wraps around)")
     init: str = setting("", "continue from these saved weights (NAME.pt with NAME.json beside it)")
+    channels: int = setting(nca.CHANNELS, "the rule's channels: 12 is chapter 03's 588-parameter rule; more make a "
+                                          "larger rule (24: 2,328 parameters), the ALIFE 2021 talk's hypothesis")
     # the pool loop's sizes for this task
     iterations: int = setting(8000, "optimizer steps")
     batch_size: int = setting(8, "pool entries per iteration")
@@ -488,18 +490,22 @@ def new_model(settings: Settings) -> nca.NCA:
     """The untrained rule of chapter 03 with the task's padding, or the saved one ``settings.init``
     names (to continue training; its padding must be the settings' padding)."""
     if not settings.init:
-        return nca.NCA(padding=settings.padding)
+        return nca.NCA(channels=settings.channels, padding=settings.padding)
     model = nca.load_model(settings.init)
     if model.padding != settings.padding:
         raise ValueError(f"{settings.init} was trained with padding {model.padding!r}, these settings say "
                          f"{settings.padding!r}: pass --padding {model.padding} to continue training it")
+    if model.channels != settings.channels:
+        raise ValueError(f"{settings.init} has {model.channels} channels, these settings say {settings.channels}: "
+                         f"pass --channels {model.channels} to continue training it")
     return model
 
 
 def make_samples(settings: Settings, device=None):
     """``make_samples(n)`` for ``train_pool``: fresh tasks from a generator of their own (seed + 1,
     so training tasks never repeat the held-out set's seed); ``train_pool`` moves them to the device."""
-    return pool_sampler(np.random.default_rng(settings.seed + 1), **settings.task_settings())
+    return pool_sampler(np.random.default_rng(settings.seed + 1), channels=settings.channels,
+                        **settings.task_settings())
 
 
 def loss(settings: Settings, device=None):

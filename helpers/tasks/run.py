@@ -136,7 +136,9 @@ def load_training_state(checkpoint: str | Path, settings) -> dict:
                                 f"by a run started with --checkpoint {checkpoint})")
     state = torch.load(path, map_location="cpu", weights_only=True)
     stored = state.get("settings", {}) if isinstance(state, dict) else {}
-    differ = {key: (stored.get(key), value) for key, value in settings.as_dict().items() if stored.get(key) != value}
+    defaults = type(settings)().as_dict()       # a field added since the run started: its default then
+    differ = {key: (stored.get(key, defaults[key]), value) for key, value in settings.as_dict().items()
+              if stored.get(key, defaults[key]) != value}
     if differ:
         raise ValueError(f"{path} belongs to a run with other settings (stored, given): {differ}; resume with the "
                          "command that started it")
