@@ -246,6 +246,8 @@ def grow(model: ManifoldNCA, codes: torch.Tensor, settings: Settings, steps: int
 
 @torch.no_grad()
 def encode(model: ManifoldNCA, names: list[str], settings: Settings) -> torch.Tensor:
+    """The encoder's codes of the emoji ``names``. Only a model of the encoder stage has a trained
+    encoder (its JSON's ``settings.stage``); a codes-stage model's encoder is still its random start."""
     return model.encoder(images(names, settings, model.filters.device))
 
 

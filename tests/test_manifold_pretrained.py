@@ -1,0 +1,111 @@
+"""The shipped manifold models of chapter 07 (data/models/manifold_*.pt), re-measured.
+
+Every figure is measured again here on all 48 training and 16 held-out emoji (a rollout of 32 steps on
+22 x 22 grids: about a second each) and compared with the model's JSON. A model that ignored its
+code would fail the shuffled-code checks; one that drew nothing, or only the average emoji, would
+fail the mean-image checks; an encoder that gave every image the same code would fail both."""
+import pytest
+import torch
+
+from helpers import nca
+from helpers.manifold_nca import METHODS
+from helpers.tasks import growing, manifold
+
+MARGIN = 0.1                 # re-measured mean errors within 10 % of the JSON's
+CODE_MATTERS = 1.5           # another image's code: at least this factor worse (training emoji, table codes)
+HELD_CODE_MATTERS = 1.2      # ... and for held-out emoji with the encoder's codes
+# own codes: below this share of the mean image's error (measured: hyper 0.07, broadcast 0.25, stamp 0.59;
+# the stamp is the chapter's named failure at this budget, and still must beat the mean image)
+BELOW_FLOOR = {"hyper": 0.15, "broadcast": 0.4, "stamp": 0.75}
+
+
+def shipped(name):
+    path = nca.models_dir() / f"{name}.pt"
+    info = nca.load_metadata(path)
+    settings = manifold.Settings(**{**info["settings"], "lr_milestones": tuple(info["settings"]["lr_milestones"])})
+    return nca.load_model(path).eval(), settings, info
+
+
+def best_method():
+    encoders = sorted(nca.models_dir().glob("manifold_*_encoder.pt"))
+    assert len(encoders) == 1, "one encoder ships, for the best method"
+    return encoders[0].stem.split("_")[1]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_method_ships_on_the_cpu_recipe_with_the_recorded_split(method):
+    model, settings, info = shipped(f"manifold_{method}")
+    assert settings == manifold.Settings(method=method), "the shipped models differ only in their method"
+    assert not info.get("partial") and info["architecture"] == "ManifoldNCA"
+    train, held = manifold.split(settings)
+    assert info["eval"]["split"] == {"train": train, "held_out": held}
+    assert model.codes.num_embeddings == len(train)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_method_grows_its_training_emoji_from_their_codes_and_the_codes_matter(method):
+    model, settings, info = shipped(f"manifold_{method}")
+    train, _ = manifold.split(settings)
+    codes = manifold.table_codes(model)
+    own = manifold.errors(model, codes, train, settings)
+    wrong = manifold.errors(model, manifold.shuffled(codes), train, settings)
+    floor = manifold.mean_image_errors(train, train, settings)
+    recorded = info["eval"]["table_codes"]
+    assert own.mean().item() == pytest.approx(recorded["train"]["mean_mse"], rel=MARGIN)
+    assert wrong.mean().item() == pytest.approx(recorded["train_shuffled"]["mean_mse"], rel=MARGIN)
+    assert own.mean() < BELOW_FLOOR[method] * floor.mean()
+    assert wrong.mean() > CODE_MATTERS * own.mean()
+    assert (own < floor).float().mean() > 0.75           # most emoji, not a few that pull the mean down
+
+
+def test_the_encoder_gives_held_out_emoji_codes_that_grow_them():
+    method = best_method()
+    model, settings, info = shipped(f"manifold_{method}_encoder")
+    assert settings.stage == "encoder" and settings.init == f"data/models/manifold_{method}.pt"
+    train, held = manifold.split(settings)
+    held_codes = manifold.encode(model, held, settings)
+    assert torch.equal(held_codes, manifold.encode(model, held, settings))             # deterministic
+    own = manifold.errors(model, held_codes, held, settings)
+    wrong = manifold.errors(model, manifold.shuffled(held_codes), held, settings)
+    floor = manifold.mean_image_errors(train, held, settings)
+    recorded = info["eval"]["encoder_codes"]
+    assert own.mean().item() == pytest.approx(recorded["held_out"]["mean_mse"], rel=MARGIN)
+    assert own.mean() < floor.mean()
+    assert wrong.mean() > HELD_CODE_MATTERS * own.mean()
+    assert held_codes.std(dim=0).min() > 1e-3            # not one code for every image
+
+
+def test_the_encoder_stage_kept_the_rule_and_codes_of_its_init():
+    method = best_method()
+    frozen, _, _ = shipped(f"manifold_{method}")
+    encoded, _, _ = shipped(f"manifold_{method}_encoder")
+    for key, value in frozen.state_dict().items():
+        if not key.startswith("encoder."):
+            assert torch.equal(value, encoded.state_dict()[key]), key
+
+
+def test_a_rule_trained_on_one_image_alone_is_at_least_as_good_as_the_shared_one():
+    """The upper bound of the chapter: chapter 06's rule on one emoji, at the same sizes. Means over
+    32 rollouts each (one rollout's error varies by about 20 %). Measured: apple 0.0022 alone against
+    0.0034 shared, mushroom 0.0036 against 0.0038; the held-out lizard and butterfly 0.001 alone."""
+    method = best_method()
+    model, settings, _ = shipped(f"manifold_{method}")
+    train, _ = manifold.split(settings)
+    singles = sorted(nca.models_dir().glob("manifold_single_*.pt"))
+    assert len(singles) >= 4
+    ratios = []
+    for path in singles:
+        info = nca.load_metadata(path)
+        single_settings = growing.Settings(**{**info["settings"],
+                                              "lr_milestones": tuple(info["settings"]["lr_milestones"])})
+        assert (single_settings.target_size, single_settings.padding) == (settings.target_size, settings.padding)
+        name = single_settings.emoji
+        grown = growing.grow(nca.load_model(path).eval(), single_settings, settings.trained_steps, count=32)
+        alone = growing.per_sample_loss(grown, manifold.targets([name], settings)).mean().item()
+        assert alone < 0.2 * manifold.mean_image_errors(train, [name], settings).item(), name
+        if name in train:
+            code = manifold.table_codes(model)[[train.index(name)]].repeat(32, 1)
+            shared = manifold.errors(model, code, [name] * 32, settings).mean().item()
+            assert alone < 1.1 * shared, name
+            ratios.append(alone / shared)
+    assert len(ratios) >= 2 and min(ratios) < 0.8
