@@ -41,6 +41,7 @@ from ..manifold_nca import CODE_SIZE, METHODS, ManifoldNCA
 from ..train import Diverged, loss_curve, mean_of_last, normalize_gradients, setting
 from . import run
 from .growing import RECOVERY_FACTOR, damage_masks
+from .growing import per_sample_loss as per_image_loss  # chapter 06's loss; here each state has its own image
 
 STAGES = ("codes", "encoder")
 
@@ -134,11 +135,6 @@ def images(names: list[str], settings: Settings, device=None) -> torch.Tensor:
 def targets(names: list[str], settings: Settings, device=None) -> torch.Tensor:
     """``[N, 4, grid, grid]``: the emoji padded with empty cells, what the grown states are compared to."""
     return nn.functional.pad(images(names, settings, device), [settings.padding] * 4)
-
-
-def per_image_loss(states: torch.Tensor, goals: torch.Tensor) -> torch.Tensor:
-    """Mean squared error of each state's RGBA against its own target, ``[batch]``."""
-    return (states[:, :4] - goals).pow(2).mean(dim=(1, 2, 3))
 
 
 def psnr(mse: torch.Tensor) -> torch.Tensor:
