@@ -423,28 +423,26 @@ def test_the_padding_comparison_differs_from_the_asymmetric_models_only_in_the_p
         assert differ == {"padding"}, differ
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_the_padding_comparison_models_reach_their_stored_scores(seed):
-    path = PADDING_DIR / f"mst_zeros_seed{seed}.pt"
+def assert_stored_scores(path, keys):
+    """Re-measure a comparison model on the held-out tasks its JSON's ``heldout_check`` names."""
     claimed = nca.load_metadata(path)["heldout_check"]
     settings = {key: claimed[key] for key in ("canvas", "min_points", "max_points", "margin")}
     heldout = mst.heldout_tasks(claimed["count"], claimed["task_seed"], **settings)
     result = mst.evaluate(nca.load_model(path), heldout, steps=claimed["steps"], seed=claimed["rollout_seed"])
-    for key in ("precision", "recall", "f1", "border_ink"):
+    for key in keys:
         assert abs(result[key] - claimed[key]) < 0.02, key
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_padding_comparison_models_reach_their_stored_scores(seed):
+    assert_stored_scores(PADDING_DIR / f"mst_zeros_seed{seed}.pt", ("precision", "recall", "f1", "border_ink"))
 
 
 @pytest.mark.parametrize("seed", comparison_seeds())
 @pytest.mark.parametrize("weight", list(NAMES))
 def test_the_loss_comparison_models_reach_their_stored_scores(seed, weight):
     """Re-measure each model on the first held-out tasks: the chapter's comparison rests on them."""
-    path = COMPARISON_DIR / f"mst_{NAMES[weight]}_seed{seed}.pt"
-    claimed = nca.load_metadata(path)["heldout_check"]
-    settings = {key: claimed[key] for key in ("canvas", "min_points", "max_points", "margin")}
-    heldout = mst.heldout_tasks(claimed["count"], claimed["task_seed"], **settings)
-    result = mst.evaluate(nca.load_model(path), heldout, steps=claimed["steps"], seed=claimed["rollout_seed"])
-    for key in ("precision", "recall", "f1"):
-        assert abs(result[key] - claimed[key]) < 0.02, key
+    assert_stored_scores(COMPARISON_DIR / f"mst_{NAMES[weight]}_seed{seed}.pt", ("precision", "recall", "f1"))
 
 
 def test_precision_recall_over_thresholds_ranks_drawings_without_choosing_one_threshold():
@@ -515,3 +513,31 @@ def test_scores_over_rollout_continue_one_rollout_and_match_a_fresh_run():
     assert len(curves["f1_1px"]) == len(curves["exact_mst_rate"]) == 3
     with pytest.raises(ValueError, match="increasing"):
         mst.scores_over_rollout(model, tasks, [50, 20])
+
+
+SIZE_DIR = nca.models_dir() / "rule_size_comparison"
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_rule_size_comparison_differs_from_the_588_parameter_models_only_in_the_channels(seed):
+    """Chapter 05's test of the talk's hypothesis: the same command with --channels 24 (2,328 parameters)."""
+    small = nca.load_metadata(PADDING_DIR / f"mst_zeros_seed{seed}.pt")
+    wide = nca.load_metadata(SIZE_DIR / f"mst_wide_seed{seed}.pt")
+    assert small["parameters"] == 588 and wide["parameters"] == 2328 and wide["config"]["channels"] == 24
+    defaults = mst.Settings().as_dict()
+    differ = {key for key in defaults
+              if small["settings"].get(key, defaults[key]) != wide["settings"].get(key, defaults[key])}
+    assert differ == {"channels"}, differ
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_rule_size_comparison_models_reach_their_stored_scores(seed):
+    assert_stored_scores(SIZE_DIR / f"mst_wide_seed{seed}.pt", ("precision", "recall", "f1"))
+
+
+def test_a_wider_rule_is_refused_when_continuing_a_narrower_one(tmp_path):
+    out = tmp_path / "small.pt"
+    mst.train(mst.Settings(iterations=1, canvas=32, margin=4.0, max_points=4, min_steps=4, max_steps=6, eval_steps=4,
+                           chapter_count=1, batch_size=1, pool_size=2), out=out, progress=False)
+    with pytest.raises(ValueError, match="pass --channels 12"):
+        mst.new_model(mst.Settings(init=str(out), channels=24))
