@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_mst.add_argument("model", nargs="?", default="data/models/mst.pt")
     evaluate_mst.add_argument("--steps", type=int, help="rollout steps (default: as stored)")
     evaluate_mst.add_argument("--chapter-count", type=int, help="tasks of the 100x100 measurement (default: as stored)")
+    evaluate_mst.add_argument("--full", action="store_true",
+                              help="also choose the rollout length on validation tasks (unless --steps is given) "
+                                   "and measure the surprises and the long rollout: all of chapter 05's stored "
+                                   "figures (a few minutes on a CPU)")
     evaluate_mst.add_argument("--write", action="store_true",
                               help="store the held-out metrics in the model's JSON (replacing the old ones)")
     evaluate_growing = evaluated.add_parser("growing",
@@ -192,11 +196,21 @@ def evaluate_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
     if stored is None:
         parser.error(f"{args.model} has no held-out MST measurements in its JSON: is it an MST model?")
     task_settings = {key: stored[key] for key in ("canvas", "min_points", "max_points", "margin")}
-    steps = args.steps or stored["steps"]
     chapter_count = args.chapter_count or metadata.get("heldout_chapter_task", {}).get("count", 50)
-    measured = mst.heldout_metadata(model, task_settings, steps, chapter_count=chapter_count)
-    measured["metrics_command"] = (f"python -m helpers evaluate mst {args.model} --steps {steps} "
-                                   f"--chapter-count {chapter_count} --write")
+    measured = {}
+    if args.full and not args.steps:
+        measured["evaluation_length"] = mst.choose_eval_steps(model, task_settings)
+        steps = measured["evaluation_length"]["steps"]
+    else:
+        steps = args.steps or stored["steps"]
+    measured.update(mst.heldout_metadata(model, task_settings, steps, chapter_count=chapter_count))
+    if args.full:
+        measured["surprises"] = mst.surprise_metadata(model, task_settings, steps)
+        measured["long_rollout"] = mst.long_rollout_metadata(model, task_settings)
+    measured["metrics_command"] = (f"python -m helpers evaluate mst {args.model} "
+                                   + ("--full" if args.full and not args.steps else f"--steps {steps}")
+                                   + (" --full" if args.full and args.steps else "")
+                                   + f" --chapter-count {chapter_count} --write")
     print(json.dumps(measured, indent=1))
     if args.write:
         metadata.update(measured)

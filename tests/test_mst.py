@@ -355,6 +355,54 @@ def test_shipped_model_reaches_its_claimed_heldout_f1():
     assert json.loads(json.dumps(mst_metrics.summary(result)))  # the metrics are plain JSON
 
 
+def test_the_evaluation_length_is_the_fewest_steps_within_90_percent_of_the_best():
+    model = nca.load_model(nca.models_dir() / "mst.pt")
+    task = dict(canvas=40, min_points=3, max_points=5, margin=6.0)
+    chosen = mst.choose_eval_steps(model, task, choices=(0, 40, 80, 160), count=4)
+    curve = chosen["validation_f1_1px"]
+    assert list(curve) == ["0", "40", "80", "160"] and curve["0"] == 0.0   # nothing is drawn at step 0
+    best = max(curve.values())
+    assert best > 0 and curve[str(chosen["steps"])] >= 0.9 * best
+    assert all(f1 < 0.9 * best for step, f1 in curve.items() if int(step) < chosen["steps"])
+    # the choice never sees the held-out tasks: another seed, other tasks
+    assert not np.array_equal(mst.heldout_tasks(4, mst.VALIDATION_SEED, **task).inputs,
+                              mst.heldout_tasks(4, **task).inputs)
+
+
+def test_the_stored_evaluation_length_follows_its_own_rule():
+    stored = nca.load_metadata(nca.models_dir() / "mst.pt")
+    curve = stored["evaluation_length"]["validation_f1_1px"]
+    best = max(curve.values())
+    fewest = min(int(step) for step, f1 in curve.items() if f1 >= 0.9 * best)
+    assert stored["evaluation_length"]["steps"] == fewest == stored["heldout"]["steps"]
+    assert stored["long_rollout"]["steps"] == list(mst.LONG_ROLLOUT_STEPS)
+    assert set(stored["surprises"]) == set(mst.surprise_settings(stored["settings"]))
+
+
+def test_evaluate_full_stores_every_figure_of_the_chapter(tmp_path, monkeypatch):
+    out = tmp_path / "tiny.pt"
+    cli.main(["train", "mst", "--iterations", "2", "--min-steps", "4", "--max-steps", "6", "--pool-size", "8",
+              "--batch-size", "2", "--canvas", "40", "--min-points", "2", "--max-points", "3", "--margin", "4",
+              "--eval-steps", "4", "--chapter-count", "1", "--threads", "1", "--out", str(out), "--no-progress"])
+    # the chapter's sizes would take minutes: the same functions on fewer tasks and shorter rollouts
+    choose, long_rollout, surprises = mst.choose_eval_steps, mst.long_rollout_metadata, mst.surprise_metadata
+    monkeypatch.setattr(mst, "choose_eval_steps", lambda model, task: choose(model, task, choices=(2, 4), count=3))
+    monkeypatch.setattr(mst, "long_rollout_metadata", lambda model, task: long_rollout(model, task, 3, (0, 3)))
+    monkeypatch.setattr(mst, "surprise_metadata", lambda model, task, steps: surprises(model, task, steps, count=3))
+    monkeypatch.setattr(mst, "HELDOUT_COUNT", 3)
+    before = nca.load_metadata(out)
+    assert "surprises" not in before and "long_rollout" not in before
+    cli.main(["evaluate", "mst", str(out), "--full", "--write"])
+    after = nca.load_metadata(out)
+    assert after["evaluation_length"]["steps"] in (2, 4)
+    assert after["heldout"]["steps"] == after["evaluation_length"]["steps"] == after["surprises"]["as trained"]["steps"]
+    assert after["heldout"]["count"] == 3
+    assert after["long_rollout"]["steps"] == [0, 3] and after["long_rollout"]["count"] == 3
+    assert set(after["surprises"]) == {"as trained", "more points", "larger canvas", "larger, as dense"}
+    assert after["metrics_command"].endswith("--full --chapter-count 1 --write")
+    assert after["settings"] == before["settings"]          # measurements added, nothing else changed
+
+
 def test_the_shipped_model_is_trained_on_the_chapters_task_in_a_world_with_edges():
     metadata = nca.load_metadata(nca.models_dir() / "mst.pt")
     settings = metadata["settings"]

@@ -403,6 +403,34 @@ def surprise_settings(task: dict) -> dict[str, dict]:
                                  "max_points": round(task["max_points"] * density)}}
 
 
+EVAL_STEP_CHOICES = (96, 256, 512, 1000)   # rollout lengths the evaluation length is chosen from
+VALIDATION_SEED = 777                        # tasks for that choice: never the held-out seed
+LONG_ROLLOUT_STEPS = (0, 32, 96, 256, 512, 1000, 2000, 4000)
+
+
+def choose_eval_steps(model, task: dict, choices=EVAL_STEP_CHOICES, count: int = 50,
+                      seed: int = VALIDATION_SEED) -> dict:
+    """The evaluation length of ``model``: the fewest of ``choices`` steps at which the 1-pixel F1 of
+    ``count`` validation tasks (seed ``seed``, not the held-out seed) reaches 90 % of its best. A slow
+    drawer is not judged before it has drawn, and the choice never looks at the held-out tasks."""
+    curves = scores_over_rollout(model, heldout_tasks(count, seed, **task), choices)
+    best = max(curves["f1_1px"])
+    steps = next(step for step, f1 in zip(curves["steps"], curves["f1_1px"]) if f1 >= 0.9 * best)
+    return {"steps": steps, "validation_f1_1px": {str(step): f1 for step, f1 in zip(curves["steps"], curves["f1_1px"])},
+            "rule": f"the fewest of these steps at which the 1-pixel F1 of {count} validation tasks (seed {seed}, "
+                    f"not the held-out seed) reaches 90 % of its best"}
+
+
+def long_rollout_metadata(model, task: dict, count: int = 50, checkpoints=LONG_ROLLOUT_STEPS) -> dict:
+    """``scores_over_rollout`` of the first ``count`` held-out tasks, with how they were made."""
+    started = time.perf_counter()
+    curves = scores_over_rollout(model, heldout_tasks(count, **task), checkpoints)
+    return {"count": count, "task_seed": HELDOUT_SEED, **task, "rollout_seed": 0, **curves,
+            "measured_by": f"helpers.tasks.mst.scores_over_rollout(model, mst.heldout_tasks({count}), "
+                           f"{list(curves['steps'])})",
+            "seconds": round(time.perf_counter() - started, 1)}
+
+
 def surprise_metadata(model, task: dict, steps: int, count: int = 50, seed: int = 7) -> dict:
     """Pixel and graph scores of ``model`` on ``count`` fresh tasks (seed ``seed``) of each surprise."""
     measured = {}
