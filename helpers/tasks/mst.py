@@ -30,7 +30,8 @@ from torch import nn
 
 from .. import fast, nca
 from ..train import ENGINES, History, TrainConfig, mean_of_last, setting
-from . import run
+from . import mst_graphs, run
+from .mst_geometry import find_root, segment_distance
 from .mst_metrics import THRESHOLD, score_drawings, summary
 
 CANVAS = 100             # side of the square canvas, in pixels
@@ -94,14 +95,6 @@ def random_points(count: int, rng: np.random.Generator, canvas: int = CANVAS, ma
                 return np.array(points)
     raise ValueError(f"could not place {count} points {min_spacing} apart on a {canvas}-pixel canvas with "
                      f"margin {margin}; use fewer points, a larger canvas or a smaller spacing")
-
-
-def find_root(parent: list[int], node: int) -> int:
-    """The representative of ``node``'s set, halving the path on the way (union-find)."""
-    while parent[node] != node:
-        parent[node] = parent[parent[node]]
-        node = parent[node]
-    return node
 
 
 def pair_length(a, b, canvas: int = CANVAS, wrap: bool = False) -> float:
@@ -173,15 +166,6 @@ def draw_points(points, canvas: int = CANVAS, radius: float = POINT_RADIUS) -> n
         disc = soft_edge(np.hypot(xs - point[0], ys - point[1]), radius)
         image[rows, columns] = np.maximum(image[rows, columns], disc)
     return image.astype(np.float32)
-
-
-def segment_distance(xs: np.ndarray, ys: np.ndarray, start, end) -> np.ndarray:
-    """Distance from every pixel centre (xs, ys) to the segment ``start``-``end``."""
-    (x0, y0), (x1, y1) = start, end
-    dx, dy = x1 - x0, y1 - y0
-    # position of the closest point along the segment, as a fraction 0..1 of its length
-    along = np.clip(((xs - x0) * dx + (ys - y0) * dy) / max(dx * dx + dy * dy, 1e-12), 0.0, 1.0)
-    return np.hypot(xs - (x0 + along * dx), ys - (y0 + along * dy))
 
 
 def draw_edges(points, edges, canvas: int = CANVAS, line_width: float = LINE_WIDTH) -> np.ndarray:
@@ -342,7 +326,6 @@ def draw_with(model, inputs: torch.Tensor | None, steps: int, seed: int = 0, chu
 
 def graph_scores(states: torch.Tensor, tasks: TaskBatch) -> dict:
     """``mst_graphs.score_graphs`` of the drawings in ``states`` (channel 0), rounded like ``summary``."""
-    from . import mst_graphs  # here, not at the top: mst_graphs itself builds on this module's geometry
     return summary(mst_graphs.score_graphs(ink(states), tasks))
 
 

@@ -18,7 +18,7 @@ import itertools
 
 import numpy as np
 
-from .mst import find_root, segment_distance
+from .mst_geometry import find_root, segment_distance
 from .mst_metrics import THRESHOLD, check_threshold, edges_drawn
 
 #: Edge-length bins (pixels) of ``recall_by_length``.
