@@ -334,8 +334,12 @@ def test_unknown_engine_raises():
 
 # ------------------------------------------------------------------------- the shipped model
 
-def test_shipped_model_reaches_its_claimed_heldout_f1():
-    path = nca.models_dir() / "mst.pt"
+SHIPPED_MST_MODELS = ["mst.pt", "training_length/mst_4000.pt"]   # chapter 05's model; the same stopped at 4000
+
+
+@pytest.mark.parametrize("name", SHIPPED_MST_MODELS)
+def test_shipped_model_reaches_its_claimed_heldout_f1(name):
+    path = nca.models_dir() / name
     metadata = nca.load_metadata(path)
     claimed = metadata["heldout_check"]   # the first tasks of the held-out set: the same code, cheaper
     model = nca.load_model(path)
@@ -411,6 +415,19 @@ def test_the_shipped_model_is_trained_on_the_chapters_task_in_a_world_with_edges
     assert settings["padding"] == "zeros" == metadata["config"]["padding"]
     assert settings["batch_size"] == 8 and settings["pool_size"] == 256
     assert (settings["min_steps"], settings["max_steps"]) == (64, 128)
+    assert settings["iterations"] == 8000 == mst.Settings().iterations     # the chapter's whole budget
+
+
+def test_the_4000_iteration_model_differs_from_the_shipped_one_only_in_its_budget():
+    """Chapter 05's section 3.1 compares them: the same command, stopped at half the iterations."""
+    full = nca.load_metadata(nca.models_dir() / "mst.pt")
+    early = nca.load_metadata(nca.models_dir() / "training_length" / "mst_4000.pt")
+    defaults = mst.Settings().as_dict()      # fields added since the earlier run have their default
+    differ = {key for key in full["settings"] if full["settings"][key] != early["settings"].get(key, defaults[key])}
+    assert differ == {"iterations"} and early["settings"]["iterations"] == 4000
+    for stored in (full, early):    # every figure the chapter reads is stored, by the same command
+        assert {"evaluation_length", "heldout", "surprises", "long_rollout"} <= set(stored)
+        assert stored["metrics_command"].startswith("python -m helpers evaluate mst ")
 
 
 def test_checkpoints_write_a_loadable_partial_model(tmp_path):
