@@ -197,20 +197,13 @@ def evaluate_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
         parser.error(f"{args.model} has no held-out MST measurements in its JSON: is it an MST model?")
     task_settings = {key: stored[key] for key in ("canvas", "min_points", "max_points", "margin")}
     chapter_count = args.chapter_count or metadata.get("heldout_chapter_task", {}).get("count", 50)
-    measured = {}
-    if args.full and not args.steps:
-        measured["evaluation_length"] = mst.choose_eval_steps(model, task_settings)
-        steps = measured["evaluation_length"]["steps"]
-    else:
-        steps = args.steps or stored["steps"]
-    measured.update(mst.heldout_metadata(model, task_settings, steps, chapter_count=chapter_count))
     if args.full:
-        measured["surprises"] = mst.surprise_metadata(model, task_settings, steps)
-        measured["long_rollout"] = mst.long_rollout_metadata(model, task_settings)
-    measured["metrics_command"] = (f"python -m helpers evaluate mst {args.model} "
-                                   + ("--full" if args.full and not args.steps else f"--steps {steps}")
-                                   + (" --full" if args.full and args.steps else "")
-                                   + f" --chapter-count {chapter_count} --write")
+        measured = mst.full_metadata(model, task_settings, args.steps, chapter_count=chapter_count)
+    else:
+        measured = mst.heldout_metadata(model, task_settings, args.steps or stored["steps"], chapter_count=chapter_count)
+    flags = (["--full"] if args.full else []) + ([f"--steps {measured['heldout']['steps']}"] if args.steps or not args.full else [])
+    measured["metrics_command"] = (f"python -m helpers evaluate mst {args.model} {' '.join(flags)} "
+                                   f"--chapter-count {chapter_count} --write")
     print(json.dumps(measured, indent=1))
     if args.write:
         metadata.update(measured)

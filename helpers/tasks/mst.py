@@ -449,6 +449,19 @@ def heldout_metadata(model, task_settings: dict, steps: int, rollout_seed: int =
     return measured
 
 
+def full_metadata(model, task_settings: dict, steps: int | None = None, chapter_count: int = 50) -> dict:
+    """Every figure chapter 05 reads from a model's JSON: the evaluation length (chosen on validation
+    tasks unless ``steps`` is given), the held-out sets at that length, the surprises and the long rollout."""
+    measured = {}
+    if steps is None:
+        measured["evaluation_length"] = choose_eval_steps(model, task_settings)
+        steps = measured["evaluation_length"]["steps"]
+    measured.update(heldout_metadata(model, task_settings, steps, chapter_count=chapter_count))
+    measured["surprises"] = surprise_metadata(model, task_settings, steps)
+    measured["long_rollout"] = long_rollout_metadata(model, task_settings)
+    return measured
+
+
 
 # ------------------------------------------------------------------------------------ training
 
