@@ -200,8 +200,11 @@ def evaluate_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
     if args.full:
         measured = mst.full_metadata(model, task_settings, args.steps, chapter_count=chapter_count)
     else:
-        measured = mst.heldout_metadata(model, task_settings, args.steps or stored["steps"], chapter_count=chapter_count)
-    flags = (["--full"] if args.full else []) + ([f"--steps {measured['heldout']['steps']}"] if args.steps or not args.full else [])
+        steps = args.steps or stored["steps"]
+        measured = mst.heldout_metadata(model, task_settings, steps, chapter_count=chapter_count)
+    flags = ["--full"] if args.full else []
+    if args.steps or not args.full:
+        flags.append(f"--steps {measured['heldout']['steps']}")
     measured["metrics_command"] = (f"python -m helpers evaluate mst {args.model} {' '.join(flags)} "
                                    f"--chapter-count {chapter_count} --write")
     print(json.dumps(measured, indent=1))
