@@ -4,9 +4,14 @@ Everything a chapter needs to know about its machine is decided here, in one pla
 
 * ``get_device()``   CUDA if present, else Apple's MPS, else the CPU.
 * ``is_quick()``     the quick/full switch, read from the ``DSOS_QUICK`` environment variable
-                     (``1`` = quick, ``0`` = full). Without it: full on a CUDA machine, quick
-                     otherwise. The tests set ``DSOS_QUICK=1``.
-* ``pick(quick, full)`` choose a setting by mode, for the configuration cell of a chapter.
+                     (``1`` = quick, ``0`` = full). Without it: quick (``GPU_DEFAULT_MODE`` on a
+                     CUDA machine). The tests set ``DSOS_QUICK=1``.
+* ``is_rehearsal()`` the rehearsal of full mode, ``DSOS_REHEARSAL=1`` (with ``DSOS_QUICK=0``): full
+                     sizes, lengths and counts, trainings of a few iterations, then the shipped
+                     models stand in. ``tests/test_rehearsal.py`` runs every notebook so.
+* ``pick(quick, full)`` choose a setting by mode, for the configuration cell of a chapter;
+  ``iterations(quick, full)`` a training's iteration count (the one thing a rehearsal shortens);
+  ``trained_or_shipped(trained, load_shipped)`` the model a chapter measures after its training.
 * ``seed_everything(seed)`` seeds Python, NumPy and torch from one call.
 * ``setup()``        what the set-up cell of every notebook calls: on Colab it installs only
                      the packages Colab lacks; everywhere it prints versions, device and mode.
@@ -169,6 +174,10 @@ def _mps_available() -> bool:
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
+#: The rehearsal switch (read by ``is_rehearsal`` only) and how many iterations a training runs in it.
+REHEARSAL_ENV = "DSOS_REHEARSAL"
+REHEARSAL_ITERATIONS = 3
+
 
 #: What runs when ``DSOS_QUICK`` is unset on a machine with a CUDA GPU. "quick": a chapter finishes
 #: top to bottom in minutes (about 10 to 30 s each on a 2-core CPU, measured under pytest), so a
@@ -179,30 +188,98 @@ _FALSE = {"0", "false", "no", "off"}
 GPU_DEFAULT_MODE = "quick"
 
 
-def is_quick() -> bool:
-    """True in quick mode (small grids, few iterations), False in full mode.
-
-    Read from ``DSOS_QUICK`` (``1``/``0``); when it is unset: quick without a CUDA GPU, and
-    ``GPU_DEFAULT_MODE`` (quick, until full mode's GPU time is measured) with one.
-    """
-    raw = os.environ.get("DSOS_QUICK")
+def _flag(name: str, meaning: str, otherwise: str) -> bool | None:
+    """The environment variable ``name`` read as a switch: True, False, or None when it is unset."""
+    raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
-        return not torch.cuda.is_available() or GPU_DEFAULT_MODE != "full"
+        return None
     value = raw.strip().lower()
     if value in _TRUE:
         return True
     if value in _FALSE:
         return False
-    raise ValueError(f"DSOS_QUICK={raw!r} is not understood; use DSOS_QUICK=1 (quick) or DSOS_QUICK=0 (full)")
+    raise ValueError(f"{name}={raw!r} is not understood; use {name}=1 ({meaning}) or {name}=0 ({otherwise})")
+
+
+def is_rehearsal() -> bool:
+    """True in a rehearsal of full mode (``DSOS_REHEARSAL=1``, with ``DSOS_QUICK=0`` or unset).
+
+    A rehearsal takes every full-mode code path (full grids, evaluation lengths and counts) but each
+    training runs only ``REHEARSAL_ITERATIONS`` iterations (``iterations``), and then the shipped model
+    stands in for the trained one (``trained_or_shipped``), so every later cell runs its full-mode
+    asserts on a model that really was trained. ``tests/test_rehearsal.py`` runs every notebook so.
+    """
+    rehearsal = _flag(REHEARSAL_ENV, "a rehearsal of full mode", "no rehearsal")
+    if rehearsal and _flag("DSOS_QUICK", "quick", "full") is True:
+        raise ValueError(f"{REHEARSAL_ENV}=1 rehearses full mode, but DSOS_QUICK=1 asks for quick mode; "
+                         f"set DSOS_QUICK=0 (or unset it) for a rehearsal, or unset {REHEARSAL_ENV}")
+    return bool(rehearsal)
+
+
+def is_quick() -> bool:
+    """True in quick mode (small grids, few iterations), False in full mode (and in its rehearsal).
+
+    Read from ``DSOS_QUICK`` (``1``/``0``); when it is unset: full in a rehearsal
+    (``DSOS_REHEARSAL=1``), else quick without a CUDA GPU, and ``GPU_DEFAULT_MODE`` (quick, until full
+    mode's GPU time is measured) with one.
+    """
+    quick = _flag("DSOS_QUICK", "quick", "full")
+    rehearsal = is_rehearsal()           # a clear error if DSOS_QUICK=1 contradicts it
+    if quick is not None:
+        return quick
+    if rehearsal:
+        return False
+    return not torch.cuda.is_available() or GPU_DEFAULT_MODE != "full"
 
 
 def mode_name() -> str:
-    return "quick" if is_quick() else "full"
+    """"quick", "full", or "full (rehearsal)"."""
+    if is_quick():
+        return "quick"
+    return "full (rehearsal)" if is_rehearsal() else "full"
 
 
 def pick(quick, full):
-    """Return ``quick`` in quick mode and ``full`` in full mode (for configuration cells)."""
+    """Return ``quick`` in quick mode and ``full`` in full mode (for configuration cells).
+
+    A rehearsal is full mode here: it takes the full sizes, lengths and counts. Training iteration
+    counts go through ``iterations`` instead, the one setting a rehearsal shortens.
+    """
     return quick if is_quick() else full
+
+
+def iterations(quick: int, full: int) -> int:
+    """A training's iteration count: ``quick`` in quick mode, ``full`` in full mode, and in a rehearsal
+    at most ``REHEARSAL_ITERATIONS`` (the loop runs at full size, only briefly)."""
+    for name, count in (("quick", quick), ("full", full)):
+        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
+            raise ValueError(f"iterations({name}=...) must be a positive integer, got {count!r}")
+    if is_quick():
+        return int(quick)
+    return min(int(full), REHEARSAL_ITERATIONS) if is_rehearsal() else int(full)
+
+
+def uses_shipped_models() -> bool:
+    """True where the chapter's claims are measured on the shipped models: quick mode and a rehearsal.
+    In full mode they are measured on the models this run trained."""
+    return is_quick() or is_rehearsal()
+
+
+def trained_or_shipped(trained, load_shipped, what: str = "the shipped model"):
+    """The model the rest of a chapter measures, and a line saying which it is.
+
+    Full mode: ``trained`` (this run's training). Quick mode and a rehearsal: ``load_shipped()`` (called
+    only then), because their trainings were short: quick mode's only shows the loop running, a
+    rehearsal's only checks that full mode's training starts.
+    """
+    if not uses_shipped_models():
+        print("full mode: from here on the chapter measures the model trained above")
+        return trained
+    shipped = load_shipped()
+    why = (f"rehearsal of full mode: the training above ran only {REHEARSAL_ITERATIONS} iterations"
+           if is_rehearsal() else "quick mode: the short training above only shows the loop working")
+    print(f"{why}; from here on the chapter measures {what}")
+    return shipped
 
 
 # ------------------------------------------------------------------------------------ seeds
@@ -339,6 +416,9 @@ def setup(verbose: bool = True) -> dict:
 def mode_advice(device: torch.device, colab: bool) -> str:
     """One line on what the current mode does and how to get the other (printed by ``setup``)."""
     chosen = os.environ.get("DSOS_QUICK", "").strip() != ""
+    if is_rehearsal():
+        return (f"rehearsal of full mode: full sizes and measurements, trainings of {REHEARSAL_ITERATIONS} "
+                "iterations, then the shipped models stand in. Unset DSOS_REHEARSAL for the real training.")
     if not is_quick():
         return ("full mode: the reference trainings (thousands of iterations per chapter); their GPU time is "
                 "not measured yet. For a short run set DSOS_QUICK=1 before the set-up cell.")

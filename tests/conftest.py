@@ -2,7 +2,9 @@
 
 * Every test, and every notebook kernel nbval starts, runs in quick mode: the environment is set
   here, at import time, before any kernel starts, so the notebooks inherit DSOS_QUICK=1 (small
-  grids, few iterations) whatever the machine has.
+  grids, few iterations) whatever the machine has. A rehearsal switch left in the shell
+  (DSOS_REHEARSAL) is removed for the same reason; the rehearsal's own tests
+  (tests/test_rehearsal.py, marker ``rehearsal``) set both variables for the kernels they start.
 * Unit tests run torch on one thread (see ``one_thread``).
 """
 import os
@@ -11,6 +13,7 @@ import pytest
 import torch
 
 os.environ["DSOS_QUICK"] = "1"
+os.environ.pop("DSOS_REHEARSAL", None)
 
 
 @pytest.fixture(autouse=True)
