@@ -56,6 +56,9 @@ def as_image_array(image) -> np.ndarray:
         array = image
     else:
         raise ValueError(f"expected an image, got {type(image).__name__}; accepted: {ACCEPTED}")
+    if array.size == 0:
+        raise ValueError(f"the image is empty (shape {tuple(array.shape)}): nothing to draw; check the slice or "
+                         "crop that made it")
 
     if array.dtype == np.uint8:
         array = array.astype(np.float32) / 255.0
@@ -63,7 +66,7 @@ def as_image_array(image) -> np.ndarray:
         array = array.astype(np.float32)
         if not np.isfinite(array).all():
             raise ValueError("the image contains NaN or infinite values; check the computation that made it")
-        low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+        low, high = float(array.min()), float(array.max())
         if low < FLOAT_LIMITS[0] or high > FLOAT_LIMITS[1]:
             raise ValueError(f"float images must be in [0, 1], got values {low:g}..{high:g}; for 0..255 "
                              "data divide by 255 (or pass uint8); for other ranges rescale or clamp(0, 1) "

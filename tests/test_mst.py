@@ -245,9 +245,10 @@ def test_pixel_scores_on_a_hand_made_image():
 
 def test_empty_images_score_by_convention():
     empty = np.zeros((8, 8))
-    scores = mst_metrics.pixel_scores(empty, empty)
-    assert scores["precision"] == scores["recall"] == scores["f1"] == 1.0
+    with pytest.raises(ValueError, match="nothing to score"):     # no target ink: recall undefined, not 1
+        mst_metrics.pixel_scores(empty, empty)
     full = np.ones((8, 8))
+    assert mst_metrics.pixel_scores(empty, full)["precision"] == 1.0             # nothing wrong drawn
     assert mst_metrics.pixel_scores(empty, full)["f1"] == 0.0 and mst_metrics.pixel_scores(empty, full)["recall"] == 0.0
 
 

@@ -176,7 +176,10 @@ def uses_triton(device="cuda") -> bool:
     """Whether ``backend="auto"`` runs float32 rollouts of the course's rule on ``device`` with the
     Triton kernels (on a GPU this runs their check against the PyTorch backend, once per process)."""
     device, rule = torch.device(device), nca.Rule()
-    return (device.type == "cuda" and triton_engine.fits(rule, torch.float32, device) is None
+    # no such GPU here (none at all, or "cuda:3" on a one-GPU machine): nothing to run Triton on
+    if device.type != "cuda" or not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count():
+        return False
+    return (triton_engine.fits(rule, torch.float32, device) is None
             and triton_engine.self_check(rule, device) is None)
 
 

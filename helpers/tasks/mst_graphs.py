@@ -19,7 +19,7 @@ import itertools
 import numpy as np
 
 from .mst_geometry import find_root, segment_distance
-from .mst_metrics import THRESHOLD, check_threshold, edges_drawn
+from .mst_metrics import THRESHOLD, check_tasks, check_threshold, edges_drawn
 
 #: Edge-length bins (pixels) of ``recall_by_length``.
 LENGTH_BINS = (0.0, 10.0, 20.0, 30.0, float("inf"))
@@ -67,8 +67,12 @@ def graph_scores(drawn: set, tree: list, count: int) -> dict:
 
     Edge precision (drawn edges that are MST edges) and recall (MST edges drawn); ``exact``: the
     drawing is the MST; ``tree``: it is some spanning tree (connected, no cycle); ``cycle``: it
-    has a cycle (more edges than a forest on its components can have)."""
+    has a cycle (more edges than a forest on its components can have). Fewer than 2 points, or a
+    ``tree`` without ``count - 1`` edges, is refused: with no tree edge to find, recall is undefined."""
     tree = set(map(tuple, tree))
+    if not (isinstance(count, (int, np.integer)) and count >= 2 and len(tree) == count - 1):
+        raise ValueError(f"need at least 2 points and their minimum spanning tree of count - 1 edges, got count "
+                         f"{count!r} and {len(tree)} tree edges: with no edge to draw there is nothing to score")
     right = len(drawn & tree)
     parts = components(count, drawn)
     return {"edge_precision": right / len(drawn) if drawn else 1.0, "edge_recall": right / len(tree),
@@ -80,8 +84,7 @@ def score_graphs(drawings, tasks, threshold: float = THRESHOLD) -> dict:
     """``graph_scores`` for every drawing ``[N, 1, H, W]`` of ``tasks`` (a ``TaskBatch``), pooled:
     edge precision and recall over all edges, and the rates of exact MSTs, spanning trees and cycles."""
     threshold = check_threshold(threshold)
-    if len(drawings) != len(tasks):
-        raise ValueError(f"{len(drawings)} drawings for {len(tasks)} tasks")
+    check_tasks(drawings, tasks)
     per_task = [graph_scores(drawn_graph(drawing[0], points, tasks.point_radius, threshold), edges, len(points))
                 for drawing, points, edges in zip(drawings, tasks.points, tasks.edges)]
     drawn = sum(scores["drawn_edges"] for scores in per_task)
@@ -102,6 +105,7 @@ def edge_rates(drawings, tasks, threshold: float = THRESHOLD, bins=LENGTH_BINS) 
     a third point). A rule that knows the tree draws the first often and the second rarely at the
     same length; one that joins every near pair draws both alike."""
     threshold = check_threshold(threshold)
+    check_tasks(drawings, tasks)
     counts = np.zeros((2, len(bins) - 1, 2), dtype=int)     # [mst?, bin, (drawn, all)]
     for drawing, points, edges in zip(drawings, tasks.points, tasks.edges):
         drawn = drawn_graph(drawing[0], points, tasks.point_radius, threshold)

@@ -93,9 +93,15 @@ def pixel_scores(drawn, target, inputs=None, threshold: float = THRESHOLD, toler
 
 def scores_from_counts(true_drawn: int, drawn: int, found_target: int, target: int) -> dict:
     """Precision = right drawn / drawn, recall = found target / target, F1 their harmonic mean.
-    An empty drawing has precision 1 (nothing wrong was drawn); an empty target has recall 1."""
+    An empty drawing has precision 1 (nothing wrong was drawn). An empty target is refused: with no
+    edge ink to find (points that coincide or nearly touch, so their discs cover every edge) recall
+    is undefined, and calling it 1 would score an empty drawing perfect."""
+    if target == 0:
+        raise ValueError("nothing to score: the target has no edge pixels outside the input discs (its points "
+                         "coincide or their discs touch, so every edge lies inside them); give points further apart "
+                         "than two disc radii (the tasks of helpers.tasks.mst keep them MIN_SPACING apart)")
     precision = true_drawn / drawn if drawn else 1.0
-    recall = found_target / target if target else 1.0
+    recall = found_target / target
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"precision": precision, "recall": recall, "f1": f1, "true_drawn": true_drawn, "drawn": drawn,
             "found_target": found_target, "target": target}
@@ -180,6 +186,17 @@ def is_positive_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0
 
 
+def check_tasks(drawings, tasks) -> None:
+    """One drawing per task, and every list of the ``TaskBatch`` as long: the scores walk them
+    together with ``zip``, which would silently score the shortest prefix and drop the rest."""
+    counts = {"drawings": len(drawings), "inputs": len(tasks.inputs), "targets": len(tasks.targets),
+              "points": len(tasks.points), "edges": len(tasks.edges)}
+    if len(set(counts.values())) != 1 or counts["drawings"] == 0:
+        raise ValueError(f"need one drawing per task and the same number of inputs, targets, point lists and edge "
+                         f"lists (at least one), got {counts}; build the TaskBatch with helpers.tasks.mst.make_tasks "
+                         "or pass as many drawings as tasks")
+
+
 def score_drawings(drawings: torch.Tensor, tasks, threshold: float = THRESHOLD) -> dict:
     """Every measurement of the chapter for drawings ``[N, 1, H, W]`` (channel 0, any range) of
     ``tasks`` (a ``helpers.tasks.mst.TaskBatch``: inputs, targets, points, edges, point_radius).
@@ -187,6 +204,7 @@ def score_drawings(drawings: torch.Tensor, tasks, threshold: float = THRESHOLD) 
     Returns pooled pixel precision/recall/F1 (edges only, strict and with 1-pixel tolerance), the
     fraction of tasks with every tree edge drawn, hallucinated blobs, and per-task lists."""
     threshold = check_threshold(threshold)
+    check_tasks(drawings, tasks)
     if drawings.shape != tasks.targets.shape:
         raise ValueError(f"drawings {tuple(drawings.shape)} do not match the tasks {tuple(tasks.targets.shape)}")
     totals = {0: np.zeros(4, int), 1: np.zeros(4, int)}
@@ -225,6 +243,7 @@ def precision_recall(drawings: torch.Tensor, tasks, thresholds=THRESHOLDS) -> di
     precision for recall there and look different while drawing alike. The curve compares them at
     every threshold at once. The target's edge pixels are fixed (target >= ``THRESHOLD``, input discs
     left out); only the drawing's threshold moves."""
+    check_tasks(drawings, tasks)
     if drawings.shape != tasks.targets.shape:
         raise ValueError(f"drawings {tuple(drawings.shape)} do not match the tasks {tuple(tasks.targets.shape)}")
     values = drawings.detach().float().cpu()
