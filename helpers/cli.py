@@ -143,8 +143,6 @@ def train_command(args: argparse.Namespace, parser: argparse.ArgumentParser, typ
         if args.resume:                               # something to resume, from a run with these settings
             if not args.checkpoint:
                 raise ValueError("--resume continues the run whose --checkpoint is given: pass the same --checkpoint")
-            if args.task == "manifold":
-                raise ValueError("a manifold stage takes minutes and cannot be resumed: start it again")
             run.load_training_state(args.checkpoint, settings)
     except (ValueError, FileExistsError, FileNotFoundError) as error:
         parser.error(str(error))

@@ -106,7 +106,7 @@ class ConditionedRule(nn.Module):
         after = alive_mask(state, self.alive_threshold)
         return state * (before & after).to(state.dtype)
 
-    def rollout(self, state: torch.Tensor, codes: torch.Tensor, steps: int,
+    def rollout(self, state: torch.Tensor, steps: int, codes: torch.Tensor,
                 generator: torch.Generator | None = None) -> torch.Tensor:
         """``steps`` steps; each image's rule is made from its code once, before the first step."""
         weights = self.rule_weights(codes)
@@ -183,7 +183,13 @@ class ManifoldNCA(nn.Module):
     def grow(self, codes: torch.Tensor, size: int, steps: int,
              generator: torch.Generator | None = None) -> torch.Tensor:
         """From one seed per code, ``steps`` steps on a ``size`` x ``size`` grid."""
-        return self.rule.rollout(self.rule.seed(codes, size), codes, steps, generator)
+        return self.rollout(self.rule.seed(codes, size), steps, codes, generator)
+
+    def rollout(self, state: torch.Tensor, steps: int, codes: torch.Tensor,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """``steps`` steps of the conditioned rule from ``state``, each image with its code (the pool
+        loop's rollout: state, steps, then the per-entry condition)."""
+        return self.rule.rollout(state, steps, codes, generator)
 
     def forward(self, codes: torch.Tensor, size: int, steps: int) -> torch.Tensor:
         return self.grow(codes, size, steps)

@@ -24,8 +24,6 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import fast
-
 
 def setting(default, help: str):
     """A settings field with its help text: the command line (``helpers.cli``) makes every field a
@@ -39,16 +37,11 @@ class Diverged(RuntimeError):
     """Training went wrong numerically: a non-finite loss, or a trained rule whose states blow up."""
 
 
-#: The task-level switch between the plain model (``model.rollout``, what the chapters teach) and
-#: ``helpers.fast`` (the same states and gradients, faster). ``masks`` says how the fast engine
-#: draws its random update masks: "exact" (the plain model's own draws) or "fast" (random bits).
-ENGINES = ("fast", "plain")
-
-
 @dataclass
 class TrainConfig:
-    """Every knob of the pool loop. The task settings (``helpers.tasks.*.Settings``) extend it and
-    give the sizes their own defaults; the loop itself only fixes the ones below."""
+    """Every knob of the pool loop, the ones every task shares. The task settings
+    (``helpers.tasks.*.Settings``) extend it and give the sizes their own defaults; a task whose rule
+    has a faster engine adds the engine's choice itself (``helpers.tasks.run.EngineSettings``)."""
     iterations: int = setting(1000, "optimizer steps")
     batch_size: int = setting(4, "pool entries per iteration")
     pool_size: int = setting(256, "states kept in the sample pool")
@@ -62,10 +55,6 @@ class TrainConfig:
     warmup_iterations: int = setting(0, "the learning rate rises linearly from learning-rate/N to learning-rate "
                                         "over the first N iterations (0: no warm-up)")
     seed: int = setting(0, "seed of the pool, the step counts and the model's initial weights")
-    engine: str = setting("plain", "plain: model.rollout, as the chapters teach it; fast: helpers.fast (the same "
-                                   "states and gradients, several times faster)")
-    masks: str = setting("exact", "the fast engine's update masks: exact (the plain model's draws) or "
-                                  "fast (random bits, same distribution, other draws)")
 
     def __post_init__(self):
         self.lr_milestones = tuple(int(m) for m in self.lr_milestones)
@@ -81,12 +70,6 @@ class TrainConfig:
             raise ValueError(f"warmup_iterations must be an integer >= 0, got {self.warmup_iterations!r}")
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             raise ValueError(f"learning_rate must be a positive finite number, got {self.learning_rate}")
-        if self.engine not in ENGINES:
-            raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
-        if self.masks not in fast.MASK_MODES:
-            raise ValueError(f"masks must be one of {fast.MASK_MODES}, got {self.masks!r}")
-        if self.engine == "plain" and self.masks != "exact":
-            raise ValueError("the plain engine draws exact masks only; use masks='exact' or engine='fast'")
 
     def as_dict(self) -> dict:
         """Every field, tuples as lists (JSON)."""
@@ -96,11 +79,6 @@ class TrainConfig:
         """Only the pool loop's own fields (``TrainConfig``'s), as ``as_dict``."""
         names = {f.name for f in fields(TrainConfig)}
         return {key: value for key, value in self.as_dict().items() if key in names}
-
-    def rollout(self) -> Callable | None:
-        """The rollout ``train_pool`` should use: ``helpers.fast`` with this config's masks, or
-        None for the plain ``model.rollout``."""
-        return fast.make_rollout(masks=self.masks) if self.engine == "fast" else None
 
 
 class SamplePool:
@@ -118,8 +96,10 @@ class SamplePool:
         return indices, {key: value[indices].clone() for key, value in self.samples.items()}
 
     def write_back(self, indices: list[int], batch: dict[str, torch.Tensor]) -> None:
-        for key, value in batch.items():
-            self.samples[key][indices] = value.detach().to(self.samples[key].device)
+        """Store the batch's entries back at ``indices`` (keys the pool does not keep, e.g. the
+        batch's ``condition``, are not stored)."""
+        for key, value in self.samples.items():
+            value[indices] = batch[key].detach().to(value.device)
 
 
 def normalize_gradients(model: nn.Module, eps: float = 1e-8) -> None:
@@ -142,27 +122,34 @@ def train_pool(model: nn.Module, make_samples: Callable[[int], dict], loss_fn: C
                preview: Callable | None = None,
                on_iteration: Callable[[int, float], None] | None = None,
                prepare_batch: Callable[[dict, int], dict] | None = None,
+               condition: Callable[[dict], torch.Tensor] | None = None,
                on_snapshot: Callable[[dict], None] | None = None, snapshot_every: int = 100,
                resume: dict | None = None) -> History:
     """Train ``model`` with a sample pool; returns the loss history.
 
-    ``rollout(model, states, steps)`` runs the CA (default: ``config.rollout()``, i.e. the engine
-    the config names; ``model.rollout`` for the plain engine). ``dashboard`` (a
+    ``rollout(model, states, steps)`` runs the CA (default: the engine ``config.rollout()`` names,
+    for settings that choose one; else ``model.rollout``). Only the parameters that require a
+    gradient are trained (chapter 07's encoder stage freezes the rule). ``dashboard`` (a
     ``helpers.display.Dashboard``) is updated with ``preview(final_states)`` images and the 1x1
     weights when given. ``on_iteration(iteration, loss)`` is called after every optimizer step
     (e.g. to save the weights of a long run now and then). ``prepare_batch(batch, iteration)``
     may change the sampled batch before the rollout (chapter 06 replaces the worst sample by the
     seed and damages the best ones); what it returns is rolled out and written back to the pool.
+    ``condition(batch)``: for a rule that grows what a per-entry code names (chapter 07), each
+    entry's code, computed anew every iteration so that gradients reach it; it is put in the batch
+    as ``batch["condition"]`` before ``prepare_batch`` and the rollout is called as
+    ``rollout(model, states, steps, condition)``.
     ``on_snapshot(state)`` receives, every ``snapshot_every`` iterations, everything needed to
     continue the training later (``training_state``); ``resume`` is such a state: the loop goes on
     from its iteration with its weights, optimizer, schedule, pool, losses and random generators.
     """
-    rollout = rollout or config.rollout() or plain_rollout
+    if rollout is None:
+        rollout = config.rollout() if hasattr(config, "rollout") else plain_rollout
     history = History()
     chooser = random.Random(config.seed)
     torch.manual_seed(config.seed)
     device = next(model.parameters()).device
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
     schedules = learning_rate_schedules(optimizer, config)
     if resume is None:
         first = 0
@@ -176,40 +163,51 @@ def train_pool(model: nn.Module, make_samples: Callable[[int], dict], loss_fn: C
         indices, batch = pool.sample(config.batch_size, chooser)
         if config.reseed_every and iteration % config.reseed_every == 0:
             fresh = make_samples(1)
-            for key in batch:
+            for key in pool.samples:
                 batch[key][:1] = fresh[key].to(device)
+        if condition is not None:
+            batch["condition"] = condition(batch)
         if prepare_batch is not None:
             batch = prepare_batch(batch, iteration)
         steps = chooser.randrange(config.min_steps, config.max_steps)
-        final = rollout(model, batch["state"], steps)
-        loss = loss_fn(final, batch)
-        if not torch.isfinite(loss):
-            raise Diverged(f"the loss became {loss.item()} at iteration {iteration}: training diverged. "
-                               "Lower learning_rate, or check the loss and the targets.")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        normalize_gradients(model)
-        optimizer.step()
+        final, loss = train_step(model, batch, steps, rollout, loss_fn, optimizer, iteration)
         for schedule in schedules:
             schedule.step()
-        batch["state"] = final.detach()
+        batch["state"] = final
         pool.write_back(indices, batch)
-        history.losses.append(loss.item())
+        history.losses.append(loss)
         if progress:
-            bar.set_postfix(loss=f"{history.losses[-1]:.4g}")
+            bar.set_postfix(loss=f"{loss:.4g}")
         if dashboard is not None:
             last = iteration == config.iterations - 1
-            images = preview(final.detach()) if preview else None
-            weights = _update_weights(model)
-            dashboard.update(iteration, history.losses[-1], images=images, weights=weights, force=last)
+            images = preview(final) if preview else None
+            dashboard.update(iteration, loss, images=images, weights=_update_weights(model), force=last)
         if on_iteration is not None:
-            on_iteration(iteration, history.losses[-1])
+            on_iteration(iteration, loss)
         if on_snapshot is not None and snapshot_every and (iteration + 1) % snapshot_every == 0:
             seconds = history.seconds + time.perf_counter() - start
             on_snapshot(training_state(iteration + 1, model, optimizer, pool, chooser, history.losses, seconds))
     history.seconds += time.perf_counter() - start
     history.pool = pool.samples
     return history
+
+
+def train_step(model: nn.Module, batch: dict, steps: int, rollout: Callable, loss_fn: Callable,
+               optimizer: torch.optim.Optimizer, iteration: int = 0) -> tuple[torch.Tensor, float]:
+    """One optimizer step: roll the batch out for ``steps`` steps, take the loss, normalize each
+    parameter's gradient, step. Returns the final states (detached) and the loss. A loss that is
+    not finite raises ``Diverged`` before any weight changes."""
+    conditions = (batch["condition"],) if "condition" in batch else ()
+    final = rollout(model, batch["state"], steps, *conditions)
+    loss = loss_fn(final, batch)
+    if not torch.isfinite(loss):
+        raise Diverged(f"the loss became {loss.item()} at iteration {iteration}: training diverged. "
+                       "Lower learning_rate, or check the loss and the targets.")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    normalize_gradients(model)
+    optimizer.step()
+    return final.detach(), loss.item()
 
 
 def training_state(iteration: int, model: nn.Module, optimizer: torch.optim.Optimizer, pool: SamplePool,
@@ -264,9 +262,10 @@ def learning_rate_schedules(optimizer: torch.optim.Optimizer, config: TrainConfi
     return schedules
 
 
-def plain_rollout(model: nn.Module, states: torch.Tensor, steps: int) -> torch.Tensor:
-    """The chapters' own rollout: ``model.rollout`` (every step kept for autograd)."""
-    return model.rollout(states, steps)
+def plain_rollout(model: nn.Module, states: torch.Tensor, steps: int, *condition) -> torch.Tensor:
+    """The chapters' own rollout: ``model.rollout`` (every step kept for autograd); a conditioned
+    rule (chapter 07) gets each entry's code after the step count."""
+    return model.rollout(states, steps, *condition)
 
 
 def _update_weights(model: nn.Module):

@@ -1,5 +1,7 @@
 """Chapter 07's conditioned NCA (helpers.manifold_nca) and its task (helpers.tasks.manifold)."""
+import dataclasses
 import json
+import random
 
 import pytest
 import torch
@@ -8,6 +10,7 @@ from helpers import nca
 from helpers.growing_nca import GrowingNCA, alive_mask, perceive
 from helpers.manifold_nca import METHODS, ConditionedRule, Encoder, ManifoldNCA
 from helpers.tasks import manifold
+from helpers.train import normalize_gradients
 
 
 def trained_like(rule: ConditionedRule, scale: float = 0.1) -> ConditionedRule:
@@ -74,7 +77,7 @@ def test_a_fresh_rule_changes_nothing_and_the_stamp_writes_the_code_into_the_see
         rule = ConditionedRule(method, code_size=12)
         codes = torch.randn(2, 12)
         start = rule.seed(codes, 9)
-        assert torch.equal(rule.rollout(start, codes, 5), start)
+        assert torch.equal(rule.rollout(start, 5, codes), start)
     stamp = ConditionedRule("stamp").seed(codes, 9)
     assert torch.equal(stamp[:, 4:16, 4, 4], codes) and stamp[:, 3, 4, 4].eq(1).all()
     assert stamp[:, :, :4].abs().sum() == 0                            # one seed cell, nothing else
@@ -140,7 +143,7 @@ def test_a_short_training_lowers_the_loss_and_saves_a_model_that_loads(tmp_path)
                                  reseed_count=2)
     names = manifold.split(settings)[0][:4]
     model = manifold.new_model(settings, len(names))
-    history = manifold.fit(model, settings, names, progress=False)
+    history = manifold.train_model(model, settings, names, progress=False)
     assert sum(history.losses[-10:]) < sum(history.losses[:10])
     path = tmp_path / "m.pt"
     nca.save_model(model.eval(), path, {"settings": settings.as_dict()})
@@ -186,3 +189,87 @@ def test_evaluate_manifold_remeasures_a_saved_model_and_writes_its_json(tmp_path
     measured = json.loads(out.with_suffix(".json").read_text())["eval"]
     assert "stale" not in measured and measured["table_codes"]["train"]["count"] == 48
     assert measured["regeneration"]["after"] == manifold.Settings().trained_steps
+
+
+# ----------------------------------------------------------------------------- the old loop, kept as a reference
+
+def chapter_07_loop_before_it_joined_the_shared_one(model, settings, names):
+    """The training loop chapter 07 had of its own (``helpers.tasks.manifold.fit``, until the task
+    joined ``helpers.train.train_pool``), kept verbatim as the reference the shared loop must
+    reproduce. Two lines differ from that code, neither in what it computes: the rule's rollout now
+    takes the step count before the codes, as every rule's rollout does; and the progress bar, the
+    timer and the ``on_iteration`` hook are left out. Returns the losses."""
+    device = model.filters.device
+    goals, pictures = manifold.targets(names, settings, device), manifold.images(names, settings, device)
+    parts = [model.rule, model.codes] if settings.stage == "codes" else [model.encoder]
+    parameters = [p for part in parts for p in part.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in parameters:
+        p.requires_grad_(True)
+    chooser = random.Random(settings.seed)
+    torch.manual_seed(settings.seed)
+    damage_generator = torch.Generator().manual_seed(settings.seed + 1)
+    owner = torch.arange(settings.pool_size, device=device) % len(names)      # each entry's image
+    with torch.no_grad():
+        pool = model.rule.seed(manifold.codes_for(model, settings, owner, pictures), settings.grid)
+    optimizer = torch.optim.Adam(parameters, lr=settings.learning_rate)
+    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(settings.lr_milestones), settings.lr_gamma)
+    losses = []
+    for _ in range(settings.iterations):
+        chosen = torch.tensor(chooser.sample(range(settings.pool_size), settings.batch_size), device=device)
+        index = owner[chosen]
+        codes = manifold.codes_for(model, settings, index, pictures)
+        states = manifold.prepare(model, settings, pool[chosen], codes, goals[index], damage_generator)
+        final = model.rule.rollout(states, chooser.randrange(settings.min_steps, settings.max_steps), codes)
+        loss = manifold.per_image_loss(final, goals[index]).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        normalize_gradients(model)
+        optimizer.step()
+        schedule.step()
+        pool[chosen] = final.detach()
+        losses.append(loss.item())
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return losses
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_the_shared_pool_loop_trains_exactly_as_chapter_07s_own_loop_did(method):
+    """Same seed, same settings, 8 iterations: the shared loop (``train_model`` -> ``train_pool``)
+    gives the same losses and the same weights, bit for bit, as the loop chapter 07 used to have,
+    for both stages (the encoder stage starts from the codes stage's result)."""
+    settings = manifold.Settings(method=method, iterations=8, batch_size=4, pool_size=8, min_steps=3, max_steps=6,
+                                 lr_milestones=(4,), reseed_count=2, hidden=16)
+    names = manifold.split(settings)[0][:3]
+    results = []
+    for loop in ("old", "shared"):
+        torch.manual_seed(0)
+        model = manifold.new_model(settings, len(names))
+        encoder_settings = dataclasses.replace(settings, stage="encoder", init="the codes stage above")
+        if loop == "old":
+            losses = chapter_07_loop_before_it_joined_the_shared_one(model, settings, names)
+            losses += chapter_07_loop_before_it_joined_the_shared_one(model, encoder_settings, names)
+        else:
+            losses = manifold.train_model(model, settings, names, progress=False).losses
+            losses += manifold.train_model(model, encoder_settings, names, progress=False).losses
+        results.append((losses, model.state_dict()))
+    (old_losses, old_weights), (new_losses, new_weights) = results
+    assert len(new_losses) == 16 and new_losses == old_losses
+    assert old_weights.keys() == new_weights.keys()
+    for key in old_weights:
+        assert torch.equal(old_weights[key], new_weights[key]), key
+    assert all(p.requires_grad for p in model.parameters())      # train_model gives the model back unfrozen
+
+
+def test_a_diverging_manifold_training_is_refused_and_nothing_is_saved(tmp_path):
+    """The shared loop's check: a learning rate of 1000 blows the states up; the command says so,
+    exits non-zero and leaves no model behind (chapter 07's own loop saved such a model with MSE inf)."""
+    from helpers import cli
+    out = tmp_path / "diverged.pt"
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["train", "manifold", "--learning-rate", "1000", "--iterations", "1", "--batch-size", "8",
+                  "--pool-size", "8", "--no-progress", "--out", str(out)])
+    assert stop.value.code != 0 and "diverged" in str(stop.value.code)
+    assert not out.exists() and not out.with_suffix(".json").exists()

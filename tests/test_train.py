@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from helpers import nca, train
+from helpers.tasks.run import EngineSettings
 
 
 def test_config_rejects_bad_values_and_serializes():
@@ -15,22 +16,23 @@ def test_config_rejects_bad_values_and_serializes():
     with pytest.raises(ValueError, match="pool_size >= batch_size"):
         train.TrainConfig(pool_size=2, batch_size=4)
     with pytest.raises(ValueError, match="engine"):
-        train.TrainConfig(engine="gpu")
+        EngineSettings(engine="gpu")
     with pytest.raises(ValueError, match="masks"):
-        train.TrainConfig(masks="random")
+        EngineSettings(masks="random")
     with pytest.raises(ValueError, match="plain engine draws exact masks"):
-        train.TrainConfig(engine="plain", masks="fast")
+        EngineSettings(engine="plain", masks="fast")
     with pytest.raises(ValueError, match="learning_rate"):
         train.TrainConfig(learning_rate=float("nan"))
     as_dict = train.TrainConfig(lr_milestones=[10, 20]).as_dict()
-    assert as_dict["lr_milestones"] == [10, 20] and as_dict["engine"] == "plain" and as_dict["masks"] == "exact"
+    assert as_dict["lr_milestones"] == [10, 20] and "engine" not in as_dict      # the loop's settings: no engine
+    assert EngineSettings().as_dict()["engine"] == "plain" and EngineSettings().as_dict()["masks"] == "exact"
     json.dumps(as_dict)
 
 
-def test_the_config_chooses_the_rollout_its_engine_names():
-    assert train.TrainConfig(engine="plain").rollout() is None
+def test_the_settings_choose_the_rollout_their_engine_names():
+    assert EngineSettings(engine="plain").rollout() is train.plain_rollout
     model, state = nca.NCA(), torch.randn(1, 12, 6, 6) * 0.1
-    rollout = train.TrainConfig(engine="fast").rollout()
+    rollout = EngineSettings(engine="fast").rollout()
     expected = model.rollout(state, 3, generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
     torch.testing.assert_close(rollout(model, state, 3), expected)

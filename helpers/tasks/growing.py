@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .. import data
-from ..growing_nca import GrowingNCA, depthwise_filters, seed
+from ..growing_nca import GrowingNCA, depthwise_filters, seed, to_rgb
 from ..train import History, TrainConfig, loss_curve, mean_of_last, setting
 from . import run
 
@@ -63,9 +63,6 @@ class Settings(TrainConfig):
         super().__post_init__()
         if self.experiment not in EXPERIMENTS:
             raise ValueError(f"experiment must be one of {EXPERIMENTS}, got {self.experiment!r}")
-        if self.engine != "plain":
-            raise ValueError("the growing rule has no fast engine: use --engine plain (its rollout is already "
-                             "written for speed, see helpers.growing_nca)")
         if self.target_size < 4 or self.padding < 1:
             raise ValueError(f"need target_size >= 4 and padding >= 1, got {self.target_size}, {self.padding}")
         if not 0 <= self.damage_count <= self.batch_size - 1:
@@ -91,6 +88,13 @@ def target(settings: Settings, device=None) -> torch.Tensor:
 
 def new_model(settings: Settings) -> GrowingNCA:
     return GrowingNCA(hidden=settings.hidden, fire_rate=settings.fire_rate)
+
+
+def training_hooks(settings: Settings, model: nn.Module, device=None) -> dict:
+    """What ``helpers.train.train_pool`` needs for this task: seeds, the loss and the experiment's
+    ``prepare_batch``."""
+    return {"make_samples": make_samples(settings, device), "loss_fn": loss(settings, device),
+            "prepare_batch": prepare_batch(settings, device), "preview": to_rgb}
 
 
 def make_samples(settings: Settings, device=None) -> Callable[[int], dict]:

@@ -7,11 +7,14 @@ Two stages, one command each (``--stage``):
   (image -> code) is trained through the NCA, so that an image it never saw gets its code in one
   forward pass; the frozen language stays the same for the table's codes and the encoder's.
 
-Training is chapter 06's pool loop written for codes: every pool entry belongs to one training
-image; in every batch the worst ``reseed_count`` entries are replaced by their image's seed and the
-best ``damage_count`` get a circular hole (chapter 06's "regenerating" experiment); the loss is the
-mean squared error of RGBA. The split into training and held-out images is drawn from
-``split_seed`` BEFORE any training, and recorded in the model's JSON.
+Training is the course's pool loop (``helpers.train.train_pool``) with chapter 06's hooks, written
+for codes: every pool entry belongs to one training image, and its code conditions the rollout; in
+every batch the worst ``reseed_count`` entries are replaced by their image's seed and the best
+``damage_count`` get a circular hole (chapter 06's "regenerating" experiment); the loss is the mean
+squared error of RGBA. So a stage gets what every task gets: a partial save on Ctrl-C, the
+divergence check before saving, ``--checkpoint``/``--resume`` and, in a notebook, the dashboard.
+The split into training and held-out images is drawn from ``split_seed`` BEFORE any training, and
+recorded in the model's JSON.
 
 The CPU recipe of the shipped models is the default (16-px emoji padded by 3: 22 x 22 grids; 16
 channels, 64 hidden units, 12-number codes; rollouts of 24 to 32 steps; 4000 iterations, about 7
@@ -23,22 +26,17 @@ minutes per method on one CPU core)::
 """
 from __future__ import annotations
 
-import dataclasses
-import datetime
-import math
 import random
 import sys
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from .. import data, nca
+from ..growing_nca import to_rgb
 from ..manifold_nca import CODE_SIZE, METHODS, ManifoldNCA
-from ..train import Diverged, loss_curve, mean_of_last, normalize_gradients, setting
+from ..train import History, TrainConfig, loss_curve, mean_of_last, setting, train_pool
 from . import run
 from .growing import RECOVERY_FACTOR, damage_masks
 from .growing import per_sample_loss as per_image_loss  # chapter 06's loss; here each state has its own image
@@ -47,8 +45,8 @@ STAGES = ("codes", "encoder")
 
 
 @dataclass
-class Settings:
-    """Every default of the manifold task."""
+class Settings(TrainConfig):
+    """Every default of the manifold task, and of the pool loop it extends."""
     method: str = setting("hyper", "how the code reaches the rule: broadcast (every cell reads it), stamp (written "
                                    "into the seed cell) or hyper (a hypernetwork makes each image's rule)")
     stage: str = setting("codes", "codes: train the rule and a code per training image; encoder: freeze the rule "
@@ -62,20 +60,19 @@ class Settings:
     code_size: int = setting(CODE_SIZE, "numbers in an image's code")
     hyper_hidden: int = setting(32, "width of the hypernetwork's hidden layer (method hyper)")
     encoder_width: int = setting(32, "channels of the encoder's first convolution")
-    iterations: int = setting(4000, "optimizer steps")
-    batch_size: int = setting(8, "pool entries per iteration")
-    pool_size: int = setting(256, "states kept in the sample pool")
-    min_steps: int = setting(24, "fewest CA steps per iteration")
-    max_steps: int = setting(33, "CA steps per iteration are drawn from [min-steps, max-steps)")
     reseed_count: int = setting(6, "the worst entries of a batch replaced by their image's seed")
     damage_count: int = setting(1, "the best entries of a batch that get a circular hole")
+    # the pool loop's sizes for this task
+    iterations: int = setting(4000, "optimizer steps")
+    batch_size: int = setting(8, "pool entries per iteration")
+    min_steps: int = setting(24, "fewest CA steps per iteration")
+    max_steps: int = setting(33, "CA steps per iteration are drawn from [min-steps, max-steps)")
+    reseed_every: int = setting(0, "the loop's own reseeding is off: the worst entries are reseeded (--reseed-count)")
     learning_rate: float = setting(2e-3, "Adam's learning rate")
     lr_milestones: tuple = setting((3000,), "iterations at which the learning rate is multiplied by lr-gamma")
-    lr_gamma: float = setting(0.3, "factor of the learning rate at each milestone")
-    seed: int = setting(0, "seed of the pool, the step counts and the model's initial weights")
 
     def __post_init__(self):
-        self.lr_milestones = tuple(int(m) for m in self.lr_milestones)
+        super().__post_init__()
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.stage not in STAGES:
@@ -84,16 +81,9 @@ class Settings:
             raise ValueError("the encoder stage starts from a trained codes model: pass --init NAME.pt")
         if self.target_size < 8 or self.padding < 1:
             raise ValueError(f"need target_size >= 8 and padding >= 1, got {self.target_size}, {self.padding}")
-        if not 1 <= self.min_steps < self.max_steps:
-            raise ValueError(f"need 1 <= min_steps < max_steps, got [{self.min_steps}, {self.max_steps})")
-        if self.iterations < 0 or self.batch_size < 1 or self.pool_size < self.batch_size:
-            raise ValueError(f"need iterations >= 0 and pool_size >= batch_size >= 1, got {self.iterations}, "
-                             f"{self.pool_size}, {self.batch_size}")
         if self.reseed_count < 0 or self.damage_count < 0 or self.reseed_count + self.damage_count > self.batch_size:
             raise ValueError(f"need reseed_count, damage_count >= 0 with their sum at most batch_size, got "
                              f"{self.reseed_count} + {self.damage_count} > {self.batch_size}")
-        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
-            raise ValueError(f"learning_rate must be a positive finite number, got {self.learning_rate}")
         names = emoji_names()
         if not 1 <= self.held_out <= len(names) - 2:
             raise ValueError(f"held_out must leave at least 2 of the {len(names)} emoji for training, "
@@ -107,10 +97,6 @@ class Settings:
     def trained_steps(self) -> int:
         """The step count at which a model is judged: the longest training rollout."""
         return self.max_steps - 1
-
-    def as_dict(self) -> dict:
-        return {key: list(value) if isinstance(value, tuple) else value
-                for key, value in dataclasses.asdict(self).items()}
 
 
 # ------------------------------------------------------------------------------ data
@@ -144,9 +130,42 @@ def psnr(mse: torch.Tensor) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------ models
 
-def new_model(settings: Settings, image_count: int) -> ManifoldNCA:
-    return ManifoldNCA(settings.method, image_count, hidden=settings.hidden, code_size=settings.code_size,
-                       hyper_hidden=settings.hyper_hidden, encoder_width=settings.encoder_width)
+def new_model(settings: Settings, image_count: int | None = None) -> ManifoldNCA:
+    """The model of the settings' stage, with the parts that stage does not train frozen (the pool
+    loop trains what requires a gradient): stage ``codes``, a fresh model for ``image_count`` images
+    (default: the split's training emoji); stage ``encoder``, the ``init`` codes model, whose rule
+    and codes stay as they are."""
+    if settings.stage == "codes":
+        image_count = len(split(settings)[0]) if image_count is None else image_count
+        model = ManifoldNCA(settings.method, image_count, hidden=settings.hidden, code_size=settings.code_size,
+                            hyper_hidden=settings.hyper_hidden, encoder_width=settings.encoder_width)
+    else:
+        model = init_model(settings)
+    return freeze_for(model, settings)
+
+
+def init_model(settings: Settings) -> ManifoldNCA:
+    """The ``init`` codes model whose rule and codes the encoder stage keeps, checked against the settings."""
+    model = nca.load_model(settings.init)
+    stored = nca.load_metadata(settings.init)
+    if not isinstance(model, ManifoldNCA):
+        raise ValueError(f"--init {settings.init} is a {type(model).__name__}, not a manifold model")
+    mismatched = {key: (stored["settings"].get(key), getattr(settings, key))
+                  for key in ("method", "held_out", "split_seed", "target_size", "padding", "hidden", "code_size",
+                              "hyper_hidden", "encoder_width")
+                  if stored["settings"].get(key) != getattr(settings, key)}
+    if mismatched:
+        raise ValueError(f"--init {settings.init} was trained with other settings (stored, given): {mismatched}; "
+                         "give the same ones")
+    return model
+
+
+def freeze_for(model: ManifoldNCA, settings: Settings) -> ManifoldNCA:
+    """The codes stage trains the rule and the table; the encoder stage only the encoder."""
+    trained = ("rule", "codes") if settings.stage == "codes" else ("encoder",)
+    for name, part in model.named_children():
+        part.requires_grad_(name in trained)
+    return model
 
 
 def codes_for(model: ManifoldNCA, settings: Settings, indices: torch.Tensor, pictures: torch.Tensor) -> torch.Tensor:
@@ -154,63 +173,49 @@ def codes_for(model: ManifoldNCA, settings: Settings, indices: torch.Tensor, pic
     return model.codes(indices) if settings.stage == "codes" else model.encoder(pictures[indices])
 
 
-def trainable(model: ManifoldNCA, settings: Settings) -> list[nn.Parameter]:
-    """The codes stage trains the rule and the table; the encoder stage only the encoder."""
-    parts = [model.rule, model.codes] if settings.stage == "codes" else [model.encoder]
-    return [p for part in parts for p in part.parameters()]
-
-
 # ------------------------------------------------------------------------------ training
 
-@dataclass
-class History:
-    losses: list = dataclasses.field(default_factory=list)
-    seconds: float = 0.0
-
-
-def fit(model: ManifoldNCA, settings: Settings, names: list[str], progress: bool = True,
-        on_iteration=None) -> History:
-    """Train ``model`` on the emoji ``names`` (the training images) with the pool loop of the module's doc."""
-    device = model.filters.device
+def training_hooks(settings: Settings, model: ManifoldNCA, device=None, names: list[str] | None = None) -> dict:
+    """What ``helpers.train.train_pool`` needs to train ``model`` on the emoji ``names`` (default: the
+    split's training emoji), as the module's doc says: every pool entry belongs to one image (its
+    ``image``, in turn) and starts as that image's seed; each entry's code is the ``condition`` (the
+    table's or the encoder's, with gradients); ``prepare_batch`` reseeds the worst and damages the best."""
+    names = split(settings)[0] if names is None else names
     goals, pictures = targets(names, settings, device), images(names, settings, device)
-    parameters = trainable(model, settings)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for p in parameters:
-        p.requires_grad_(True)
-    chooser = random.Random(settings.seed)
-    torch.manual_seed(settings.seed)
     damage_generator = torch.Generator().manual_seed(settings.seed + 1)
-    owner = torch.arange(settings.pool_size, device=device) % len(names)      # each entry's image
-    with torch.no_grad():
-        pool = model.rule.seed(codes_for(model, settings, owner, pictures), settings.grid)
-    optimizer = torch.optim.Adam(parameters, lr=settings.learning_rate)
-    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(settings.lr_milestones), settings.lr_gamma)
-    history, start = History(), time.perf_counter()
-    bar = tqdm(range(settings.iterations), disable=not progress, desc=f"training ({settings.stage})")
-    for iteration in bar:
-        chosen = torch.tensor(chooser.sample(range(settings.pool_size), settings.batch_size), device=device)
-        index = owner[chosen]
-        codes = codes_for(model, settings, index, pictures)
-        states = prepare(model, settings, pool[chosen], codes, goals[index], damage_generator)
-        final = model.rule.rollout(states, codes, chooser.randrange(settings.min_steps, settings.max_steps))
-        loss = per_image_loss(final, goals[index]).mean()
-        if not torch.isfinite(loss):
-            raise Diverged(f"the loss became {loss.item()} at iteration {iteration}: lower the learning rate")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        normalize_gradients(model)
-        optimizer.step()
-        schedule.step()
-        pool[chosen] = final.detach()
-        history.losses.append(loss.item())
-        bar.set_postfix(loss=f"{history.losses[-1]:.4g}")
-        if on_iteration is not None:
-            on_iteration(iteration, history.losses[-1])
-    history.seconds = time.perf_counter() - start
-    for p in model.parameters():
-        p.requires_grad_(True)
-    return history
+
+    def make_samples(count: int) -> dict:
+        owner = torch.arange(count, device=device) % len(names)
+        with torch.no_grad():
+            return {"state": model.rule.seed(codes_for(model, settings, owner, pictures), settings.grid),
+                    "image": owner}
+
+    def prepare_batch(batch: dict, iteration: int) -> dict:
+        states = prepare(model, settings, batch["state"], batch["condition"], goals[batch["image"]],
+                         damage_generator)
+        return {**batch, "state": states}
+
+    def loss_fn(final: torch.Tensor, batch: dict) -> torch.Tensor:
+        return per_image_loss(final, goals[batch["image"]]).mean()
+
+    return {"make_samples": make_samples, "loss_fn": loss_fn,
+            "condition": lambda batch: codes_for(model, settings, batch["image"], pictures),
+            "prepare_batch": prepare_batch, "preview": to_rgb}
+
+
+def train_model(model: ManifoldNCA, settings: Settings, names: list[str], progress: bool = True,
+                **options) -> History:
+    """Train ``model`` (one stage, ``settings.stage``) on the emoji ``names`` with the course's pool loop
+    (``helpers.train.train_pool``; ``options`` go to it, e.g. a ``dashboard``). For a chapter that trains
+    on a few emoji; ``train`` trains and saves a model of the settings' split. Returns the loss history;
+    the model comes back with every part trainable."""
+    freeze_for(model, settings)
+    try:
+        hooks = training_hooks(settings, model, model.filters.device, names)
+        return train_pool(model, hooks.pop("make_samples"), hooks.pop("loss_fn"), settings, progress=progress,
+                          **hooks, **options)
+    finally:
+        model.requires_grad_(True)          # every part trainable again, for the next stage or a code search
 
 
 def prepare(model: ManifoldNCA, settings: Settings, states: torch.Tensor, codes: torch.Tensor, goals: torch.Tensor,
@@ -334,7 +339,7 @@ def regeneration(model: ManifoldNCA, codes: torch.Tensor, names: list[str], sett
     generator = torch.Generator(device).manual_seed(seed_value + 1)
     result = {"after": after, "factor": factor, "count": len(names)}
     for kind, start in (("circle", grown * (1 - holes)), ("none", grown)):
-        end = per_image_loss(model.rule.rollout(start, codes, after, generator), goals)
+        end = per_image_loss(model.rollout(start, after, codes, generator), goals)
         result[kind] = {"recovered_fraction": (end <= factor * before).float().mean().item(),
                         "median_mse_end": end.median().item()}
     result["median_mse_before"] = before.median().item()
@@ -389,52 +394,14 @@ def summary_line(metadata: dict) -> str:
 
 # ------------------------------------------------------------------------------ train and save
 
-def start_model(settings: Settings, image_count: int) -> ManifoldNCA:
-    """A fresh model (stage codes), or the ``init`` codes model whose rule and codes the encoder stage keeps."""
-    if settings.stage == "codes":
-        return new_model(settings, image_count)
-    model = nca.load_model(settings.init)
-    stored = nca.load_metadata(settings.init)
-    if not isinstance(model, ManifoldNCA):
-        raise ValueError(f"--init {settings.init} is a {type(model).__name__}, not a manifold model")
-    mismatched = {key: (stored["settings"].get(key), getattr(settings, key))
-                  for key in ("method", "held_out", "split_seed", "target_size", "padding", "hidden", "code_size",
-                              "hyper_hidden", "encoder_width")
-                  if stored["settings"].get(key) != getattr(settings, key)}
-    if mismatched:
-        raise ValueError(f"--init {settings.init} was trained with other settings (stored, given): {mismatched}; "
-                         "give the same ones")
-    return model
+def describe(settings: Settings, model: ManifoldNCA, history: History) -> dict:
+    return {"final_training_loss_mean_of_last_50": mean_of_last(history.losses),
+            "loss_curve": loss_curve(history.losses), "eval": measure(model, settings)}
 
 
-def train(settings: Settings, out=None, device=None, progress: bool = True, command: str | None = None,
-          overwrite: bool = False, checkpoint=None, checkpoint_every: int = 100, allow_diverged: bool = False,
-          resume: bool = False) -> tuple[ManifoldNCA, dict]:
-    """Train (one stage), measure and (with ``out``) save a manifold model. As
-    ``helpers.tasks.run.train_and_save``: the settings, command, device and time go in the JSON, an
-    existing model is not replaced without ``overwrite``; ``checkpoint`` saves the weights so far.
-    (A stage takes minutes: it cannot ``resume``. Its rule's states are bounded by the alive mask
-    and chapter 06's RGBA loss; ``allow_diverged`` is accepted for the command line's sake.)"""
-    if resume:
-        raise ValueError("a manifold stage takes minutes and cannot be resumed: start it again")
-    path = run.check_out_path(out, overwrite) if out else None
-    checkpoint = run.check_out_path(checkpoint, overwrite=True) if checkpoint else None
-    device = torch.device(device) if device is not None else torch.device("cpu")
-    train_names, _ = split(settings)
-    recorded = {"task": "manifold", "command": command or run.command_line("manifold", settings, out),
-                "settings": settings.as_dict(), "device": run.device_description(device), "torch": torch.__version__,
-                "date": datetime.date.today().isoformat()}
-    torch.manual_seed(settings.seed)
-    model = start_model(settings, len(train_names)).to(device)
-    hook = run.Progress(model, Path(checkpoint) if checkpoint else None, checkpoint_every)
-    history = fit(model, settings, train_names, progress, on_iteration=hook)
-    model = model.eval().cpu()
-    metadata = {**recorded, "training_seconds": round(history.seconds, 1),
-                "final_training_loss_mean_of_last_50": mean_of_last(history.losses),
-                "loss_curve": loss_curve(history.losses), "eval": measure(model, settings)}
-    if path is not None:
-        nca.save_model(model, path, metadata)
-    return model, metadata
+def train(settings: Settings, out=None, device=None, progress: bool = True, **options) -> tuple[ManifoldNCA, dict]:
+    """Train (one stage), measure and (with ``out``) save a manifold model (``run.train_and_save``)."""
+    return run.train_and_save(sys.modules[__name__], settings, out, device, progress, **options)
 
 
 if __name__ == "__main__":           # pragma: no cover

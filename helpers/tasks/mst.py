@@ -29,10 +29,11 @@ import torch
 from torch import nn
 
 from .. import fast, nca
-from ..train import ENGINES, History, TrainConfig, mean_of_last, setting
+from ..train import History, mean_of_last, setting
 from . import mst_graphs, run
 from .mst_geometry import find_root, segment_distance
 from .mst_metrics import THRESHOLD, score_drawings, summary
+from .run import ENGINES
 
 CANVAS = 100             # side of the square canvas, in pixels
 MARGIN = 10              # points keep this far from every border
@@ -466,7 +467,7 @@ def full_metadata(model, task_settings: dict, steps: int | None = None, chapter_
 # ------------------------------------------------------------------------------------ training
 
 @dataclass
-class Settings(TrainConfig):
+class Settings(run.EngineSettings):
     """Every default of the MST training (and, inherited, of the pool loop)."""
     canvas: int = setting(CANVAS, "side of the square canvas, in pixels")
     min_points: int = setting(MIN_POINTS, "fewest points of a task")
@@ -523,6 +524,11 @@ def new_model(settings: Settings) -> nca.NCA:
         raise ValueError(f"{settings.init} has {model.channels} channels, these settings say {settings.channels}: "
                          f"pass --channels {model.channels} to continue training it")
     return model
+
+
+def training_hooks(settings: Settings, model: nn.Module, device=None) -> dict:
+    """What ``helpers.train.train_pool`` needs for this task: fresh tasks and the loss."""
+    return {"make_samples": make_samples(settings, device), "loss_fn": loss(settings, device)}
 
 
 def make_samples(settings: Settings, device=None):

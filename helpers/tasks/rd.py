@@ -62,8 +62,6 @@ class Settings(TrainConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.engine != "plain":
-            raise ValueError("the reaction-diffusion rule has no fast engine: use --engine plain")
         if self.target not in data.list_textures():
             data.load_target(self.target, 8)      # an unknown name or unreadable file fails now, naming it
         if self.size < 8 or self.target_size < 0:
@@ -84,6 +82,11 @@ CPU_SETTINGS = dict(channels=16, hidden=64, iterations=1500, lr_milestones=(1000
 
 def new_model(settings: Settings) -> ReactionDiffusionNCA:
     return ReactionDiffusionNCA(settings.channels, settings.hidden, settings.diffusion_min, settings.diffusion_max)
+
+
+def training_hooks(settings: Settings, model: nn.Module, device=None) -> dict:
+    """What ``helpers.train.train_pool`` needs for this task: random fields and the loss."""
+    return {"make_samples": make_samples(settings, device), "loss_fn": loss(settings, device), "preview": to_rgb}
 
 
 def make_samples(settings: Settings, device=None) -> Callable[[int], dict]:

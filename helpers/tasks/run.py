@@ -1,10 +1,9 @@
 """Training a task's model from its settings and saving it with everything needed to trust it.
 
-Every task module (``texture``, ``mst``) offers the same surface: ``Settings``,
-``new_model(settings)``, ``make_samples(settings, device)``, ``loss(settings, device)`` and
-``describe(settings, model, history)`` (its measurements). ``train_and_save`` trains with the pool
-loop of ``helpers.train``, then saves the weights with a JSON that records the settings verbatim,
-the command, the device and threads really used, the time it took and the measurements.
+``train_and_save`` trains any task of the registry (``helpers.tasks``, where the task interface is
+written) with the pool loop of ``helpers.train``, then saves the weights with a JSON that records
+the settings verbatim, the command, the device and threads really used, the time it took and the
+measurements. ``EngineSettings`` is the engine choice of the tasks whose rule is chapter 03's NCA.
 """
 from __future__ import annotations
 
@@ -12,12 +11,44 @@ import dataclasses
 import datetime
 import io
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Callable
 
 import torch
 
 from .. import fast, nca, train
+from ..train import setting
+
+#: The rollouts a task whose rule is chapter 03's NCA can train with: the plain ``model.rollout``
+#: (what the chapters teach) or ``helpers.fast`` (the same states and gradients, faster).
+ENGINES = ("fast", "plain")
+
+
+@dataclass
+class EngineSettings(train.TrainConfig):
+    """The pool loop's settings plus the engine that runs chapter 03's rule (texture, mst). The other
+    rules have one rollout of their own and no such choice. ``masks`` says how the fast engine draws
+    its random update masks: ``exact`` (the plain model's own draws) or ``fast`` (random bits)."""
+    engine: str = setting("plain", "plain: model.rollout, as the chapters teach it; fast: helpers.fast (the same "
+                                   "states and gradients, several times faster)")
+    masks: str = setting("exact", "the fast engine's update masks: exact (the plain model's draws) or "
+                                  "fast (random bits, same distribution, other draws)")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
+        if self.masks not in fast.MASK_MODES:
+            raise ValueError(f"masks must be one of {fast.MASK_MODES}, got {self.masks!r}")
+        if self.engine == "plain" and self.masks != "exact":
+            raise ValueError("the plain engine draws exact masks only; use masks='exact' or engine='fast'")
+
+    def rollout(self) -> Callable:
+        """The rollout ``train_pool`` uses for these settings: ``helpers.fast`` with their masks, or the
+        plain ``model.rollout``."""
+        return fast.make_rollout(masks=self.masks) if self.engine == "fast" else train.plain_rollout
 
 
 def flag(name: str) -> str:
@@ -83,13 +114,15 @@ DIVERGENCE_BOUND = 100.0
 @torch.no_grad()
 def stability(model, task: ModuleType, settings) -> dict:
     """Roll the trained rule out from two fresh samples for 4 x ``max_steps`` steps: is it bounded?"""
-    states = task.make_samples(settings, None)(2)["state"]
+    hooks = task.training_hooks(settings, model, torch.device("cpu"))
+    samples = hooks["make_samples"](2)
+    conditions = (hooks["condition"](samples),) if "condition" in hooks else ()
     steps = 4 * settings.max_steps
     generator = torch.Generator().manual_seed(settings.seed)
     if isinstance(model, nca.NCA):
-        final = fast.infer(model, states, steps, generator=generator)
-    else:                         # another rule (chapter 06's growing NCA): its own rollout
-        final = model.rollout(states, steps, generator=generator)
+        final = fast.infer(model, samples["state"], steps, generator=generator)
+    else:                         # another rule (chapters 06-08): its own rollout
+        final = model.rollout(samples["state"], steps, *conditions, generator=generator)
     finite = bool(torch.isfinite(final).all())
     largest = final.abs().max().item() if finite else float("inf")
     return {"steps": steps, "max_abs_state": largest, "bound": DIVERGENCE_BOUND,
@@ -174,9 +207,9 @@ def train_and_save(task: ModuleType, settings, out: str | Path | None = None, de
     model = task.new_model(settings).to(device)
     hook = Progress(model, checkpoint, checkpoint_every)
     try:
-        prepare = task.prepare_batch(settings, device) if hasattr(task, "prepare_batch") else None
-        history = train.train_pool(model, task.make_samples(settings, device), task.loss(settings, device), settings,
-                                   progress=progress, on_iteration=hook, prepare_batch=prepare,
+        hooks = task.training_hooks(settings, model, device)
+        history = train.train_pool(model, hooks.pop("make_samples"), hooks.pop("loss_fn"), settings,
+                                   progress=progress, on_iteration=hook, **hooks,
                                    on_snapshot=state_writer(state_path(checkpoint), settings) if checkpoint else None,
                                    snapshot_every=checkpoint_every, resume=resumed)
     except KeyboardInterrupt:

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .. import data, fast, losses, nca
-from ..train import History, TrainConfig, loss_curve, mean_of_last, setting
+from ..train import History, loss_curve, mean_of_last, setting
 from . import run, texture_quality
 
 #: Steps of the long rollout a saved model is measured after (far beyond its training rollouts).
@@ -36,7 +36,7 @@ EVAL_STEPS = 2000
 
 
 @dataclass
-class Settings(TrainConfig):
+class Settings(run.EngineSettings):
     """Every default of the texture task (and, inherited, of the pool loop)."""
     target: str = setting("stripes", "a texture name from data/textures, an image file's path, or an image URL "
                                      "(http, https, file; downloaded once to outputs/downloads)")
@@ -81,6 +81,11 @@ def visible(state: torch.Tensor) -> torch.Tensor:
 def new_model(settings: Settings) -> nca.NCA:
     """The untrained 588-parameter rule of chapter 03 (its initial weights come from torch's seed)."""
     return nca.NCA()
+
+
+def training_hooks(settings: Settings, model: nn.Module, device=None) -> dict:
+    """What ``helpers.train.train_pool`` needs for this task: fresh samples and the loss."""
+    return {"make_samples": make_samples(settings, device), "loss_fn": loss(settings, device), "preview": nca.to_rgb}
 
 
 def make_samples(settings: Settings, device=None) -> Callable[[int], dict]:
