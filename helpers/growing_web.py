@@ -137,9 +137,11 @@ def growing_page(model: GrowingNCA, state: torch.Tensor | None = None, zoom: int
     pixels per cell, ``steps_per_frame`` steps per animation frame (a slider changes it).
 
     ``state`` ([1, C, H, W]) is where it starts (default: the seed of a ``size`` grid); "reset to seed" goes
-    back to the seed, "back to the start" to ``state``. Dragging the mouse erases a disc of cells (radius
-    ``radius`` cells, default about an eighth of the grid; a slider changes it). The fire masks come from
-    ``Math.random``, or with ``deterministic`` from ``fire_mask`` (the same masks after every reset).
+    back to the seed, and a second button, "back to the start", back to ``state``: it is shown only when
+    ``state`` is not the seed (e.g. a grown pattern), where the two buttons differ. Dragging the mouse
+    erases a disc of cells (radius ``radius`` cells, default about an eighth of the grid; a slider changes
+    it). The fire masks come from ``Math.random``, or with ``deterministic`` from ``fire_mask`` (the same
+    masks after every reset).
     ``test_steps > 0`` (implies ``deterministic``): no animation; the page runs that many steps as it loads
     and writes the final state, base64 float32, channels last, after ``STATE:`` into ``<pre id="result">``.
     """
@@ -157,7 +159,8 @@ def growing_page(model: GrowingNCA, state: torch.Tensor | None = None, zoom: int
         raise ValueError(f"radius must be an integer in [1, {max_radius}] for this grid, got {radius!r}")
     config = {"width": width, "height": height, "channels": model.channels, "hidden": model.hidden, "alpha": ALPHA,
               "fireRate": float(model.fire_rate), "aliveThreshold": float(model.alive_threshold),
-              "deterministic": bool(deterministic or test_steps > 0), "testSteps": int(test_steps)}
+              "deterministic": bool(deterministic or test_steps > 0), "testSteps": int(test_steps),
+              "startsAtSeed": starts_at_seed(state, model)}
     weights = rule_vector(model)
     # The state is written channels last, one cell's channels side by side, as the page loops over cells.
     cells = state[0].detach().cpu().float().permute(1, 2, 0).numpy()
@@ -165,6 +168,11 @@ def growing_page(model: GrowingNCA, state: torch.Tensor | None = None, zoom: int
                  WIDTH=width, HEIGHT=height, CSS_WIDTH=width * zoom, CSS_HEIGHT=height * zoom,
                  SPEED=min(int(steps_per_frame), 16), RADIUS=radius, MAX_RADIUS=max_radius,
                  CONFIG=json.dumps(config), WEIGHTS=_base64(weights), STATE=_base64(cells))
+
+
+def starts_at_seed(state: torch.Tensor, model: GrowingNCA) -> bool:
+    """Whether ``state`` is exactly the seed of its grid (the page then hides "back to the start")."""
+    return torch.equal(state.detach().cpu().float(), seed(tuple(state.shape[2:]), channels=model.channels))
 
 
 def show_live(model: GrowingNCA, state: torch.Tensor | None = None, **options):
@@ -220,9 +228,13 @@ def damage_explorer(model: GrowingNCA, grown_state: torch.Tensor, max_steps: int
     def slider(description, value, low, high):
         return widgets.IntSlider(value=value, min=low, max=high, description=description, continuous_update=False)
 
+    last = {}                   # the last setting's states: a redraw of the same setting runs no steps
+
     def show(x, y, radius, steps):
-        damaged = erase(grown, x, y, radius)
-        after = reference_rollout(model, damaged, steps)
+        if last.get("setting") != (x, y, radius, steps):
+            damaged = erase(grown, x, y, radius)
+            last.update(setting=(x, y, radius, steps), damaged=damaged, after=reference_rollout(model, damaged, steps))
+        damaged, after = last["damaged"], last["after"]
         figure, axes = plt.subplots(1, 2, figsize=(7, 3.6))
         for ax, image, caption in [(axes[0], damaged, "damaged"), (axes[1], after, f"{steps} steps later")]:
             ax.imshow(to_rgb(image)[0].permute(1, 2, 0).cpu().numpy(), interpolation="nearest")
@@ -232,7 +244,10 @@ def damage_explorer(model: GrowingNCA, grown_state: torch.Tensor, max_steps: int
         plt.close(figure)        # shown once, by display, in any matplotlib backend
         return {"damaged": damaged, "after": after}
 
-    return widgets.interactive(show, x=slider("centre x", width // 2, 0, width - 1),
-                               y=slider("centre y", height // 2, 0, height - 1),
-                               radius=slider("radius", radius, 1, largest),
-                               steps=slider("steps", steps, 0, max_steps))
+    explorer = widgets.interactive(show, x=slider("centre x", width // 2, 0, width - 1),
+                                   y=slider("centre y", height // 2, 0, height - 1),
+                                   radius=slider("radius", radius, 1, largest),
+                                   steps=slider("steps", steps, 0, max_steps))
+    if explorer.result is None:     # ipywidgets 7 (Colab's) draws the first view only when displayed; 8 at once
+        explorer.update()           # now, so .result is there either way (displaying it then only redraws)
+    return explorer

@@ -2,11 +2,12 @@
 
 The page's rule runs in headless Chromium in deterministic mode (fire masks from a hash of step, row
 and column that Python computes too) and must reproduce ``reference_rollout`` to float32 rounding;
-a rule with one weight changed must not. Three Chromium runs in all, each about a second.
+a rule with one weight changed must not. Five Chromium runs in all, each about a second.
 """
 import base64
 import json
 import re
+import subprocess
 
 import numpy as np
 import pytest
@@ -126,6 +127,21 @@ def test_page_has_the_canvas_eraser_controls_and_the_embedded_rule_and_state():
     assert np.array_equal(embedded(default, "initial-state"), growing_nca.seed(72)[0].permute(1, 2, 0).reshape(-1))
 
 
+def test_back_to_the_start_is_offered_only_where_it_differs_from_reset_to_seed():
+    model = random_rule()
+
+    def config(page):
+        return json.loads(re.search(r'<script id="config" type="application/json">([^<]*)</script>', page).group(1))
+
+    assert 'id="restart"' in growing_web.growing_page(model, random_state())
+    assert "restart.hidden = !initialText || config.startsAtSeed" in growing_web.growing_page(model)
+    assert config(growing_web.growing_page(model))["startsAtSeed"] is True                       # the chapter's page
+    assert config(growing_web.growing_page(model, growing_nca.seed((SIZE, SIZE + 4))))["startsAtSeed"] is True
+    assert config(growing_web.growing_page(model, random_state()))["startsAtSeed"] is False
+    grown = growing_web.reference_rollout(model, growing_nca.seed(SIZE), 3)
+    assert config(growing_web.growing_page(model, grown))["startsAtSeed"] is False
+
+
 def test_bad_inputs_are_refused_with_clear_errors(monkeypatch):
     model = random_rule()
     with pytest.raises(ValueError, match="GrowingNCA"):
@@ -153,18 +169,27 @@ def test_bad_inputs_are_refused_with_clear_errors(monkeypatch):
         growing_web.browser_rollout(model, random_state(), 2)
 
 
-def test_damage_explorer_renders_its_default_view():
+def test_damage_explorer_renders_its_default_view(monkeypatch):
+    """On ipywidgets 8 and on Colab's 7.7.1 alike (7 computes an ``interactive`` only when displayed: the
+    explorer computes its first view itself, and a redraw of the same setting runs no steps again)."""
     pytest.importorskip("ipywidgets")
     import matplotlib.pyplot as plt
 
     model = random_rule()
     grown = growing_web.reference_rollout(model, growing_nca.seed(SIZE), 10)
+    rollouts = []
+    original = growing_web.reference_rollout
+    monkeypatch.setattr(growing_web, "reference_rollout", lambda *args: rollouts.append(args[2]) or original(*args))
     explorer = growing_web.damage_explorer(model, grown, max_steps=20, steps=5)
     assert explorer.result is not None, "the default view failed"     # ipywidgets logs callback errors only
     damaged, after = explorer.result["damaged"], explorer.result["after"]
     assert (damaged[0, :, SIZE // 2, SIZE // 2] == 0).all() and not torch.equal(damaged, grown)
-    assert torch.equal(after, growing_web.reference_rollout(model, damaged, 5))
+    assert torch.equal(after, original(model, damaged, 5))
     assert len(explorer.children) == 5                                  # four sliders and the output
+    explorer.update()                                                   # what displaying it does on ipywidgets 7
+    assert rollouts == [5] and explorer.result["after"] is after
+    explorer.children[3].value = 7                                      # the steps slider
+    assert rollouts == [5, 7] and torch.equal(explorer.result["after"], original(model, damaged, 7))
     plt.close("all")
 
 
@@ -202,3 +227,18 @@ def test_page_matches_pytorch_from_a_random_state_with_dying_cells_and_a_changed
         model.act.weight[0, hidden.sum((0, 2, 3)).argmax()] += 0.1
     wrong = growing_web.browser_rollout(model, state, 30)
     assert (wrong - reference).abs().max().item() > 10 * ATOL
+
+
+@needs_chromium
+def test_the_live_page_shows_back_to_the_start_only_away_from_the_seed(tmp_path):
+    """The interactive page as loaded in Chromium: from the seed one reset button, from another state two
+    (and in both the animation runs: the info line counts steps)."""
+    model = random_rule()
+    for state, hidden in [(growing_nca.seed(SIZE), True), (random_state(), False)]:
+        page = tmp_path / "page.html"
+        page.write_text(growing_web.growing_page(model, state), encoding="utf-8")
+        dom = subprocess.run([find_chromium(), *webgl.CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
+                              "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+        button = re.search(r'<button id="restart"[^>]*>', dom).group(0)
+        assert ("hidden" in button) == hidden, button
+        assert re.search(r'<span id="info">step \d+', dom) and '<pre id="result"></pre>' in dom   # no error
