@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from helpers import cli, nca
-from helpers.tasks import run
+from helpers.tasks import TASKS, run
 
 SHIPPED = sorted(nca.models_dir().glob("*.pt")) + sorted((nca.models_dir() / "loss_comparison").glob("*.pt"))
 
@@ -14,29 +14,51 @@ SHIPPED = sorted(nca.models_dir().glob("*.pt")) + sorted((nca.models_dir() / "lo
 def parse(arguments):
     parser = cli.build_parser()
     args = parser.parse_args(arguments)
-    return args, cli.settings_from(args, cli.TASKS[args.task].Settings)
+    return args, cli.settings_from(args, TASKS[args.task])
 
 
-@pytest.mark.parametrize("task", sorted(cli.TASKS))
-def test_every_settings_field_is_a_flag_with_the_dataclass_default(task):
-    args, settings = parse(["train", task])
-    assert settings == cli.TASKS[task].Settings()
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_every_settings_field_is_a_flag_with_the_dataclass_default(task, capsys):
+    _, settings = parse(["train", task])
+    assert settings == TASKS[task].Settings()
+    with pytest.raises(SystemExit):
+        cli.main(["train", task, "--help"])
+    shown = capsys.readouterr().out.split()
     for field in dataclasses.fields(settings):
-        assert hasattr(args, field.name), f"--{field.name} missing"
+        assert run.flag(field.name) in shown, f"--{field.name} missing"
         assert field.metadata.get("help"), f"{task}.Settings.{field.name} has no help text"
 
 
-@pytest.mark.parametrize("task", sorted(cli.TASKS))
+@pytest.mark.parametrize("task", sorted(task for task in TASKS if TASKS[task].PRESETS))
+def test_a_preset_gives_its_settings_and_the_flags_beside_it_change_them(task):
+    for name, preset in TASKS[task].PRESETS.items():
+        assert isinstance(preset, TASKS[task].Settings)
+        assert parse(["train", task, "--preset", name])[1] == preset
+        changed = parse(["train", task, "--preset", name, "--seed", "7"])[1]
+        assert changed == dataclasses.replace(preset, seed=7)
+        # the equivalent command of a preset's settings, without the preset, gives them too
+        assert parse(shlex.split(run.command_line(task, preset))[3:])[1] == preset
+
+
+def test_train_help_lists_every_task_and_its_presets(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    for name, task in TASKS.items():
+        assert name in shown and all(preset in shown for preset in task.PRESETS)
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
 def test_the_equivalent_command_reproduces_the_settings(task):
     changed = {"texture": dict(target="polka_dots", size=20, lr_milestones=(5, 7), masks="fast", iterations=9),
                "mst": dict(canvas=40, margin=4.0, max_points=6, extra_ink_weight=1.0, iterations=16),
-               "growing": dict(experiment="persistent", emoji="butterfly", target_size=16, padding=4, hidden=32,
+               "growing": dict(experiment="persistent", emoji="butterfly", target_size=16, margin=4, hidden=32,
                                lr_milestones=(5,), iterations=9),
                "rd": dict(target="bubbles", channels=8, hidden=16, diffusion_max=0.3, angles=4, iterations=9,
                           lr_milestones=(4,)),
                "manifold": dict(method="stamp", stage="encoder", init="data/models/manifold_stamp.pt", held_out=12,
                                 code_size=8, lr_milestones=(3, 5), iterations=9)}[task]
-    settings = cli.TASKS[task].Settings(**changed)
+    settings = TASKS[task].Settings(**changed)
     command = run.command_line(task, settings, out="outputs/x.pt", threads=2)
     words = shlex.split(command)
     assert words[:4] == ["python", "-m", "helpers", "train"]
@@ -46,13 +68,14 @@ def test_the_equivalent_command_reproduces_the_settings(task):
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_each_shipped_model_records_a_command_that_gives_its_settings(path):
+    """The recorded command, as typed today (run.current_command: renamed flags, retired ones
+    dropped), gives the recorded settings, as read today (run.stored_settings; fields added after
+    the model was trained take their defaults)."""
     info = nca.load_metadata(path)
     words = shlex.split(info["command"])
     assert words[:3] == ["python", "-m", "helpers"], info["command"]
-    args, settings = parse(words[3:])
-    defaults = type(settings)().as_dict()      # fields added after a model was trained: their defaults
-    assert settings.as_dict() == {**defaults, **info["settings"]}
-    assert set(info["settings"]) <= set(defaults)
+    args, settings = parse(run.current_command(words[4], words[3:]))
+    assert settings == run.stored_settings(args.task, TASKS[args.task].Settings, info["settings"])
     assert args.out == str(path.relative_to(nca.models_dir().parent.parent)), "the command names the shipped file"
 
 
@@ -74,8 +97,8 @@ def test_an_existing_model_is_never_replaced_without_overwrite(tmp_path, capsys)
 
 
 def test_the_default_output_is_a_user_folder_not_the_shipped_models():
-    for task, module in cli.TASKS.items():
-        out = cli.default_out(task, module.Settings())
+    for task, module in TASKS.items():
+        out = module.default_out(module.Settings())
         assert out.startswith("outputs/") and out.endswith(".pt")
 
 
@@ -93,9 +116,9 @@ def test_a_diverged_rule_is_refused_and_nothing_is_saved(tmp_path, capsys):
 
 def test_a_diverged_rule_is_saved_when_asked_with_its_stability_recorded(tmp_path):
     out = tmp_path / "diverged.pt"
-    settings = cli.TASKS["texture"].Settings(target="stripes", size=12, target_size=16, batch_size=2, pool_size=4,
+    settings = TASKS["texture"].Settings(target="stripes", size=12, target_size=16, batch_size=2, pool_size=4,
                                              min_steps=2, max_steps=4, learning_rate=1e3, iterations=1)
-    cli.TASKS["texture"].train(settings, out=out, progress=False, allow_diverged=True)
+    TASKS["texture"].train(settings, out=out, progress=False, allow_diverged=True)
     assert nca.load_metadata(out)["stability"]["bounded"] is False
 
 

@@ -19,7 +19,7 @@ from helpers.growing_nca import (
 )
 from helpers.tasks import growing
 
-SMALL = dict(target_size=12, padding=4, hidden=16, batch_size=4, pool_size=8, min_steps=4, max_steps=8,
+SMALL = dict(target_size=12, margin=4, hidden=16, batch_size=4, pool_size=8, min_steps=4, max_steps=8,
              iterations=3, lr_milestones=(2,))
 
 
@@ -120,7 +120,7 @@ def test_emoji_load_premultiplied_with_transparent_cells_all_zero():
     assert (lizard[:3] <= lizard[3:4] + 1 / 255).all(), "premultiplied: colour never exceeds alpha"
     assert lizard[:, lizard[3] == 0].abs().sum() == 0
     assert 0.2 < (lizard[3] > 0.5).float().mean() < 0.8
-    goal = growing.target(growing.Settings(target_size=32, padding=8))
+    goal = growing.target(growing.Settings(target_size=32, margin=8))
     assert goal.shape == (1, 4, 48, 48) and goal[..., :8].abs().sum() == 0
 
 
@@ -206,7 +206,7 @@ def test_turning_the_filters_by_90_degrees_turns_a_step_exactly_the_way_rotated_
     state = torch.rand(1, 16, 12, 12)
     turned_step = model.step(torch.rot90(state, 1, (-2, -1)), filters=depthwise_filters(angle=math.pi / 2))
     torch.testing.assert_close(turned_step, torch.rot90(model.step(state), 1, (-2, -1)), atol=1e-6, rtol=0)
-    settings = growing.Settings(target_size=12, padding=4)
+    settings = growing.Settings(target_size=12, margin=4)
     torch.testing.assert_close(growing.rotated_target(settings, math.pi / 2),
                                torch.rot90(growing.target(settings), 1, (-2, -1)), atol=1e-6, rtol=0)
     assert not torch.allclose(growing.rotated_target(settings, math.pi / 2),

@@ -1,10 +1,12 @@
 """The shipped growing models of chapter 06 (data/models/growing_*.pt), re-measured: each grows its
 target; the pool models hold it and the growing-only one does not; the regenerating lizard recovers
 from damage more often than the persistent one. Swapping two models would fail here."""
+import dataclasses
+
 import pytest
 
 from helpers import nca
-from helpers.tasks import growing
+from helpers.tasks import growing, run
 
 # Bounds of the checks below, with room for other random masks than the JSON's (measured there: grown
 # loss 3 % of an empty grid's for the lizards, 9 % for the butterfly and the mushroom; after 2000 steps
@@ -21,7 +23,7 @@ EXPERIMENT_MODELS = [f"growing_lizard_{experiment}" for experiment in growing.EX
 
 def shipped(name):
     info = nca.load_metadata(SHIPPED[name])
-    settings = growing.Settings(**{**info["settings"], "lr_milestones": tuple(info["settings"]["lr_milestones"])})
+    settings = run.stored_settings("growing", growing.Settings, info["settings"])
     return nca.load_model(SHIPPED[name]).eval(), settings, info
 
 
@@ -30,7 +32,8 @@ def test_the_shipped_set_is_the_three_lizards_and_two_more_regenerating_emoji_on
     assert len([name for name in SHIPPED if name.endswith("_regenerating")]) >= 3
     for name in SHIPPED:
         _, settings, info = shipped(name)
-        assert {key: getattr(settings, key) for key in growing.CPU_SETTINGS} == growing.CPU_SETTINGS, name
+        recipe = growing.PRESETS["cpu" if "lizard" in name else "cpu-2000"]
+        assert settings == dataclasses.replace(recipe, experiment=settings.experiment, emoji=settings.emoji), name
         assert info["architecture"] == "GrowingNCA" and not info.get("partial") and not info.get("placeholder")
         assert f"--experiment {settings.experiment}" in info["command"]
         assert f"--emoji {settings.emoji}" in info["command"]

@@ -4,12 +4,14 @@ Every figure is measured again here on all 48 training and 16 held-out emoji (a 
 22 x 22 grids: about a second each) and compared with the model's JSON. A model that ignored its
 code would fail the shuffled-code checks; one that drew nothing, or only the average emoji, would
 fail the mean-image checks; an encoder that gave every image the same code would fail both."""
+import dataclasses
+
 import pytest
 import torch
 
 from helpers import nca
 from helpers.manifold_nca import METHODS
-from helpers.tasks import growing, manifold
+from helpers.tasks import growing, manifold, run
 
 MARGIN = 0.1                 # re-measured mean errors within 10 % of the JSON's
 CODE_MATTERS = 1.5           # another image's code: at least this factor worse (training emoji, table codes)
@@ -22,7 +24,7 @@ BELOW_FLOOR = {"hyper": 0.15, "broadcast": 0.4, "stamp": 0.75}
 def shipped(name):
     path = nca.models_dir() / f"{name}.pt"
     info = nca.load_metadata(path)
-    settings = manifold.Settings(**{**info["settings"], "lr_milestones": tuple(info["settings"]["lr_milestones"])})
+    settings = run.stored_settings("manifold", manifold.Settings, info["settings"])
     return nca.load_model(path).eval(), settings, info
 
 
@@ -96,9 +98,9 @@ def test_a_rule_trained_on_one_image_alone_is_at_least_as_good_as_the_shared_one
     ratios = []
     for path in singles:
         info = nca.load_metadata(path)
-        single_settings = growing.Settings(**{**info["settings"],
-                                              "lr_milestones": tuple(info["settings"]["lr_milestones"])})
-        assert (single_settings.target_size, single_settings.padding) == (settings.target_size, settings.padding)
+        single_settings = run.stored_settings("growing", growing.Settings, info["settings"])
+        assert single_settings == dataclasses.replace(growing.PRESETS["single-emoji"], emoji=single_settings.emoji)
+        assert (single_settings.target_size, single_settings.margin) == (settings.target_size, settings.margin)
         name = single_settings.emoji
         grown = growing.grow(nca.load_model(path).eval(), single_settings, settings.trained_steps, count=32)
         alone = growing.per_sample_loss(grown, manifold.targets([name], settings)).mean().item()

@@ -2,12 +2,14 @@
 random starts than their JSON's: their texture figures, their wavelength and their orientation spread
 stay near what the JSON says, and each model is closer to its own target than to the others' (so
 swapping two models fails here)."""
+import dataclasses
+
 import pytest
 import torch
 
 from helpers import data, nca
 from helpers import reaction_diffusion as rdm
-from helpers.tasks import rd, texture_quality
+from helpers.tasks import rd, run, texture_quality
 
 SHIPPED = {path.stem: path for path in sorted(nca.models_dir().glob("rd_*.pt"))}
 STEPS = rd.EVAL_STEPS
@@ -24,8 +26,8 @@ def test_at_least_three_models_on_the_cpu_recipe_each_made_by_its_recorded_comma
         model, info = shipped(name)
         settings = info["settings"]
         assert info["architecture"] == "ReactionDiffusionNCA" and not info.get("partial")
-        assert {key: settings[key] for key in rd.CPU_SETTINGS} == {
-            key: list(value) if isinstance(value, tuple) else value for key, value in rd.CPU_SETTINGS.items()}, name
+        recipe = dataclasses.replace(rd.PRESETS["cpu"], target=settings["target"])
+        assert run.stored_settings("rd", rd.Settings, settings) == recipe, name
         assert info["command"].startswith("python -m helpers train rd") and f"--target {settings['target']}" in \
             info["command"]
         assert name == f"rd_{settings['target']}"

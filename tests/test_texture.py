@@ -84,7 +84,7 @@ def test_your_own_image_trains_from_its_path_and_is_judged_against_every_shipped
     info = json.loads(out.with_suffix(".json").read_text())
     assert info["settings"]["target"] == str(photo) and info["target"] == str(photo)
     assert set(info["eval"]["other_textures"]) == set(texture_quality.data.list_textures())   # none excluded
-    assert cli.default_out("texture", texture.Settings(target=str(photo))) == "outputs/texture_my photo.pt"
+    assert texture.default_out(texture.Settings(target=str(photo))) == "outputs/texture_my photo.pt"
     (tmp_path / "broken.png").write_text("no image")
     with pytest.raises(ValueError, match="broken.png is not an image file"):
         texture.Settings(target=str(tmp_path / "broken.png"))

@@ -1,11 +1,54 @@
-"""The course's tasks, one module per task, each with the same small surface:
+"""The course's tasks, one module per task, and THE task registry, ``TASKS``.
 
-* ``Settings``: ONE dataclass holding every default of the task (it extends
-  ``helpers.train.TrainConfig``, so it is also the pool loop's configuration); the command line
-  ``python -m helpers train TASK`` makes every field a flag;
-* ``make_samples``: fresh pool entries; ``loss``: the training loss;
-* ``measure``: the numbers a saved model's JSON reports about it;
-* ``train(settings, out=...)``: train, measure, save with the settings recorded verbatim.
+The command line (``python -m helpers train TASK`` and ``evaluate TASK``) is built from this registry
+and names no task; a new task is a module with the surface below, added to ``TASKS``. Every task
+module offers (``tests/test_task_interface.py`` checks each registered one against ``Task``):
 
-``texture`` (chapter 03) and ``mst`` (chapter 05, with its measurements in ``mst_metrics``).
+* ``Settings``: ONE dataclass holding every default of the task; it extends
+  ``helpers.train.TrainConfig``, so it is also the pool loop's configuration. Every field is a flag
+  of ``train TASK``, with its help text written once, in the field;
+* ``PRESETS``: named ``Settings`` for the recipes that were run (the shipped models' among them),
+  chosen with ``train TASK --preset NAME``;
+* ``new_model(settings)``: the untrained model (or, for a stage that continues one, the saved model);
+* ``training_hooks(settings, model, device)``: what ``helpers.train.train_pool`` needs for this task:
+  ``make_samples`` (fresh pool entries) and ``loss_fn`` always; where the task needs them,
+  ``prepare_batch``, ``condition`` (a per-entry code), ``rollout`` and ``preview``;
+* ``measure(model, settings)``: the numbers a saved model's JSON reports (its ``eval``);
+* ``describe(settings, model, history)``: everything the task adds to a saved model's JSON;
+* ``summary_line(metadata)``: one line the command prints after training or evaluating;
+* ``default_out(settings)``: where a model goes without ``--out`` (under ``outputs/``);
+* ``train(settings, out=None, device=None, progress=True, **options)``: train through the pool loop,
+  measure, save with the settings recorded verbatim (``helpers.tasks.run.train_and_save``);
+* ``evaluate_arguments(parser)`` and ``evaluate_saved(model, metadata, args)``: the flags of
+  ``evaluate TASK`` and the measurement it makes of a saved model, as ``(entries for its JSON, text)``.
+
+Optional: ``before_training(settings)``, what must be fetched before training starts (a download),
+so that a missing one fails before the first iteration.
+
+``texture`` (chapter 03), ``mst`` (chapter 05, its measurements in ``mst_metrics`` and ``mst_graphs``),
+``growing`` (chapter 06), ``manifold`` (chapter 07) and ``rd`` (chapter 08).
 """
+from __future__ import annotations
+
+from typing import Callable, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Task(Protocol):
+    """The surface every task module offers (see the module's doc)."""
+    Settings: type
+    PRESETS: dict
+    new_model: Callable
+    training_hooks: Callable
+    measure: Callable
+    describe: Callable
+    summary_line: Callable
+    default_out: Callable
+    train: Callable
+    evaluate_arguments: Callable
+    evaluate_saved: Callable
+
+
+from . import growing, manifold, mst, rd, texture  # noqa: E402  (the task modules import helpers.tasks.run)
+
+TASKS = {"texture": texture, "mst": mst, "growing": growing, "manifold": manifold, "rd": rd}

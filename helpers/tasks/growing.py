@@ -9,18 +9,19 @@ pool loop starts each batch from:
 * ``regenerating``: as persistent, and the ``damage_count`` lowest-loss samples get a circular hole
   (centre within the middle half, radius 0.1 to 0.4 of the half-side): it must REGROW what was cut.
 
-The article's settings are the defaults (40-px emoji padded by 16: a 72 x 72 grid; 8000 iterations).
-On a 2-core CPU one such iteration takes about 5 s (11 hours per model), so the shipped models use a
-smaller recipe, ``CPU_SETTINGS`` (about 0.65 s per iteration on one core; see data/README.md)::
+The article's settings are the defaults (40-px emoji with a margin of 16 empty cells: a 72 x 72 grid;
+8000 iterations). On a 2-core CPU one such iteration takes about 5 s (11 hours per model), so the
+shipped models use a smaller recipe, the preset ``cpu`` (about 0.65 s per iteration on one core; see
+data/README.md)::
 
-    python -m helpers train growing --experiment regenerating --emoji lizard --target-size 28 --padding 6 \
-        --hidden 64 --min-steps 40 --max-steps 56 --pool-size 256 --iterations 3000 --lr-milestones 2000
+    python -m helpers train growing --preset cpu --experiment regenerating --emoji lizard
 """
 from __future__ import annotations
 
 import math
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -44,7 +45,7 @@ class Settings(TrainConfig):
                                               "reseeded) or regenerating (persistent + damage to the best samples)")
     emoji: str = setting("lizard", "a shipped emoji name (data/emoji) or the path of an RGBA image")
     target_size: int = setting(40, "the emoji is resized to this side, in cells")
-    padding: int = setting(16, "empty cells around the emoji on every side (grid side: target-size + 2 padding)")
+    margin: int = setting(16, "empty cells around the emoji on every side (grid side: target-size + 2 margin)")
     hidden: int = setting(128, "width of the rule's hidden 1x1 layer")
     fire_rate: float = setting(0.5, "probability that a cell updates in a step")
     damage_count: int = setting(3, "regenerating: how many of the best samples of a batch are damaged")
@@ -63,27 +64,37 @@ class Settings(TrainConfig):
         super().__post_init__()
         if self.experiment not in EXPERIMENTS:
             raise ValueError(f"experiment must be one of {EXPERIMENTS}, got {self.experiment!r}")
-        if self.target_size < 4 or self.padding < 1:
-            raise ValueError(f"need target_size >= 4 and padding >= 1, got {self.target_size}, {self.padding}")
+        if self.target_size < 4 or self.margin < 1:
+            raise ValueError(f"need target_size >= 4 and margin >= 1, got {self.target_size}, {self.margin}")
         if not 0 <= self.damage_count <= self.batch_size - 1:
             raise ValueError(f"damage_count must be in [0, batch_size - 1], got {self.damage_count}")
         data.load_emoji(self.emoji, 8)          # a missing or unreadable emoji fails now, with its name
 
     @property
     def grid(self) -> int:
-        return self.target_size + 2 * self.padding
+        return self.target_size + 2 * self.margin
 
 
-#: The CPU recipe of the shipped models: a 28-px emoji padded by 6 (a 40 x 40 grid), 64 hidden units
-#: (4,176 parameters), rollouts of 40 to 55 steps, a pool of 256; the lizard models 3000 iterations
-#: (learning rate / 10 at 2000), the other emoji 2000 (at 1400). Everything else is the article's.
-CPU_SETTINGS = dict(target_size=28, padding=6, hidden=64, min_steps=40, max_steps=56, pool_size=256)
+#: The recipes that were run. ``cpu``, the shipped models': a 28-px emoji with a margin of 6 (a 40 x 40
+#: grid), 64 hidden units (4,176 parameters), rollouts of 40 to 55 steps, a pool of 256, 3000
+#: iterations (learning rate / 10 at 2000): the lizards; ``cpu-2000``: the same for 2000 iterations (at
+#: 1400), the other emoji. ``single-emoji``: chapter 07's bound, its rule and sizes on one emoji (16 px,
+#: margin 3, rollouts of 24 to 32 steps, 4000 iterations, / 0.3 at 3000). Everything else is the article's.
+_CPU = dict(target_size=28, margin=6, hidden=64, min_steps=40, max_steps=56, pool_size=256)
+PRESETS = {"cpu": Settings(**_CPU, iterations=3000, lr_milestones=(2000,)),
+           "cpu-2000": Settings(**_CPU, iterations=2000, lr_milestones=(1400,)),
+           "single-emoji": Settings(target_size=16, margin=3, hidden=64, min_steps=24, max_steps=33, pool_size=256,
+                                    iterations=4000, lr_milestones=(3000,), lr_gamma=0.3)}
+
+
+def default_out(settings: Settings) -> str:
+    return f"outputs/growing_{Path(settings.emoji).stem}_{settings.experiment}.pt"
 
 
 def target(settings: Settings, device=None) -> torch.Tensor:
     """The padded target ``[1, 4, grid, grid]``: premultiplied RGBA, zeros around the emoji."""
     emoji = data.load_emoji(settings.emoji, settings.target_size, device)
-    return nn.functional.pad(emoji, [settings.padding] * 4)[None]
+    return nn.functional.pad(emoji, [settings.margin] * 4)[None]
 
 
 def new_model(settings: Settings) -> GrowingNCA:
@@ -281,6 +292,15 @@ def summary_line(metadata: dict) -> str:
     circle = measured["regeneration"]["circle"]
     return (f"grown loss {measured['grown_loss']['median']:.4g} at {measured['grown_loss']['steps']} steps; "
             f"recovers from {circle['recovered_fraction']:.0%} of circular damages")
+
+
+def evaluate_arguments(parser) -> None:
+    parser.add_argument("--count", type=int, default=50, help="damages per kind (default: 50)")
+
+
+def evaluate_saved(model: GrowingNCA, metadata: dict, args) -> tuple[dict, str]:
+    """Stability, regeneration (``args.count`` damages per kind) and rotation of a saved model again."""
+    return run.remeasure(sys.modules[__name__], model, metadata, count=args.count)
 
 
 def train(settings: Settings, out=None, device=None, progress: bool = True, **options) -> tuple[nn.Module, dict]:

@@ -16,7 +16,7 @@ divergence check before saving, ``--checkpoint``/``--resume`` and, in a notebook
 The split into training and held-out images is drawn from ``split_seed`` BEFORE any training, and
 recorded in the model's JSON.
 
-The CPU recipe of the shipped models is the default (16-px emoji padded by 3: 22 x 22 grids; 16
+The CPU recipe of the shipped models is the default (16-px emoji, a margin of 3: 22 x 22 grids; 16
 channels, 64 hidden units, 12-number codes; rollouts of 24 to 32 steps; 4000 iterations, about 7
 minutes per method on one CPU core)::
 
@@ -55,7 +55,7 @@ class Settings(TrainConfig):
     held_out: int = setting(16, "emoji kept out of training, drawn with split-seed before training")
     split_seed: int = setting(0, "seed of the split into training and held-out emoji")
     target_size: int = setting(16, "each emoji is resized to this side, in cells")
-    padding: int = setting(3, "empty cells around the emoji on every side (grid side: target-size + 2 padding)")
+    margin: int = setting(3, "empty cells around the emoji on every side (grid side: target-size + 2 margin)")
     hidden: int = setting(64, "width of the rule's hidden 1x1 layer")
     code_size: int = setting(CODE_SIZE, "numbers in an image's code")
     hyper_hidden: int = setting(32, "width of the hypernetwork's hidden layer (method hyper)")
@@ -79,8 +79,8 @@ class Settings(TrainConfig):
             raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
         if self.stage == "encoder" and not self.init:
             raise ValueError("the encoder stage starts from a trained codes model: pass --init NAME.pt")
-        if self.target_size < 8 or self.padding < 1:
-            raise ValueError(f"need target_size >= 8 and padding >= 1, got {self.target_size}, {self.padding}")
+        if self.target_size < 8 or self.margin < 1:
+            raise ValueError(f"need target_size >= 8 and margin >= 1, got {self.target_size}, {self.margin}")
         if self.reseed_count < 0 or self.damage_count < 0 or self.reseed_count + self.damage_count > self.batch_size:
             raise ValueError(f"need reseed_count, damage_count >= 0 with their sum at most batch_size, got "
                              f"{self.reseed_count} + {self.damage_count} > {self.batch_size}")
@@ -91,7 +91,7 @@ class Settings(TrainConfig):
 
     @property
     def grid(self) -> int:
-        return self.target_size + 2 * self.padding
+        return self.target_size + 2 * self.margin
 
     @property
     def trained_steps(self) -> int:
@@ -119,8 +119,8 @@ def images(names: list[str], settings: Settings, device=None) -> torch.Tensor:
 
 
 def targets(names: list[str], settings: Settings, device=None) -> torch.Tensor:
-    """``[N, 4, grid, grid]``: the emoji padded with empty cells, what the grown states are compared to."""
-    return nn.functional.pad(images(names, settings, device), [settings.padding] * 4)
+    """``[N, 4, grid, grid]``: the emoji with their margin of empty cells, what the grown states are compared to."""
+    return nn.functional.pad(images(names, settings, device), [settings.margin] * 4)
 
 
 def psnr(mse: torch.Tensor) -> torch.Tensor:
@@ -147,13 +147,13 @@ def new_model(settings: Settings, image_count: int | None = None) -> ManifoldNCA
 def init_model(settings: Settings) -> ManifoldNCA:
     """The ``init`` codes model whose rule and codes the encoder stage keeps, checked against the settings."""
     model = nca.load_model(settings.init)
-    stored = nca.load_metadata(settings.init)
     if not isinstance(model, ManifoldNCA):
         raise ValueError(f"--init {settings.init} is a {type(model).__name__}, not a manifold model")
-    mismatched = {key: (stored["settings"].get(key), getattr(settings, key))
-                  for key in ("method", "held_out", "split_seed", "target_size", "padding", "hidden", "code_size",
+    stored = run.stored_settings("manifold", Settings, nca.load_metadata(settings.init)["settings"])
+    mismatched = {key: (getattr(stored, key), getattr(settings, key))
+                  for key in ("method", "held_out", "split_seed", "target_size", "margin", "hidden", "code_size",
                               "hyper_hidden", "encoder_width")
-                  if stored["settings"].get(key) != getattr(settings, key)}
+                  if getattr(stored, key) != getattr(settings, key)}
     if mismatched:
         raise ValueError(f"--init {settings.init} was trained with other settings (stored, given): {mismatched}; "
                          "give the same ones")
@@ -397,6 +397,23 @@ def summary_line(metadata: dict) -> str:
 def describe(settings: Settings, model: ManifoldNCA, history: History) -> dict:
     return {"final_training_loss_mean_of_last_50": mean_of_last(history.losses),
             "loss_curve": loss_curve(history.losses), "eval": measure(model, settings)}
+
+
+#: The recipes that were run: the defaults are the shipped models' (the method and stage chosen by flags).
+PRESETS: dict[str, Settings] = {}
+
+
+def default_out(settings: Settings) -> str:
+    return f"outputs/manifold_{settings.method}{'_encoder' if settings.stage == 'encoder' else ''}.pt"
+
+
+def evaluate_arguments(parser) -> None:
+    """``evaluate manifold`` has no options beyond the model and ``--write``."""
+
+
+def evaluate_saved(model: ManifoldNCA, metadata: dict, args) -> tuple[dict, str]:
+    """Reconstruction, references, stability and regeneration of a saved model again."""
+    return run.remeasure(sys.modules[__name__], model, metadata)
 
 
 def train(settings: Settings, out=None, device=None, progress: bool = True, **options) -> tuple[ManifoldNCA, dict]:

@@ -19,6 +19,7 @@ The pretrained model ``data/models/mst.pt`` is made by the one command recorded 
 """
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -511,6 +512,18 @@ class Settings(run.EngineSettings):
                 "margin": self.margin}
 
 
+#: The recipes that were run: the defaults made the shipped ``mst.pt`` (8000 iterations on the 100 x 100
+#: task); ``comparison`` made the 1000-iteration models of chapter 05's comparisons (loss weights,
+#: padding, rule size) on a 64 x 64 canvas with 3 to 10 points, the fast engine with fast masks.
+PRESETS = {"comparison": Settings(iterations=1000, min_steps=48, max_steps=96, pool_size=256, batch_size=8, canvas=64,
+                                  min_points=3, max_points=10, margin=6.0, lr_milestones=(625, 2500), eval_steps=256,
+                                  engine="fast", masks="fast")}
+
+
+def default_out(settings: Settings) -> str:
+    return "outputs/mst.pt"
+
+
 def new_model(settings: Settings) -> nca.NCA:
     """The untrained rule of chapter 03 with the task's padding, or the saved one ``settings.init``
     names (to continue training; its padding must be the settings' padding)."""
@@ -575,6 +588,35 @@ def summary_line(metadata: dict) -> str:
     return (f"held-out ({heldout['count']} tasks, {heldout['steps']} steps): F1 {heldout['f1']:.3f} "
             f"(1 px: {heldout['f1_1px']:.3f}), all edges drawn in {heldout['all_edges_drawn']:.1%} of tasks, "
             f"{heldout['hallucinated_blobs']} hallucinated blobs")
+
+
+def evaluate_arguments(parser) -> None:
+    parser.add_argument("--steps", type=int, help="rollout steps (default: as stored)")
+    parser.add_argument("--chapter-count", type=int, help="tasks of the 100x100 measurement (default: as stored)")
+    parser.add_argument("--full", action="store_true",
+                        help="also choose the rollout length on validation tasks (unless --steps is given) and "
+                             "measure the surprises and the long rollout: all of chapter 05's stored figures "
+                             "(a few minutes on a CPU)")
+
+
+def evaluate_saved(model: nn.Module, metadata: dict, args) -> tuple[dict, str]:
+    """The held-out measurements of a saved model again (with ``args.full``, every figure chapter 05
+    reads from its JSON), and the command that makes them, recorded as ``metrics_command``."""
+    stored = metadata.get("heldout")
+    if stored is None:
+        raise ValueError(f"{args.model} has no held-out MST measurements in its JSON: is it an MST model?")
+    task_settings = {key: stored[key] for key in ("canvas", "min_points", "max_points", "margin")}
+    chapter_count = args.chapter_count or metadata.get("heldout_chapter_task", {}).get("count", 50)
+    if args.full:
+        measured = full_metadata(model, task_settings, args.steps, chapter_count=chapter_count)
+    else:
+        measured = heldout_metadata(model, task_settings, args.steps or stored["steps"], chapter_count=chapter_count)
+    flags = ["--full"] if args.full else []
+    if args.steps or not args.full:
+        flags.append(f"--steps {measured['heldout']['steps']}")
+    measured["metrics_command"] = (f"python -m helpers evaluate mst {args.model} {' '.join(flags)} "
+                                   f"--chapter-count {chapter_count} --write")
+    return measured, json.dumps(measured, indent=1)
 
 
 def train(settings: Settings, out=None, device=None, progress: bool = True, **options) -> tuple[nn.Module, dict]:

@@ -11,15 +11,15 @@ per-cell reaction network). Pool training as in chapter 03, with three differenc
 * every step is deterministic (no random update mask): diffusion already breaks synchrony's artefacts.
 
 The defaults are the reference's sizes (32 channels, 128 hidden units: 8,320 parameters); the shipped
-models use ``CPU_SETTINGS`` (see data/README.md), one command each, e.g.::
+models use the preset ``cpu`` (see data/README.md), one command each, e.g.::
 
-    python -m helpers train rd --target polka_dots --channels 16 --hidden 64 --iterations 1500 \\
-        --lr-milestones 1000 --threads 1 --out data/models/rd_polka_dots.pt
+    python -m helpers train rd --preset cpu --target polka_dots --threads 1 --out outputs/rd_polka_dots.pt
 """
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -75,9 +75,14 @@ class Settings(TrainConfig):
         return self.target_size or self.size
 
 
-#: The CPU recipe of the shipped models: 16 channels and 64 hidden units (2,112 parameters), 1500
-#: iterations (about 0.53 s each on one core at 48 x 48, two runs sharing a 2-core CPU: 13-14 minutes).
-CPU_SETTINGS = dict(channels=16, hidden=64, iterations=1500, lr_milestones=(1000,))
+#: The recipes that were run. ``cpu``, the shipped models': 16 channels and 64 hidden units (2,112
+#: parameters), 1500 iterations (about 0.53 s each on one core at 48 x 48, two runs sharing a 2-core
+#: CPU: 13-14 minutes).
+PRESETS = {"cpu": replace(Settings(), channels=16, hidden=64, iterations=1500, lr_milestones=(1000,))}
+
+
+def default_out(settings: Settings) -> str:
+    return f"outputs/rd_{Path(settings.target).stem}.pt"
 
 
 def new_model(settings: Settings) -> ReactionDiffusionNCA:
@@ -164,11 +169,15 @@ def summary_line(metadata: dict) -> str:
             f"{measured['wavelength_cells']:.1f} cells (target {measured['target_wavelength_cells']:.1f})")
 
 
+def evaluate_arguments(parser) -> None:
+    """``evaluate rd`` has no options beyond the model and ``--write``."""
+
+
+def evaluate_saved(model: nn.Module, metadata: dict, args) -> tuple[dict, str]:
+    """The texture check (any orientation), orientations and wavelength of a saved model again."""
+    return run.remeasure(sys.modules[__name__], model, metadata)
+
+
 def train(settings: Settings, out=None, device=None, progress: bool = True, **options) -> tuple[nn.Module, dict]:
     """Train, measure and (with ``out``) save a reaction-diffusion model (``run.train_and_save``)."""
     return run.train_and_save(sys.modules[__name__], settings, out, device, progress, **options)
-
-
-def cpu_settings(**changes) -> Settings:
-    """``Settings`` with the shipped models' CPU recipe, and ``changes``."""
-    return replace(Settings(**CPU_SETTINGS), **changes)

@@ -73,6 +73,60 @@ def settings_arguments(settings) -> list[str]:
     return arguments
 
 
+#: Settings of models saved before the course's vocabulary was unified, and how they read today:
+#: ``renamed`` fields (old name -> new name; the flag too: ``--padding 6`` is ``--margin 6``) and
+#: ``retired`` fields with the one value every model saved with them had (the growing and
+#: reaction-diffusion rules have one rollout: their recorded ``--engine plain`` chose nothing).
+RECORDED_BEFORE = {
+    "growing": {"renamed": {"padding": "margin"}, "retired": {"engine": "plain", "masks": "exact"}},
+    "manifold": {"renamed": {"padding": "margin"}, "retired": {}},
+    "rd": {"renamed": {}, "retired": {"engine": "plain", "masks": "exact"}},
+}
+
+
+def stored_settings(task: str, settings_class: type, stored: dict):
+    """The settings a saved model's JSON records (its ``settings`` entry), read with today's names;
+    a field added since the model was trained takes its default. A field the settings do not know
+    (and ``RECORDED_BEFORE`` does not explain) is an error that names it."""
+    before = RECORDED_BEFORE.get(task, {"renamed": {}, "retired": {}})
+    names = {field.name for field in dataclasses.fields(settings_class)}
+    values = {}
+    for key, value in stored.items():
+        key = before["renamed"].get(key, key)
+        if key in names:
+            values[key] = tuple(value) if isinstance(value, list) else value
+        elif before["retired"].get(key) != value:
+            raise ValueError(f"the stored {task} settings have {key}={value!r}, which {settings_class.__qualname__} "
+                             f"does not know: is this a {task} model?")
+    return settings_class(**values)
+
+
+def current_command(task: str, words: list[str]) -> list[str]:
+    """A recorded command (split into words) as it is typed today: renamed flags renamed, the flags of
+    retired fields (with their only value) dropped. See ``RECORDED_BEFORE``."""
+    before = RECORDED_BEFORE.get(task, {"renamed": {}, "retired": {}})
+    retired = {flag(name): str(value) for name, value in before["retired"].items()}
+    renamed = {flag(old): flag(new) for old, new in before["renamed"].items()}
+    result, index = [], 0
+    while index < len(words):
+        word = words[index]
+        if word in retired and index + 1 < len(words) and words[index + 1] == retired[word]:
+            index += 2
+            continue
+        result.append(renamed.get(word, word))
+        index += 1
+    return result
+
+
+def remeasure(task: ModuleType, model, metadata: dict, **options) -> tuple[dict, str]:
+    """``evaluate_saved`` of a task whose measurements are its ``measure``: measure the saved model
+    again with its recorded settings. Returns ``({"eval": ...}, the task's summary line)``."""
+    name = task.__name__.rsplit(".", 1)[-1]
+    settings = stored_settings(name, task.Settings, metadata["settings"])
+    measured = task.measure(model, settings, **options)
+    return {"eval": measured}, task.summary_line({**metadata, "eval": measured})
+
+
 def command_line(task: str, settings, out: str | Path | None = None, threads: int | None = None) -> str:
     """The command that trains ``settings`` (what a model's JSON records when it was trained from Python)."""
     arguments = ["python", "-m", "helpers", "train", task, *settings_arguments(settings)]
