@@ -127,6 +127,8 @@ def _show(value, limit: int = 10) -> str:
     """A short, readable rendering of an input or output."""
     if isinstance(value, (tuple, list)):
         return "(" + ", ".join(_show(item, limit) for item in value) + ("," if len(value) == 1 else "") + ")"
+    if isinstance(value, torch.Tensor) and value.ndim == 0 and value.dtype != torch.bool:
+        return _number(value)
     if isinstance(value, torch.Tensor):
         flat = value.detach().cpu().reshape(-1)
         if value.dtype == torch.bool:
@@ -438,8 +440,8 @@ EXERCISES: dict[str, Exercise] = {exercise.id: exercise for exercise in [
         "02.pin",
         "return params with the entries where `pinned` is True cut from the graph (same values, no gradient).",
         toys.pin, _pin_cases,
-        "torch.where(pinned, params.detach(), params): detach() gives the same values without a graph, and "
-        "where() takes each entry from one of the two. The values must not change, only where gradient flows.",
+        "params.detach() has the same values with no graph behind them; torch.where(mask, a, b) takes each entry "
+        "from a where mask is True and from b elsewhere. The values must not change, only where gradient flows.",
         outputs=("the values used", "the gradient that reaches params"),
         run=_run_pin,
         mistakes={
