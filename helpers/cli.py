@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from . import bench, env, nca, train
+from . import bench, env, models, train
 from .tasks import TASKS, run
 
 
@@ -146,8 +146,8 @@ def evaluate_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
     """Measure a saved model again with its task's ``evaluate_saved``; ``--write`` stores the result in its JSON."""
     task = TASKS[args.task]
     try:
-        metadata = nca.load_metadata(args.model)
-        model = nca.load_model(args.model)
+        metadata = models.load_metadata(args.model)
+        model = models.load(args.model)
         if metadata.get("task", args.task) != args.task:
             raise ValueError(f"it is a {metadata['task']} model: use evaluate {metadata['task']}")
         measured, text = task.evaluate_saved(model, metadata, args)
@@ -156,7 +156,8 @@ def evaluate_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
     print(text)
     if args.write:
         metadata.update(measured)
-        nca.write_atomically({Path(args.model).with_suffix(".json"): (json.dumps(metadata, indent=2) + "\n").encode()})
+        text = json.dumps(metadata, indent=2) + "\n"
+        models.write_atomically({Path(args.model).with_suffix(".json"): text.encode()})
 
 
 def main(argv: list[str] | None = None) -> None:

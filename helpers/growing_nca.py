@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from .checks import check_steps
+
 CHANNELS = 16
 ALPHA = 3                      # the alpha channel: channels 0..2 are premultiplied RGB
 IDENTITY = torch.tensor([[0.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
@@ -67,7 +69,7 @@ def check_state(state: torch.Tensor, channels: int) -> None:
 class GrowingNCA(nn.Module):
     """The growing rule. ``hidden``: width of the 1x1 layer (128 in the article)."""
 
-    architecture = "GrowingNCA"      # what a saved model's JSON records (helpers.nca.save_model)
+    architecture = "GrowingNCA"      # what a saved model's JSON records (helpers.models.save)
 
     def __init__(self, channels: int = CHANNELS, hidden: int = 128, fire_rate: float = 0.5,
                  alive_threshold: float = 0.1):
@@ -118,6 +120,7 @@ class GrowingNCA(nn.Module):
                 filters: torch.Tensor | None = None) -> torch.Tensor:
         """``steps`` steps. The state is kept in channels-last memory order (same values, each cell's
         channels side by side), which the matrix products of ``change`` read fastest."""
+        steps = check_steps(steps)
         state = state.contiguous(memory_format=torch.channels_last)
         for _ in range(steps):
             state = self.step(state, generator, filters=filters)

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from .checks import check_steps
 from .growing_nca import ALPHA, CHANNELS, alive_mask, check_state, depthwise_filters, perceive, seed
 
 METHODS = ("broadcast", "stamp", "hyper")
@@ -109,6 +110,7 @@ class ConditionedRule(nn.Module):
     def rollout(self, state: torch.Tensor, steps: int, codes: torch.Tensor,
                 generator: torch.Generator | None = None) -> torch.Tensor:
         """``steps`` steps; each image's rule is made from its code once, before the first step."""
+        steps = check_steps(steps)
         weights = self.rule_weights(codes)
         for _ in range(steps):
             state = self.step(state, codes, generator, weights=weights)
@@ -153,7 +155,7 @@ class Encoder(nn.Module):
 class ManifoldNCA(nn.Module):
     """The conditioned rule, a learned code per training image (``codes``) and the encoder."""
 
-    architecture = "ManifoldNCA"     # what a saved model's JSON records (helpers.nca.save_model)
+    architecture = "ManifoldNCA"     # what a saved model's JSON records (helpers.models.save)
 
     def __init__(self, method: str = "hyper", image_count: int = 48, channels: int = CHANNELS, hidden: int = 64,
                  code_size: int = CODE_SIZE, hyper_hidden: int = 32, encoder_width: int = 32,

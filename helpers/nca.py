@@ -13,27 +13,17 @@ One step of the rule:
 
 Chapter 03 builds this from scratch and asserts that it agrees with ``NCA`` here. ``NCA.rule()``
 describes a model's options (channels, split_relu, filters, update_rate, update_per, padding) as one frozen
-``Rule``: what a saved model's JSON records (``NCA.config()``) and what ``helpers.fast`` runs.
+``Rule``: what a saved model's JSON records (``NCA.config()``; saving and loading are ``helpers.models``)
+and what ``helpers.fast`` runs.
 """
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import hashlib
-import importlib
-import io
-import json
 import math
-import os
-import pickle
-import tempfile
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from . import env
 
 CHANNELS = 12
 
@@ -251,169 +241,3 @@ def seed_state(batch: int, size: int | tuple[int, int], channels: int = CHANNELS
 def to_rgb(state: torch.Tensor) -> torch.Tensor:
     """Channels 0..2 plus 0.5, clipped to [0, 1]: the visible image, ``[B, 3, H, W]``."""
     return (state[:, :3] + 0.5).clamp(0.0, 1.0)
-
-
-# ------------------------------------------------------------------------------ files
-
-# A saved model is a pair: NAME.pt (the state_dict, tensors only) and NAME.json (config + metadata).
-# The JSON records the SHA-256 of the exact .pt bytes, so a pair mixed from two saves is caught on load.
-RESERVED_KEYS = ("architecture", "config", "parameters", "weights_sha256")   # written by save_model itself
-CHECKPOINT_KEYS = ("model", "model_state_dict", "state_dict", "optimizer", "optimizer_state_dict", "epoch")
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def write_atomically(files: dict[Path, bytes]) -> None:
-    """Write every file to a temporary file in its folder, then ``os.replace`` each into place.
-
-    A failure before the replaces leaves the old files untouched and no temporary files behind.
-    (Two files cannot be replaced in one step: the weights' hash in the JSON catches a pair
-    left half-replaced.)"""
-    temporary = {}
-    try:
-        for path, data in files.items():
-            handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            temporary[path] = Path(name)
-            with os.fdopen(handle, "wb") as file:
-                file.write(data)
-                file.flush()
-                os.fsync(file.fileno())    # the bytes are on disk before the name points at them
-        for path, name in temporary.items():
-            os.replace(name, path)
-    finally:
-        for name in temporary.values():
-            name.unlink(missing_ok=True)   # only what was not replaced into place is still there
-
-
-def save_model(model: NCA, path: str | Path, metadata: dict | None = None) -> Path:
-    """Save ``model.state_dict()`` to ``path`` (.pt) and its config plus ``metadata`` to ``path`` .json.
-
-    Everything is checked before anything is written; then both files are replaced atomically,
-    so an interrupted save leaves the previous pair (or a pair that ``load_model`` refuses)."""
-    path = Path(path)
-    metadata = {} if metadata is None else metadata
-    if not isinstance(metadata, dict):
-        raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
-    reserved = sorted(set(metadata) & set(RESERVED_KEYS))
-    if reserved:
-        raise ValueError(f"metadata may not set {reserved}: save_model writes them from the model")
-    state_dict = {key: value.detach().cpu() for key, value in model.state_dict().items()}
-    bad = [key for key, value in state_dict.items() if value.is_floating_point() and not value.isfinite().all()]
-    if bad:
-        raise ValueError(f"refusing to save {path.name}: non-finite weights (NaN or inf) in {bad}")
-    buffer = io.BytesIO()
-    torch.save(state_dict, buffer)
-    weights = buffer.getvalue()
-    info = {"architecture": getattr(model, "architecture", "NCA"), "config": model.config(),
-            "parameters": count_parameters(model),
-            "saved": datetime.date.today().isoformat(), **metadata, "weights_sha256": sha256(weights)}
-    try:
-        text = json.dumps(info, indent=2) + "\n"
-    except (TypeError, ValueError) as error:
-        raise TypeError(f"the metadata for {path.name} must be JSON-serializable ({error}); nothing was written") \
-            from error
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # the JSON first: a save stopped between the two replaces leaves a new JSON whose hash the old .pt fails
-    write_atomically({path.with_suffix(".json"): text.encode(), path: weights})
-    return path
-
-
-def load_metadata(path: str | Path) -> dict:
-    path = Path(path).with_suffix(".json")
-    if not path.is_file():
-        raise FileNotFoundError(f"no metadata file {path}; a model is saved as NAME.pt with NAME.json beside it")
-    try:
-        info = json.loads(path.read_text())
-    except ValueError as error:    # json.JSONDecodeError and UnicodeDecodeError
-        raise ValueError(f"{path.name} is not valid JSON ({error}); save models with helpers.nca.save_model") \
-            from error
-    if not isinstance(info, dict):
-        raise ValueError(f"{path.name} holds a JSON {type(info).__name__}, not an object; a model's JSON is the "
-                         f"object ({{'architecture', 'config', ...}}) that helpers.nca.save_model writes")
-    return info
-
-
-def check_weights_file(name: str, state_dict) -> None:
-    """One clear error for a .pt that is not a state_dict of tensors: say what it holds and what to do."""
-    how = "save model.state_dict() with helpers.nca.save_model"
-    if isinstance(state_dict, torch.Tensor):
-        raise ValueError(f"{name} holds a single tensor, not a model's state_dict; {how}")
-    if not isinstance(state_dict, dict):
-        raise ValueError(f"{name} holds a {type(state_dict).__name__}, not a model's state_dict; {how}")
-    found = sorted(str(key) for key in state_dict if key in CHECKPOINT_KEYS)
-    if found:
-        raise ValueError(f"{name} looks like a training checkpoint (it has keys {found}), not a model's weights: "
-                         f"load its model's state_dict into an NCA, then {how}")
-    others = sorted(str(key) for key, value in state_dict.items() if not isinstance(value, torch.Tensor))
-    if others:
-        raise ValueError(f"{name} is a dict whose values under {others} are not tensors, not a state_dict; {how}")
-
-
-#: The model classes a saved JSON may name, and the module that defines each (imported when needed:
-#: chapter 06's growing rule lives in its own module, which imports this one).
-ARCHITECTURES = {"NCA": __name__, "GrowingNCA": "helpers.growing_nca",
-                 "ReactionDiffusionNCA": "helpers.reaction_diffusion", "ManifoldNCA": "helpers.manifold_nca"}
-
-
-def architecture(name, json_name: str = "the JSON") -> type:
-    """The class of a saved model's ``architecture`` entry."""
-    if name not in ARCHITECTURES:
-        raise ValueError(f"{json_name} names the architecture {name!r}; known: {', '.join(ARCHITECTURES)}")
-    return getattr(importlib.import_module(ARCHITECTURES[name]), name)
-
-
-def load_model(path: str | Path, device=None) -> NCA:
-    """Load a model saved by ``save_model`` (weights only, never pickled code).
-
-    Refused with an error that says why: a missing file; a .pt and .json from two different saves;
-    a file that is not a state_dict (a list, a tensor, a training checkpoint); weights of another
-    architecture; NaN or inf weights; perception filters that contradict the config.
-    """
-    path = Path(path)
-    if not path.is_file():
-        folder = path.parent
-        available = sorted(p.name for p in folder.glob("*.pt")) if folder.is_dir() else []
-        raise FileNotFoundError(f"no model file {path}; available in {folder}: {', '.join(available) or 'none'}")
-    info = load_metadata(path)
-    json_name = path.with_suffix(".json").name
-    weights = path.read_bytes()     # hashed and loaded from the same bytes
-    expected_hash = info.get("weights_sha256")     # absent in files saved before it was recorded
-    if expected_hash is not None and expected_hash != sha256(weights):
-        raise ValueError(f"{path.name} does not match {json_name}: the pair is from two different saves (a save "
-                         f"interrupted between its two files, or one file replaced alone); save the model again")
-    config = info.get("config", {})
-    if not isinstance(config, dict):
-        raise ValueError(f"{json_name}: 'config' must be an object of NCA options, got {type(config).__name__}")
-    model = architecture(info.get("architecture", "NCA"), json_name)(**config)    # each checks its options
-    try:
-        state_dict = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError) as error:
-        raise ValueError(f"{path.name} cannot be read as saved weights ({error}); it is truncated, corrupt, or "
-                         f"holds more than tensors; save models with helpers.nca.save_model") from error
-    check_weights_file(path.name, state_dict)
-    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
-    found = {key: tuple(value.shape) for key, value in state_dict.items()}
-    if expected != found:
-        raise ValueError(f"{path.name} does not hold this architecture's weights: expected {expected}, found {found}")
-    for key, value in state_dict.items():
-        if not value.is_floating_point():
-            raise ValueError(f"{path.name}: {key} holds {value.dtype} values, expected floating point weights")
-        if not value.isfinite().all():
-            raise ValueError(f"{path.name}: {key} holds non-finite values (NaN or inf); the training that saved it "
-                             f"diverged: retrain, or load an earlier checkpoint")
-    for name, fixed in model.named_buffers():      # fixed by the config (filters, diffusion rates): must agree
-        if torch.equal(state_dict[name].to(fixed.dtype), fixed):
-            continue
-        if name == "filters":
-            kind = f"{model.filter_kind!r} " if hasattr(model, "filter_kind") else ""
-            raise ValueError(f"{path.name}: its perception filters are not the {kind}filters that "
-                             f"{json_name}'s config names; the two files disagree")
-        raise ValueError(f"{path.name}: its {name!r} is not what {json_name}'s config makes; the two files disagree")
-    model.load_state_dict(state_dict)
-    return model.to(device) if device is not None else model
-
-
-def models_dir() -> Path:
-    return env.data_dir() / "models"

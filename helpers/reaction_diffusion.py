@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from .checks import check_speeds, check_steps
 from .nca import to_rgb  # noqa: F401  (the visible colour: channels 0..2 plus 0.5, clipped; as chapter 03)
 
 #: The isotropic 9-point Laplacian (Patra and Karttunen 2006): edge neighbours 4/6, corners 1/6.
@@ -56,6 +57,11 @@ def laplacian(state: torch.Tensor) -> torch.Tensor:
         return F.conv3d(F.pad(state, (1, 1, 1, 1, 1, 1), mode="circular"), kernel, groups=channels)
     raise ValueError(f"a grid state is [batch, channels, height, width] or [batch, channels, depth, height, width], "
                      f"got shape {tuple(state.shape)}")
+
+
+# The largest |eigenvalue| of each stencil (at the finest checkerboard), which limits a stable step's
+# diffusion speed (helpers.checks): 2D 20/6 + 4 * 4/6 - 4 * 1/6 = 16/3; 3D (128 + 6 * 14 - 12 * 3 + 8) / 30.
+laplacian.largest_eigenvalue = lambda state: 16 / 3 if state.dim() == 4 else 184 / 30
 
 
 # --------------------------------------------------------------------------------- Gray-Scott
@@ -111,7 +117,7 @@ class ReactionDiffusionNCA(nn.Module):
     ``channels -> hidden (ReLU) -> channels`` (the second layer without bias, and zero at the start, so
     an untrained rule only diffuses). 32 channels and 128 hidden units: 8,320 parameters."""
 
-    architecture = "ReactionDiffusionNCA"      # what a saved model's JSON records (helpers.nca.save_model)
+    architecture = "ReactionDiffusionNCA"      # what a saved model's JSON records (helpers.models.save)
 
     def __init__(self, channels: int = 32, hidden: int = 128, diffusion_min: float = 0.005,
                  diffusion_max: float = 0.25):
@@ -151,7 +157,10 @@ class ReactionDiffusionNCA(nn.Module):
     def rollout(self, state: torch.Tensor, steps: int, laplacian_of: Callable = laplacian,
                 diffusion_speed: float = 1.0, reaction_speed: float = 1.0, generator=None) -> torch.Tensor:
         """``steps`` steps (deterministic: ``generator`` is accepted, and ignored, so the rule fits the
-        pool loop's and the stability check's calls)."""
+        pool loop's and the stability check's calls). A diffusion speed beyond the stability limit of the
+        space, or a speed that is negative or not finite, is refused (``helpers.checks.check_speeds``)."""
+        steps = check_steps(steps)
+        check_speeds(diffusion_speed, reaction_speed, float(self.diffusion.max()), laplacian_of, state)
         for _ in range(steps):
             state = self.step(state, laplacian_of, diffusion_speed, reaction_speed)
         return state

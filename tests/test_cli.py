@@ -5,10 +5,10 @@ import shlex
 import pytest
 import torch
 
-from helpers import cli, nca
+from helpers import cli, models
 from helpers.tasks import TASKS, run
 
-SHIPPED = sorted(nca.models_dir().glob("*.pt")) + sorted((nca.models_dir() / "loss_comparison").glob("*.pt"))
+SHIPPED = sorted(models.shipped_dir().glob("*.pt")) + sorted((models.shipped_dir() / "loss_comparison").glob("*.pt"))
 
 
 def parse(arguments):
@@ -71,12 +71,12 @@ def test_each_shipped_model_records_a_command_that_gives_its_settings(path):
     """The recorded command, as typed today (run.current_command: renamed flags, retired ones
     dropped), gives the recorded settings, as read today (run.stored_settings; fields added after
     the model was trained take their defaults)."""
-    info = nca.load_metadata(path)
+    info = models.load_metadata(path)
     words = shlex.split(info["command"])
     assert words[:3] == ["python", "-m", "helpers"], info["command"]
     args, settings = parse(run.current_command(words[4], words[3:]))
     assert settings == run.stored_settings(args.task, TASKS[args.task].Settings, info["settings"])
-    assert args.out == str(path.relative_to(nca.models_dir().parent.parent)), "the command names the shipped file"
+    assert args.out == str(path.relative_to(models.shipped_dir().parent.parent)), "the command names the shipped file"
 
 
 def test_bad_values_and_paths_fail_before_training_with_a_usage_error(tmp_path, capsys):
@@ -119,7 +119,7 @@ def test_a_diverged_rule_is_saved_when_asked_with_its_stability_recorded(tmp_pat
     settings = TASKS["texture"].Settings(target="stripes", size=12, target_size=16, batch_size=2, pool_size=4,
                                              min_steps=2, max_steps=4, learning_rate=1e3, iterations=1)
     TASKS["texture"].train(settings, out=out, progress=False, allow_diverged=True)
-    assert nca.load_metadata(out)["stability"]["bounded"] is False
+    assert models.load_metadata(out)["stability"]["bounded"] is False
 
 
 def test_ctrl_c_saves_the_model_so_far_marked_partial(tmp_path, monkeypatch):
@@ -133,9 +133,9 @@ def test_ctrl_c_saves_the_model_so_far_marked_partial(tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as stop:
         cli.main(["train", "texture", *TINY_TEXTURE, "--iterations", "50", "--out", str(out)])
     assert stop.value.code == 130
-    info = nca.load_metadata(out)
+    info = models.load_metadata(out)
     assert info["partial"] is True and info["iterations_done"] == 3 and info["settings"]["iterations"] == 50
-    nca.load_model(out)
+    models.load(out)
 
 
 def test_a_run_with_a_checkpoint_can_be_resumed_with_the_same_command_only(tmp_path, capsys):
@@ -145,8 +145,8 @@ def test_a_run_with_a_checkpoint_can_be_resumed_with_the_same_command_only(tmp_p
     state = run.state_path(checkpoint)
     assert state.is_file() and torch.load(state, weights_only=True)["iteration"] == 100
     cli.main([*words, "--out", str(tmp_path / "again.pt"), "--resume"])      # nothing left to do, but it continues
-    assert nca.load_metadata(tmp_path / "again.pt")["resumed_at_iteration"] == 100
-    assert torch.equal(nca.load_model(out).update.weight, nca.load_model(tmp_path / "again.pt").update.weight)
+    assert models.load_metadata(tmp_path / "again.pt")["resumed_at_iteration"] == 100
+    assert torch.equal(models.load(out).update.weight, models.load(tmp_path / "again.pt").update.weight)
     with pytest.raises(SystemExit):                                          # other settings: refused
         cli.main(["train", "texture", *TINY_TEXTURE, "--iterations", "200", "--checkpoint", str(checkpoint),
                   "--out", str(tmp_path / "other.pt"), "--resume"])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import autodiff, env, exercises, nca, toys
+from helpers import autodiff, env, exercises, models, toys
 from helpers import export as export_package
 
 NOTEBOOKS = sorted((env.REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -191,7 +191,7 @@ def test_the_damped_step_reference_is_the_toys_solver_step():
 
 
 def test_the_quantization_references_are_the_exporters():
-    model = nca.load_model(sorted(nca.models_dir().glob("texture_*.pt"))[0])
+    model = models.load(sorted(models.shipped_dir().glob("texture_*.pt"))[0])
     rule = export_package.quantize(model, bits=8)
     weights = model.update.weight.detach().double().reshape(12, 48)
     codes, scale = exercises.quantize_weights_reference(weights, 8)

@@ -19,7 +19,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import export, nca
+from helpers import export, models, nca
 from helpers.export import template
 
 SIZE = (24, 32)  # a small non-square grid, so a swapped height/width would show
@@ -310,14 +310,14 @@ def test_webgl_page_reports_a_diverged_state_instead_of_returning_it():
 
 
 def pretrained_texture_models():
-    folder = nca.models_dir()
+    folder = models.shipped_dir()
     return sorted(folder.glob("texture_*.pt"))
 
 
 @needs_cc
 @pytest.mark.skipif(not pretrained_texture_models(), reason="no pretrained texture model in data/models yet")
 def test_c_program_matches_pytorch_on_a_pretrained_texture_model(tmp_path):
-    rule = export.quantize(nca.load_model(pretrained_texture_models()[0]))
+    rule = export.quantize(models.load(pretrained_texture_models()[0]))
     state, steps = random_state(size=(32, 32)) * 0.2, 50
     reference = deterministic_rollout(rule.model(), state, steps)
     tolerance = export.parity_tolerance(rule.model(), state, steps)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers import cli, data, nca
+from helpers import cli, data, models, nca
 from helpers.growing_nca import (
     ALPHA,
     GrowingNCA,
@@ -180,8 +180,8 @@ def test_a_short_training_from_the_command_line_saves_a_model_that_loads_as_a_gr
     arguments = [word for flag, value in zip(flags, SMALL.values())
                  for word in (flag, *map(str, value if isinstance(value, tuple) else [value]))]
     cli.main(["train", "growing", "--experiment", "regenerating", *arguments, "--no-progress", "--out", str(out)])
-    model = nca.load_model(out)
-    info = nca.load_metadata(out)
+    model = models.load(out)
+    info = models.load_metadata(out)
     assert isinstance(model, GrowingNCA) and info["architecture"] == "GrowingNCA" and model.hidden == 16
     assert info["settings"]["experiment"] == "regenerating" and len(info["loss_curve"]["mean"]) == 3
     measured = info["eval"]
@@ -190,11 +190,11 @@ def test_a_short_training_from_the_command_line_saves_a_model_that_loads_as_a_gr
 
 
 def test_a_json_naming_an_unknown_architecture_is_refused(tmp_path):
-    path = nca.save_model(GrowingNCA(hidden=8), tmp_path / "m.pt")
+    path = models.save(GrowingNCA(hidden=8), tmp_path / "m.pt")
     text = path.with_suffix(".json").read_text().replace('"GrowingNCA"', '"Mystery"')
     path.with_suffix(".json").write_text(text)
     with pytest.raises(ValueError, match="Mystery"):
-        nca.load_model(path)
+        models.load(path)
 
 
 def test_turning_the_filters_by_90_degrees_turns_a_step_exactly_the_way_rotated_target_turns():

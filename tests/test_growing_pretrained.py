@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from helpers import nca
+from helpers import models
 from helpers.tasks import growing, run
 
 # Bounds of the checks below, with room for other random masks than the JSON's (measured there: grown
@@ -17,14 +17,14 @@ HOLD_FACTOR = 3.0           # after 1000 steps a pool model's loss is within thi
 DRIFT_FACTOR = 10.0         # ... and the growing-only model's loss beyond this factor
 REGENERATING_RECOVERS = 0.75
 
-SHIPPED = {path.stem: path for path in sorted(nca.models_dir().glob("growing_*.pt"))}
+SHIPPED = {path.stem: path for path in sorted(models.shipped_dir().glob("growing_*.pt"))}
 EXPERIMENT_MODELS = [f"growing_lizard_{experiment}" for experiment in growing.EXPERIMENTS]
 
 
 def shipped(name):
-    info = nca.load_metadata(SHIPPED[name])
+    info = models.load_metadata(SHIPPED[name])
     settings = run.stored_settings("growing", growing.Settings, info["settings"])
-    return nca.load_model(SHIPPED[name]).eval(), settings, info
+    return models.load(SHIPPED[name]).eval(), settings, info
 
 
 def test_the_shipped_set_is_the_three_lizards_and_two_more_regenerating_emoji_on_the_cpu_recipe():

@@ -6,7 +6,7 @@ import random
 import pytest
 import torch
 
-from helpers import nca
+from helpers import models
 from helpers.growing_nca import GrowingNCA, alive_mask, perceive
 from helpers.manifold_nca import METHODS, ConditionedRule, Encoder, ManifoldNCA
 from helpers.tasks import manifold
@@ -146,8 +146,8 @@ def test_a_short_training_lowers_the_loss_and_saves_a_model_that_loads(tmp_path)
     history = manifold.train_model(model, settings, names, progress=False)
     assert sum(history.losses[-10:]) < sum(history.losses[:10])
     path = tmp_path / "m.pt"
-    nca.save_model(model.eval(), path, {"settings": settings.as_dict()})
-    loaded = nca.load_model(path)
+    models.save(model.eval(), path, {"settings": settings.as_dict()})
+    loaded = models.load(path)
     assert isinstance(loaded, ManifoldNCA) and loaded.method == "hyper"
     codes = manifold.table_codes(loaded)
     assert torch.equal(manifold.grow(loaded, codes, settings, 10), manifold.grow(model, codes, settings, 10))

@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 import torch
 
-from helpers import nca
+from helpers import models
 from helpers.manifold_nca import METHODS
 from helpers.tasks import growing, manifold, run
 
@@ -22,10 +22,10 @@ BELOW_FLOOR = {"hyper": 0.15, "broadcast": 0.4, "stamp": 0.75}
 
 
 def shipped(name):
-    path = nca.models_dir() / f"{name}.pt"
-    info = nca.load_metadata(path)
+    path = models.shipped_dir() / f"{name}.pt"
+    info = models.load_metadata(path)
     settings = run.stored_settings("manifold", manifold.Settings, info["settings"])
-    return nca.load_model(path).eval(), settings, info
+    return models.load(path).eval(), settings, info
 
 
 def best_method():
@@ -93,16 +93,16 @@ def test_a_rule_trained_on_one_image_alone_is_at_least_as_good_as_the_shared_one
     method = best_method()
     model, settings, _ = shipped(f"manifold_{method}")
     train, _ = manifold.split(settings)
-    singles = sorted(nca.models_dir().glob("manifold_single_*.pt"))
+    singles = sorted(models.shipped_dir().glob("manifold_single_*.pt"))
     assert len(singles) >= 4
     ratios = []
     for path in singles:
-        info = nca.load_metadata(path)
+        info = models.load_metadata(path)
         single_settings = run.stored_settings("growing", growing.Settings, info["settings"])
         assert single_settings == dataclasses.replace(growing.PRESETS["single-emoji"], emoji=single_settings.emoji)
         assert (single_settings.target_size, single_settings.margin) == (settings.target_size, settings.margin)
         name = single_settings.emoji
-        grown = growing.grow(nca.load_model(path).eval(), single_settings, settings.trained_steps, count=32)
+        grown = growing.grow(models.load(path).eval(), single_settings, settings.trained_steps, count=32)
         alone = growing.per_sample_loss(grown, manifold.targets([name], settings)).mean().item()
         assert alone < 0.2 * manifold.mean_image_errors(train, [name], settings).item(), name
         if name in train:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import cli, nca
+from helpers import cli, models, nca
 from helpers.tasks import mst, mst_graphs, mst_metrics, run
 
 # ----------------------------------------------------------------------------- the MST
@@ -318,9 +318,9 @@ def test_fast_and_plain_engines_give_the_same_drawings_and_metrics():
     quick = mst.draw_with(model, batch.inputs, steps=12, seed=5, chunk=2, engine="fast")
     assert torch.allclose(plain, quick, atol=1e-5)
     assert not torch.allclose(plain, mst.draw_with(model, batch.inputs, steps=12, seed=6, engine="fast"), atol=1e-3)
-    path = nca.models_dir() / "mst.pt"
-    shipped = nca.load_model(path)
-    heldout = nca.load_metadata(path)["heldout"]
+    path = models.shipped_dir() / "mst.pt"
+    shipped = models.load(path)
+    heldout = models.load_metadata(path)["heldout"]
     settings = {key: heldout[key] for key in ("canvas", "min_points", "max_points", "margin")}
     few = mst.heldout_tasks(4, **settings)
     results = [mst_metrics.summary(mst.evaluate(shipped, few, steps=96, seed=0, engine=engine))
@@ -340,10 +340,10 @@ SHIPPED_MST_MODELS = ["mst.pt", "training_length/mst_4000.pt"]   # chapter 05's 
 
 @pytest.mark.parametrize("name", SHIPPED_MST_MODELS)
 def test_shipped_model_reaches_its_claimed_heldout_f1(name):
-    path = nca.models_dir() / name
-    metadata = nca.load_metadata(path)
+    path = models.shipped_dir() / name
+    metadata = models.load_metadata(path)
     claimed = metadata["heldout_check"]   # the first tasks of the held-out set: the same code, cheaper
-    model = nca.load_model(path)
+    model = models.load(path)
     assert nca.count_parameters(model) == 588
     settings = {key: claimed[key] for key in ("canvas", "min_points", "max_points", "margin")}
     heldout = mst.heldout_tasks(claimed["count"], claimed["task_seed"], **settings)
@@ -361,7 +361,7 @@ def test_shipped_model_reaches_its_claimed_heldout_f1(name):
 
 
 def test_the_evaluation_length_is_the_fewest_steps_within_90_percent_of_the_best():
-    model = nca.load_model(nca.models_dir() / "mst.pt")
+    model = models.load(models.shipped_dir() / "mst.pt")
     task = dict(canvas=40, min_points=3, max_points=5, margin=6.0)
     chosen = mst.choose_eval_steps(model, task, choices=(0, 40, 80, 160), count=4)
     curve = chosen["validation_f1_1px"]
@@ -375,7 +375,7 @@ def test_the_evaluation_length_is_the_fewest_steps_within_90_percent_of_the_best
 
 
 def test_the_stored_evaluation_length_follows_its_own_rule():
-    stored = nca.load_metadata(nca.models_dir() / "mst.pt")
+    stored = models.load_metadata(models.shipped_dir() / "mst.pt")
     curve = stored["evaluation_length"]["validation_f1_1px"]
     best = max(curve.values())
     fewest = min(int(step) for step, f1 in curve.items() if f1 >= 0.9 * best)
@@ -395,10 +395,10 @@ def test_evaluate_full_stores_every_figure_of_the_chapter(tmp_path, monkeypatch)
     monkeypatch.setattr(mst, "long_rollout_metadata", lambda model, task: long_rollout(model, task, 3, (0, 3)))
     monkeypatch.setattr(mst, "surprise_metadata", lambda model, task, steps: surprises(model, task, steps, count=3))
     monkeypatch.setattr(mst, "HELDOUT_COUNT", 3)
-    before = nca.load_metadata(out)
+    before = models.load_metadata(out)
     assert "surprises" not in before and "long_rollout" not in before
     cli.main(["evaluate", "mst", str(out), "--full", "--write"])
-    after = nca.load_metadata(out)
+    after = models.load_metadata(out)
     assert after["evaluation_length"]["steps"] in (2, 4)
     assert after["heldout"]["steps"] == after["evaluation_length"]["steps"] == after["surprises"]["as trained"]["steps"]
     assert after["heldout"]["count"] == 3
@@ -409,7 +409,7 @@ def test_evaluate_full_stores_every_figure_of_the_chapter(tmp_path, monkeypatch)
 
 
 def test_the_shipped_model_is_trained_on_the_chapters_task_in_a_world_with_edges():
-    metadata = nca.load_metadata(nca.models_dir() / "mst.pt")
+    metadata = models.load_metadata(models.shipped_dir() / "mst.pt")
     settings = metadata["settings"]
     assert (settings["canvas"], settings["min_points"], settings["max_points"]) == (mst.CANVAS, mst.MIN_POINTS,
                                                                                      mst.MAX_POINTS)
@@ -421,8 +421,8 @@ def test_the_shipped_model_is_trained_on_the_chapters_task_in_a_world_with_edges
 
 def test_the_4000_iteration_model_differs_from_the_shipped_one_only_in_its_budget():
     """Chapter 05's section 3.1 compares them: the same command, stopped at half the iterations."""
-    full = nca.load_metadata(nca.models_dir() / "mst.pt")
-    early = nca.load_metadata(nca.models_dir() / "training_length" / "mst_4000.pt")
+    full = models.load_metadata(models.shipped_dir() / "mst.pt")
+    early = models.load_metadata(models.shipped_dir() / "training_length" / "mst_4000.pt")
     defaults = mst.Settings().as_dict()      # fields added since the earlier run have their default
     differ = {key for key in full["settings"] if full["settings"][key] != early["settings"].get(key, defaults[key])}
     assert differ == {"iterations"} and early["settings"]["iterations"] == 4000
@@ -437,9 +437,9 @@ def test_checkpoints_write_a_loadable_partial_model(tmp_path):
     hook(0, 0.5)
     assert not (tmp_path / "partial.pt").exists()          # only every 2nd iteration
     hook(1, 0.25)
-    loaded = nca.load_model(tmp_path / "partial.pt")
+    loaded = models.load(tmp_path / "partial.pt")
     assert torch.equal(loaded.update.weight, model.update.weight)
-    assert nca.load_metadata(tmp_path / "partial.pt")["iteration"] == 2
+    assert models.load_metadata(tmp_path / "partial.pt")["iteration"] == 2
 
 
 def test_the_train_command_records_the_extra_ink_weight(tmp_path):
@@ -448,16 +448,16 @@ def test_the_train_command_records_the_extra_ink_weight(tmp_path):
                 "--batch-size", "2", "--canvas", "32", "--min-points", "3", "--max-points", "4", "--margin", "4",
                 "--eval-steps", "4", "--chapter-count", "2", "--extra-ink-weight", "1.0", "--threads", "1",
                 "--out", str(out), "--no-progress"])
-    metadata = nca.load_metadata(out)
+    metadata = models.load_metadata(out)
     assert "--extra-ink-weight 1.0" in metadata["command"] and "weight 1.0" in metadata["loss"]
     assert metadata["settings"]["iterations"] == 2 and metadata["heldout"]["canvas"] == 32
     assert metadata["settings"]["extra_ink_weight"] == 1.0 and metadata["settings"]["masks"] == "exact"
     assert metadata["device"] == "cpu, 1 thread"        # the device and threads really used
 
 
-COMPARISON_DIR = nca.models_dir() / "loss_comparison"
+COMPARISON_DIR = models.shipped_dir() / "loss_comparison"
 NAMES = {1.0: "symmetric", 0.5: "asymmetric", 0.25: "quarter"}   # 0.25: the ALIFE 2021 reference's weighting
-PADDING_DIR = nca.models_dir() / "padding_comparison"
+PADDING_DIR = models.shipped_dir() / "padding_comparison"
 
 
 def comparison_seeds() -> list[int]:
@@ -472,7 +472,7 @@ def test_the_loss_comparison_ships_models_that_differ_only_in_the_extra_ink_weig
     for seed in comparison_seeds():
         others = []
         for weight, name in NAMES.items():
-            metadata = nca.load_metadata(COMPARISON_DIR / f"mst_{name}_seed{seed}.pt")
+            metadata = models.load_metadata(COMPARISON_DIR / f"mst_{name}_seed{seed}.pt")
             assert metadata["loss"].endswith(f"extra ink weight {weight}") and f"--seed {seed} " in metadata["command"]
             assert metadata["settings"]["extra_ink_weight"] == weight
             others.append({key: value for key, value in metadata["settings"].items() if key != "extra_ink_weight"})
@@ -481,8 +481,8 @@ def test_the_loss_comparison_ships_models_that_differ_only_in_the_extra_ink_weig
 
 def test_the_padding_comparison_differs_from_the_asymmetric_models_only_in_the_padding():
     for seed in (0, 1, 2):
-        wrapped = nca.load_metadata(COMPARISON_DIR / f"mst_asymmetric_seed{seed}.pt")
-        zeros = nca.load_metadata(PADDING_DIR / f"mst_zeros_seed{seed}.pt")
+        wrapped = models.load_metadata(COMPARISON_DIR / f"mst_asymmetric_seed{seed}.pt")
+        zeros = models.load_metadata(PADDING_DIR / f"mst_zeros_seed{seed}.pt")
         assert wrapped["config"].get("padding", "circular") == "circular" and zeros["config"]["padding"] == "zeros"
         differ = {key for key in set(wrapped["settings"]) | set(zeros["settings"])
                   if wrapped["settings"].get(key) != zeros["settings"].get(key)}
@@ -491,10 +491,10 @@ def test_the_padding_comparison_differs_from_the_asymmetric_models_only_in_the_p
 
 def assert_stored_scores(path, keys):
     """Re-measure a comparison model on the held-out tasks its JSON's ``heldout_check`` names."""
-    claimed = nca.load_metadata(path)["heldout_check"]
+    claimed = models.load_metadata(path)["heldout_check"]
     settings = {key: claimed[key] for key in ("canvas", "min_points", "max_points", "margin")}
     heldout = mst.heldout_tasks(claimed["count"], claimed["task_seed"], **settings)
-    result = mst.evaluate(nca.load_model(path), heldout, steps=claimed["steps"], seed=claimed["rollout_seed"])
+    result = mst.evaluate(models.load(path), heldout, steps=claimed["steps"], seed=claimed["rollout_seed"])
     for key in keys:
         assert abs(result[key] - claimed[key]) < 0.02, key
 
@@ -533,7 +533,7 @@ def test_the_task_world_has_edges_by_default_and_a_continued_model_keeps_its_pad
     assert mst.new_model(mst.Settings(padding="circular")).rule().padding == "circular"
     with pytest.raises(ValueError, match="padding"):
         mst.Settings(padding="torus")
-    saved = nca.save_model(nca.NCA(padding="circular"), tmp_path / "wrapped.pt")
+    saved = models.save(nca.NCA(padding="circular"), tmp_path / "wrapped.pt")
     with pytest.raises(ValueError, match="--padding circular"):
         mst.new_model(mst.Settings(init=str(saved)))
     assert mst.new_model(mst.Settings(init=str(saved), padding="circular")).padding == "circular"
@@ -569,7 +569,7 @@ def test_border_ink_counts_only_the_band_along_the_edge():
 
 
 def test_scores_over_rollout_continue_one_rollout_and_match_a_fresh_run():
-    model = nca.load_model(nca.models_dir() / "mst.pt")
+    model = models.load(models.shipped_dir() / "mst.pt")
     tasks = mst.heldout_tasks(4, canvas=48, min_points=3, max_points=5, margin=6)
     curves = mst.scores_over_rollout(model, tasks, [0, 20, 50])
     assert curves["steps"] == [0, 20, 50] and curves["f1"][0] == 0.0 and curves["inked"][0] > 0
@@ -581,14 +581,14 @@ def test_scores_over_rollout_continue_one_rollout_and_match_a_fresh_run():
         mst.scores_over_rollout(model, tasks, [50, 20])
 
 
-SIZE_DIR = nca.models_dir() / "rule_size_comparison"
+SIZE_DIR = models.shipped_dir() / "rule_size_comparison"
 
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_the_rule_size_comparison_differs_from_the_588_parameter_models_only_in_the_channels(seed):
     """Chapter 05's test of the talk's hypothesis: the same command with --channels 24 (2,328 parameters)."""
-    small = nca.load_metadata(PADDING_DIR / f"mst_zeros_seed{seed}.pt")
-    wide = nca.load_metadata(SIZE_DIR / f"mst_wide_seed{seed}.pt")
+    small = models.load_metadata(PADDING_DIR / f"mst_zeros_seed{seed}.pt")
+    wide = models.load_metadata(SIZE_DIR / f"mst_wide_seed{seed}.pt")
     assert small["parameters"] == 588 and wide["parameters"] == 2328 and wide["config"]["channels"] == 24
     defaults = mst.Settings().as_dict()
     differ = {key for key in defaults

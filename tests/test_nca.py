@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from helpers import nca
+from helpers import models, nca
 
 
 def random_state(batch=2, size=9, seed=0):
@@ -94,12 +94,12 @@ def test_zero_padding_reads_zeros_beyond_the_border():
 
 def test_a_model_saved_before_padding_existed_loads_with_wrap_around(tmp_path):
     model = nca.NCA(padding="zeros")
-    path = nca.save_model(model, tmp_path / "m.pt")
-    assert nca.load_model(path).padding == "zeros"
+    path = models.save(model, tmp_path / "m.pt")
+    assert models.load(path).padding == "zeros"
     info = json.loads(path.with_suffix(".json").read_text())
     del info["config"]["padding"]                  # what the JSON of an older save holds
     path.with_suffix(".json").write_text(json.dumps(info))
-    assert nca.load_model(path).rule().padding == "circular"
+    assert models.load(path).rule().padding == "circular"
 
 
 def test_perceive_rejects_bad_states():
@@ -272,33 +272,39 @@ def test_save_and_load_round_trip(tmp_path):
     model = nca.NCA(filters="side", update_per="cell")
     with torch.no_grad():
         model.update.weight.normal_()
-    path = nca.save_model(model, tmp_path / "m.pt", {"note": "test"})
+    path = models.save(model, tmp_path / "m.pt", {"note": "test"})
     info = json.loads((tmp_path / "m.json").read_text())
     assert info["parameters"] == 588 and info["note"] == "test" and info["config"]["filters"] == "side"
-    loaded = nca.load_model(path)
+    loaded = models.load(path)
     assert loaded.filter_kind == "side" and loaded.update_per == "cell" and loaded.rule() == model.rule()
     assert torch.equal(loaded.update.weight, model.update.weight)
-    assert nca.load_metadata(path)["note"] == "test"
+    assert models.load_metadata(path)["note"] == "test"
 
 
 def test_loading_a_missing_model_names_the_available_ones(tmp_path):
-    nca.save_model(nca.NCA(), tmp_path / "there.pt")
+    models.save(nca.NCA(), tmp_path / "there.pt")
     with pytest.raises(FileNotFoundError, match="there.pt"):
-        nca.load_model(tmp_path / "missing.pt")
+        models.load(tmp_path / "missing.pt")
 
 
 def test_loading_another_architecture_is_a_clear_error(tmp_path):
-    path = nca.save_model(nca.NCA(split_relu=False), tmp_path / "small.pt")
+    path = models.save(nca.NCA(split_relu=False), tmp_path / "small.pt")
     info = json.loads(path.with_suffix(".json").read_text())
     info["config"]["split_relu"] = True  # metadata claims the 588-parameter rule
     path.with_suffix(".json").write_text(json.dumps(info))
     with pytest.raises(ValueError, match="does not hold this architecture"):
-        nca.load_model(path)
+        models.load(path)
     torch.save({"conv.weight": torch.zeros(3)}, tmp_path / "other.pt")
     (tmp_path / "other.json").write_text(json.dumps({"config": {}}))
     with pytest.raises(ValueError, match="does not hold this architecture"):
-        nca.load_model(tmp_path / "other.pt")
+        models.load(tmp_path / "other.pt")
 
 
-def test_models_dir_is_inside_the_data_folder():
-    assert nca.models_dir().name == "models" and nca.models_dir().parent.name == "data"
+def test_the_shipped_models_are_in_the_data_folder_and_load_by_name():
+    assert models.shipped_dir().name == "models" and models.shipped_dir().parent.name == "data"
+    model, metadata = models.shipped("texture_stripes")
+    assert isinstance(model, nca.NCA) and not model.training and metadata["target"] == "stripes"
+    nested, _ = models.shipped("loss_comparison/mst_symmetric_seed0")
+    assert isinstance(nested, nca.NCA)
+    with pytest.raises(FileNotFoundError, match="texture_stripes.pt"):      # the error lists what there is
+        models.shipped("texture_strips")

@@ -1,10 +1,10 @@
-"""Tests of helpers.nca's model files: saves are atomic, and load_model refuses pairs that lie."""
+"""Tests of helpers.models' model files: saves are atomic, and load refuses pairs that lie."""
 import json
 
 import pytest
 import torch
 
-from helpers import nca
+from helpers import models, nca
 
 
 def trained(seed: int, **options) -> nca.NCA:
@@ -22,7 +22,7 @@ def same_weights(a: nca.NCA, b: nca.NCA) -> bool:
 
 
 def write_pair(path, weights, info) -> None:
-    """Write NAME.pt and NAME.json by hand, as another program (or an older save_model) would."""
+    """Write NAME.pt and NAME.json by hand, as another program (or an older save) would."""
     torch.save(weights, path)
     path.with_suffix(".json").write_text(json.dumps(info))
 
@@ -35,37 +35,37 @@ def leftovers(folder) -> list[str]:
 
 def test_the_json_records_the_hash_of_the_weights_and_old_files_without_it_still_load(tmp_path):
     model = trained(0)
-    path = nca.save_model(model, tmp_path / "m.pt")
-    info = nca.load_metadata(path)
+    path = models.save(model, tmp_path / "m.pt")
+    info = models.load_metadata(path)
     assert set(info) >= {"architecture", "config", "parameters", "saved", "weights_sha256"}
-    assert info["weights_sha256"] == nca.sha256(path.read_bytes())
+    assert info["weights_sha256"] == models.sha256(path.read_bytes())
     del info["weights_sha256"]          # a file saved before the hash was recorded
     path.with_suffix(".json").write_text(json.dumps(info))
-    assert same_weights(nca.load_model(path), model)
+    assert same_weights(models.load(path), model)
 
 
 def test_a_pt_replaced_alone_is_refused(tmp_path):
-    path = nca.save_model(trained(0), tmp_path / "x.pt")
+    path = models.save(trained(0), tmp_path / "x.pt")
     torch.save(trained(1).state_dict(), path)          # same architecture, other weights
     with pytest.raises(ValueError, match="x.pt does not match x.json: the pair is from two different saves"):
-        nca.load_model(path)
+        models.load(path)
 
 
 def test_metadata_that_is_not_json_raises_before_anything_is_written(tmp_path):
     first = trained(0)
-    path = nca.save_model(first, tmp_path / "x.pt", {"note": "first"})
+    path = models.save(first, tmp_path / "x.pt", {"note": "first"})
     with pytest.raises(TypeError, match="JSON-serializable.*nothing was written"):
-        nca.save_model(trained(1), path, {"note": object()})
-    assert same_weights(nca.load_model(path), first) and nca.load_metadata(path)["note"] == "first"
+        models.save(trained(1), path, {"note": object()})
+    assert same_weights(models.load(path), first) and models.load_metadata(path)["note"] == "first"
     with pytest.raises(TypeError, match="metadata must be a dict"):
-        nca.save_model(trained(1), path, ["note"])
+        models.save(trained(1), path, ["note"])
     with pytest.raises(ValueError, match="may not set"):
-        nca.save_model(trained(1), path, {"config": {"channels": 24}})
+        models.save(trained(1), path, {"config": {"channels": 24}})
 
 
 def test_a_save_killed_while_writing_the_weights_leaves_the_previous_pair(tmp_path, monkeypatch):
     first = trained(0)
-    path = nca.save_model(first, tmp_path / "x.pt", {"note": "first"})
+    path = models.save(first, tmp_path / "x.pt", {"note": "first"})
     real_save = torch.save
 
     def dies_half_way(obj, f, *args, **kwargs):
@@ -79,16 +79,16 @@ def test_a_save_killed_while_writing_the_weights_leaves_the_previous_pair(tmp_pa
 
     monkeypatch.setattr(torch, "save", dies_half_way)
     with pytest.raises(OSError, match="killed mid-save"):
-        nca.save_model(trained(1), path, {"note": "second"})
+        models.save(trained(1), path, {"note": "second"})
     monkeypatch.setattr(torch, "save", real_save)
-    assert same_weights(nca.load_model(path), first) and nca.load_metadata(path)["note"] == "first"
+    assert same_weights(models.load(path), first) and models.load_metadata(path)["note"] == "first"
     assert leftovers(tmp_path) == []
 
 
 def test_a_save_killed_before_or_between_the_renames_never_loads_a_mixed_pair(tmp_path, monkeypatch):
     first = trained(0)
-    path = nca.save_model(first, tmp_path / "x.pt", {"note": "first"})
-    real_replace = nca.os.replace
+    path = models.save(first, tmp_path / "x.pt", {"note": "first"})
+    real_replace = models.os.replace
     calls = []
 
     def dies_at(call):
@@ -100,31 +100,31 @@ def test_a_save_killed_before_or_between_the_renames_never_loads_a_mixed_pair(tm
         return replace
 
     # killed before anything is renamed: the previous pair, untouched, no temporary files left
-    monkeypatch.setattr(nca.os, "replace", dies_at(1))
+    monkeypatch.setattr(models.os, "replace", dies_at(1))
     with pytest.raises(OSError):
-        nca.save_model(trained(1), path, {"note": "second"})
-    assert same_weights(nca.load_model(path), first) and nca.load_metadata(path)["note"] == "first"
+        models.save(trained(1), path, {"note": "second"})
+    assert same_weights(models.load(path), first) and models.load_metadata(path)["note"] == "first"
     assert leftovers(tmp_path) == []
     # killed between the two renames: the new JSON beside the old weights is refused, not loaded
     calls.clear()
-    monkeypatch.setattr(nca.os, "replace", dies_at(2))
+    monkeypatch.setattr(models.os, "replace", dies_at(2))
     with pytest.raises(OSError):
-        nca.save_model(trained(1), path, {"note": "second"})
-    monkeypatch.setattr(nca.os, "replace", real_replace)
+        models.save(trained(1), path, {"note": "second"})
+    monkeypatch.setattr(models.os, "replace", real_replace)
     with pytest.raises(ValueError, match="two different saves"):
-        nca.load_model(path)
+        models.load(path)
     assert leftovers(tmp_path) == []
 
 
 def test_non_finite_weights_are_not_saved(tmp_path):
     first = trained(0)
-    path = nca.save_model(first, tmp_path / "x.pt")
+    path = models.save(first, tmp_path / "x.pt")
     model = trained(1)
     with torch.no_grad():
         model.update.bias[3] = float("nan")
     with pytest.raises(ValueError, match="non-finite"):
-        nca.save_model(model, path)
-    assert same_weights(nca.load_model(path), first)
+        models.save(model, path)
+    assert same_weights(models.load(path), first)
 
 
 # ----------------------------------------------------------------------------- files that lie
@@ -140,24 +140,24 @@ def test_non_finite_weights_are_refused(tmp_path, bad):
     weights["update.weight"][0, 0, 0, 0] = bad
     write_pair(tmp_path / "x.pt", weights, info_for(model))
     with pytest.raises(ValueError, match="update.weight holds non-finite values"):
-        nca.load_model(tmp_path / "x.pt")
+        models.load(tmp_path / "x.pt")
 
 
 def test_filters_that_contradict_the_config_are_refused(tmp_path):
     # a side-filter model whose JSON claims the Laplacian/Sobel filters (a hash-consistent pair)
-    path = nca.save_model(trained(0, filters="side"), tmp_path / "x.pt")
-    info = nca.load_metadata(path)
+    path = models.save(trained(0, filters="side"), tmp_path / "x.pt")
+    info = models.load_metadata(path)
     info["config"]["filters"] = "laplacian_sobel"
     path.with_suffix(".json").write_text(json.dumps(info))
     with pytest.raises(ValueError, match="perception filters are not the 'laplacian_sobel' filters"):
-        nca.load_model(path)
+        models.load(path)
     # hand-edited filters in an old-style pair (no hash)
     model = trained(0)
     weights = model.state_dict()
     weights["filters"][0, 0, 1, 1] = 5.0
     write_pair(tmp_path / "y.pt", weights, info_for(model))
     with pytest.raises(ValueError, match="perception filters"):
-        nca.load_model(tmp_path / "y.pt")
+        models.load(tmp_path / "y.pt")
 
 
 @pytest.mark.parametrize("text, found", [("[1, 2]", "JSON list"), ('"NCA"', "JSON str"), ("3", "JSON int"),
@@ -167,20 +167,20 @@ def test_a_json_that_is_not_an_object_is_refused(tmp_path, text, found):
     write_pair(tmp_path / "x.pt", model.state_dict(), {})
     (tmp_path / "x.json").write_text(text)
     with pytest.raises(ValueError, match=found):
-        nca.load_model(tmp_path / "x.pt")
+        models.load(tmp_path / "x.pt")
 
 
 def test_a_config_that_is_not_an_object_is_refused(tmp_path):
     write_pair(tmp_path / "x.pt", trained(0).state_dict(), {"config": [12, True]})
     with pytest.raises(ValueError, match="'config' must be an object"):
-        nca.load_model(tmp_path / "x.pt")
+        models.load(tmp_path / "x.pt")
 
 
 def test_a_config_with_bad_option_types_is_refused(tmp_path):
     model = trained(0)
     write_pair(tmp_path / "x.pt", model.state_dict(), {"config": {**model.config(), "split_relu": "no"}})
     with pytest.raises(TypeError, match="split_relu"):
-        nca.load_model(tmp_path / "x.pt")
+        models.load(tmp_path / "x.pt")
 
 
 def foreign_files():
@@ -200,8 +200,8 @@ def test_a_pt_that_is_not_a_state_dict_is_one_clear_error(tmp_path, kind):
     content, message = foreign_files()[kind]
     write_pair(tmp_path / "x.pt", content, info_for(trained(0)))
     with pytest.raises(ValueError, match=message) as error:
-        nca.load_model(tmp_path / "x.pt")
-    assert "helpers.nca.save_model" in str(error.value)
+        models.load(tmp_path / "x.pt")
+    assert "helpers.models.save" in str(error.value)
 
 
 def test_a_truncated_pt_is_a_clear_error(tmp_path):
@@ -209,4 +209,4 @@ def test_a_truncated_pt_is_a_clear_error(tmp_path):
     write_pair(path, trained(0).state_dict(), info_for(trained(0)))
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(ValueError, match="cannot be read as saved weights"):
-        nca.load_model(path)
+        models.load(path)

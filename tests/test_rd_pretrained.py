@@ -7,17 +7,17 @@ import dataclasses
 import pytest
 import torch
 
-from helpers import data, nca
+from helpers import data, models
 from helpers import reaction_diffusion as rdm
 from helpers.tasks import rd, run, texture_quality
 
-SHIPPED = {path.stem: path for path in sorted(nca.models_dir().glob("rd_*.pt"))}
+SHIPPED = {path.stem: path for path in sorted(models.shipped_dir().glob("rd_*.pt"))}
 STEPS = rd.EVAL_STEPS
 
 
 def shipped(name):
-    info = nca.load_metadata(SHIPPED[name])
-    return nca.load_model(SHIPPED[name]).eval(), info
+    info = models.load_metadata(SHIPPED[name])
+    return models.load(SHIPPED[name]).eval(), info
 
 
 def test_at_least_three_models_on_the_cpu_recipe_each_made_by_its_recorded_command():

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from helpers import cli, losses, meshes, nca, volume
+from helpers import cli, losses, meshes, models, nca, volume
 from helpers import reaction_diffusion as rdm
 from helpers.tasks import rd
 
@@ -152,17 +152,17 @@ def test_bad_options_and_states_are_refused():
 
 def test_saved_rule_round_trips_and_a_wrong_diffusion_buffer_is_refused(tmp_path):
     model = random_rule()
-    path = nca.save_model(model, tmp_path / "rd.pt", {"task": "rd"})
-    loaded = nca.load_model(path)
+    path = models.save(model, tmp_path / "rd.pt", {"task": "rd"})
+    loaded = models.load(path)
     state = rdm.random_field(1, 12, model.channels, torch.Generator().manual_seed(0))
     assert torch.equal(loaded.rollout(state, 3), model.rollout(state, 3))
     model.diffusion.mul_(2)
     torch.save(model.state_dict(), tmp_path / "rd.pt")
-    metadata = nca.load_metadata(path)
+    metadata = models.load_metadata(path)
     metadata.pop("weights_sha256")
     (tmp_path / "rd.json").write_text(json.dumps(metadata))
     with pytest.raises(ValueError, match="diffusion"):
-        nca.load_model(path)
+        models.load(path)
 
 
 # ----------------------------------------------------------------------------------- Gray-Scott
@@ -293,13 +293,13 @@ def test_a_short_training_saves_a_model_with_its_measurements(tmp_path, monkeypa
     measured = metadata["eval"]
     assert len(measured["orientations_degrees"]) == 20 and 0 <= measured["orientation_spread"] <= 1
     assert measured["passed"] is False                      # 3 iterations grow no texture, and the check says so
-    loaded = nca.load_model(tmp_path / "rd.pt")
+    loaded = models.load(tmp_path / "rd.pt")
     assert isinstance(loaded, rdm.ReactionDiffusionNCA) and loaded.channels == 4
     assert "FAIL" in rd.summary_line(metadata)
     # python -m helpers evaluate rd FILE --write measures it again and stores the same figures
     path = tmp_path / "rd.pt"
-    stored = nca.load_metadata(path)
+    stored = models.load_metadata(path)
     stored["eval"] = {"stale": True}
-    nca.write_atomically({path.with_suffix(".json"): json.dumps(stored).encode()})
+    models.write_atomically({path.with_suffix(".json"): json.dumps(stored).encode()})
     cli.main(["evaluate", "rd", str(path), "--write"])
-    assert nca.load_metadata(path)["eval"] == json.loads(json.dumps(measured))
+    assert models.load_metadata(path)["eval"] == json.loads(json.dumps(measured))

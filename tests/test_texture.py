@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from helpers import cli, nca
+from helpers import cli, models, nca
 from helpers.tasks import texture
 
 
@@ -35,7 +35,7 @@ def test_train_texture_command_writes_a_loadable_model(tmp_path):
     assert set(info["eval"]["quality"]) == {"patch", "palette", "structure"}
     assert info["settings"]["engine"] == "fast"
     assert info["loss_curve"]["every"] == 1 and len(info["loss_curve"]["mean"]) == 3
-    assert nca.count_parameters(nca.load_model(out)) == 588
+    assert nca.count_parameters(models.load(out)) == 588
 
 
 def test_train_texture_fast_and_plain_engines_learn_the_same_weights():

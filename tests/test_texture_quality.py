@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import data, nca
+from helpers import data, models, nca
 from helpers.tasks import texture, texture_quality
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 def grow_fixture(name: str, seed: int = 1):
-    model = nca.load_model(FIXTURES / f"{name}.pt")
-    return texture.judge(model, nca.load_metadata(FIXTURES / f"{name}.pt")["target"], 64, steps=2000, seed=seed,
+    model = models.load(FIXTURES / f"{name}.pt")
+    return texture.judge(model, models.load_metadata(FIXTURES / f"{name}.pt")["target"], 64, steps=2000, seed=seed,
                          batch=1)
 
 

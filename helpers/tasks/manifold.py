@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .. import data, nca
+from .. import data, models
 from ..growing_nca import to_rgb
 from ..manifold_nca import CODE_SIZE, METHODS, ManifoldNCA
 from ..train import History, TrainConfig, loss_curve, mean_of_last, setting, train_pool
@@ -146,10 +146,10 @@ def new_model(settings: Settings, image_count: int | None = None) -> ManifoldNCA
 
 def init_model(settings: Settings) -> ManifoldNCA:
     """The ``init`` codes model whose rule and codes the encoder stage keeps, checked against the settings."""
-    model = nca.load_model(settings.init)
+    model = models.load(settings.init)
     if not isinstance(model, ManifoldNCA):
         raise ValueError(f"--init {settings.init} is a {type(model).__name__}, not a manifold model")
-    stored = run.stored_settings("manifold", Settings, nca.load_metadata(settings.init)["settings"])
+    stored = run.stored_settings("manifold", Settings, models.load_metadata(settings.init)["settings"])
     mismatched = {key: (getattr(stored, key), getattr(settings, key))
                   for key in ("method", "held_out", "split_seed", "target_size", "margin", "hidden", "code_size",
                               "hyper_hidden", "encoder_width")

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import fast, nca
+from .. import fast, models, nca
 from ..train import History, mean_of_last, setting
 from . import mst_graphs, run
 from .mst_geometry import find_root, segment_distance
@@ -529,7 +529,7 @@ def new_model(settings: Settings) -> nca.NCA:
     names (to continue training; its padding must be the settings' padding)."""
     if not settings.init:
         return nca.NCA(channels=settings.channels, padding=settings.padding)
-    model = nca.load_model(settings.init)
+    model = models.load(settings.init)
     if model.padding != settings.padding:
         raise ValueError(f"{settings.init} was trained with padding {model.padding!r}, these settings say "
                          f"{settings.padding!r}: pass --padding {model.padding} to continue training it")
@@ -567,7 +567,7 @@ def describe(settings: Settings, model: nn.Module, history: History) -> dict:
     measured = measure(model, settings)
     init_from = None
     if settings.init:
-        init_from = {key: value for key, value in nca.load_metadata(settings.init).items()
+        init_from = {key: value for key, value in models.load_metadata(settings.init).items()
                      if key in ("command", "settings")}
     return {
         "engine": settings.engine + (" (fused CPU kernel)" if settings.engine == "fast" and fast.uses_cpu_kernel()

@@ -18,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from .. import fast, nca, train
+from .. import fast, models, nca, train
 from ..train import setting
 
 #: The rollouts a task whose rule is chapter 03's NCA can train with: the plain ``model.rollout``
@@ -195,7 +195,7 @@ class Progress:
     def __call__(self, iteration: int, loss: float) -> None:
         self.done, self.last_loss = iteration + 1, loss
         if self.checkpoint is not None and self.done % self.every == 0:
-            nca.save_model(self.model, self.checkpoint, {"partial": True, "iteration": self.done, "loss": loss})
+            models.save(self.model, self.checkpoint, {"partial": True, "iteration": self.done, "loss": loss})
             print(f"iteration {self.done}: loss {loss:.5g}, weights so far saved to {self.checkpoint}", flush=True)
 
 
@@ -210,7 +210,7 @@ def state_writer(path: Path, settings):
     def write(state: dict) -> None:
         buffer = io.BytesIO()
         torch.save({**state, "settings": settings.as_dict()}, buffer)
-        nca.write_atomically({path: buffer.getvalue()})
+        models.write_atomically({path: buffer.getvalue()})
     return write
 
 
@@ -268,7 +268,7 @@ def train_and_save(task: ModuleType, settings, out: str | Path | None = None, de
                                    snapshot_every=checkpoint_every, resume=resumed)
     except KeyboardInterrupt:
         if path is not None:
-            nca.save_model(model.eval().cpu(), path, {**recorded, "partial": True, "iterations_done": hook.done,
+            models.save(model.eval().cpu(), path, {**recorded, "partial": True, "iterations_done": hook.done,
                                                       "last_loss": hook.last_loss})
             print(f"\ninterrupted after {hook.done} of {settings.iterations} iterations: the model so far is saved "
                   f"to {path}, marked partial", flush=True)
@@ -282,5 +282,5 @@ def train_and_save(task: ModuleType, settings, out: str | Path | None = None, de
     metadata = {**recorded, "training_seconds": round(history.seconds, 1), "stability": checked,
                 **task.describe(settings, model, history)}
     if path is not None:
-        nca.save_model(model, path, metadata)
+        models.save(model, path, metadata)
     return model, metadata

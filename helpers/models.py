@@ -1,0 +1,198 @@
+"""Saving and loading every rule of the course, and the models shipped in ``data/models/``.
+
+A saved model is a pair: NAME.pt (the ``state_dict``, tensors only, loaded with ``weights_only=True``)
+and NAME.json (the architecture, its config and the metadata: the command, the settings, the
+measurements). The JSON records the SHA-256 of the exact .pt bytes, so a pair mixed from two saves
+is caught on load. ``ARCHITECTURES`` maps the name a JSON records to its class::
+
+    path = models.save(model, "outputs/mine.pt", {"note": "..."})
+    model = models.load(path)
+    model, metadata = models.shipped("growing_lizard_regenerating")     # data/models/NAME.pt and its JSON
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import io
+import json
+import os
+import pickle
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import env
+from .growing_nca import GrowingNCA
+from .manifold_nca import ManifoldNCA
+from .nca import NCA, count_parameters
+from .reaction_diffusion import ReactionDiffusionNCA
+
+#: The model classes a saved JSON may name (its ``architecture``).
+ARCHITECTURES = {"NCA": NCA, "GrowingNCA": GrowingNCA, "ReactionDiffusionNCA": ReactionDiffusionNCA,
+                 "ManifoldNCA": ManifoldNCA}
+
+
+RESERVED_KEYS = ("architecture", "config", "parameters", "weights_sha256")   # written by save itself
+CHECKPOINT_KEYS = ("model", "model_state_dict", "state_dict", "optimizer", "optimizer_state_dict", "epoch")
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_atomically(files: dict[Path, bytes]) -> None:
+    """Write every file to a temporary file in its folder, then ``os.replace`` each into place.
+
+    A failure before the replaces leaves the old files untouched and no temporary files behind.
+    (Two files cannot be replaced in one step: the weights' hash in the JSON catches a pair
+    left half-replaced.)"""
+    temporary = {}
+    try:
+        for path, data in files.items():
+            handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            temporary[path] = Path(name)
+            with os.fdopen(handle, "wb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())    # the bytes are on disk before the name points at them
+        for path, name in temporary.items():
+            os.replace(name, path)
+    finally:
+        for name in temporary.values():
+            name.unlink(missing_ok=True)   # only what was not replaced into place is still there
+
+
+def save(model: nn.Module, path: str | Path, metadata: dict | None = None) -> Path:
+    """Save ``model.state_dict()`` to ``path`` (.pt) and its config plus ``metadata`` to ``path`` .json.
+
+    Everything is checked before anything is written; then both files are replaced atomically,
+    so an interrupted save leaves the previous pair (or a pair that ``load`` refuses)."""
+    path = Path(path)
+    metadata = {} if metadata is None else metadata
+    if not isinstance(metadata, dict):
+        raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
+    reserved = sorted(set(metadata) & set(RESERVED_KEYS))
+    if reserved:
+        raise ValueError(f"metadata may not set {reserved}: save writes them from the model")
+    state_dict = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+    bad = [key for key, value in state_dict.items() if value.is_floating_point() and not value.isfinite().all()]
+    if bad:
+        raise ValueError(f"refusing to save {path.name}: non-finite weights (NaN or inf) in {bad}")
+    buffer = io.BytesIO()
+    torch.save(state_dict, buffer)
+    weights = buffer.getvalue()
+    info = {"architecture": getattr(model, "architecture", "NCA"), "config": model.config(),
+            "parameters": count_parameters(model),
+            "saved": datetime.date.today().isoformat(), **metadata, "weights_sha256": sha256(weights)}
+    try:
+        text = json.dumps(info, indent=2) + "\n"
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"the metadata for {path.name} must be JSON-serializable ({error}); nothing was written") \
+            from error
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # the JSON first: a save stopped between the two replaces leaves a new JSON whose hash the old .pt fails
+    write_atomically({path.with_suffix(".json"): text.encode(), path: weights})
+    return path
+
+
+def load_metadata(path: str | Path) -> dict:
+    path = Path(path).with_suffix(".json")
+    if not path.is_file():
+        raise FileNotFoundError(f"no metadata file {path}; a model is saved as NAME.pt with NAME.json beside it")
+    try:
+        info = json.loads(path.read_text())
+    except ValueError as error:    # json.JSONDecodeError and UnicodeDecodeError
+        raise ValueError(f"{path.name} is not valid JSON ({error}); save models with helpers.models.save") \
+            from error
+    if not isinstance(info, dict):
+        raise ValueError(f"{path.name} holds a JSON {type(info).__name__}, not an object; a model's JSON is the "
+                         f"object ({{'architecture', 'config', ...}}) that helpers.models.save writes")
+    return info
+
+
+def check_weights_file(name: str, state_dict) -> None:
+    """One clear error for a .pt that is not a state_dict of tensors: say what it holds and what to do."""
+    how = "save model.state_dict() with helpers.models.save"
+    if isinstance(state_dict, torch.Tensor):
+        raise ValueError(f"{name} holds a single tensor, not a model's state_dict; {how}")
+    if not isinstance(state_dict, dict):
+        raise ValueError(f"{name} holds a {type(state_dict).__name__}, not a model's state_dict; {how}")
+    found = sorted(str(key) for key in state_dict if key in CHECKPOINT_KEYS)
+    if found:
+        raise ValueError(f"{name} looks like a training checkpoint (it has keys {found}), not a model's weights: "
+                         f"load its model's state_dict into an NCA, then {how}")
+    others = sorted(str(key) for key, value in state_dict.items() if not isinstance(value, torch.Tensor))
+    if others:
+        raise ValueError(f"{name} is a dict whose values under {others} are not tensors, not a state_dict; {how}")
+
+
+def architecture(name, json_name: str = "the JSON") -> type:
+    """The class of a saved model's ``architecture`` entry."""
+    if name not in ARCHITECTURES:
+        raise ValueError(f"{json_name} names the architecture {name!r}; known: {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[name]
+
+
+def load(path: str | Path, device=None) -> nn.Module:
+    """Load a model saved by ``save`` (weights only, never pickled code).
+
+    Refused with an error that says why: a missing file; a .pt and .json from two different saves;
+    a file that is not a state_dict (a list, a tensor, a training checkpoint); weights of another
+    architecture; NaN or inf weights; perception filters that contradict the config.
+    """
+    path = Path(path)
+    if not path.is_file():
+        folder = path.parent
+        available = sorted(p.name for p in folder.glob("*.pt")) if folder.is_dir() else []
+        raise FileNotFoundError(f"no model file {path}; available in {folder}: {', '.join(available) or 'none'}")
+    info = load_metadata(path)
+    json_name = path.with_suffix(".json").name
+    weights = path.read_bytes()     # hashed and loaded from the same bytes
+    expected_hash = info.get("weights_sha256")     # absent in files saved before it was recorded
+    if expected_hash is not None and expected_hash != sha256(weights):
+        raise ValueError(f"{path.name} does not match {json_name}: the pair is from two different saves (a save "
+                         f"interrupted between its two files, or one file replaced alone); save the model again")
+    config = info.get("config", {})
+    if not isinstance(config, dict):
+        raise ValueError(f"{json_name}: 'config' must be an object of NCA options, got {type(config).__name__}")
+    model = architecture(info.get("architecture", "NCA"), json_name)(**config)    # each checks its options
+    try:
+        state_dict = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError) as error:
+        raise ValueError(f"{path.name} cannot be read as saved weights ({error}); it is truncated, corrupt, or "
+                         f"holds more than tensors; save models with helpers.models.save") from error
+    check_weights_file(path.name, state_dict)
+    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    found = {key: tuple(value.shape) for key, value in state_dict.items()}
+    if expected != found:
+        raise ValueError(f"{path.name} does not hold this architecture's weights: expected {expected}, found {found}")
+    for key, value in state_dict.items():
+        if not value.is_floating_point():
+            raise ValueError(f"{path.name}: {key} holds {value.dtype} values, expected floating point weights")
+        if not value.isfinite().all():
+            raise ValueError(f"{path.name}: {key} holds non-finite values (NaN or inf); the training that saved it "
+                             f"diverged: retrain, or load an earlier checkpoint")
+    for name, fixed in model.named_buffers():      # fixed by the config (filters, diffusion rates): must agree
+        if torch.equal(state_dict[name].to(fixed.dtype), fixed):
+            continue
+        if name == "filters":
+            kind = f"{model.filter_kind!r} " if hasattr(model, "filter_kind") else ""
+            raise ValueError(f"{path.name}: its perception filters are not the {kind}filters that "
+                             f"{json_name}'s config names; the two files disagree")
+        raise ValueError(f"{path.name}: its {name!r} is not what {json_name}'s config makes; the two files disagree")
+    model.load_state_dict(state_dict)
+    return model.to(device) if device is not None else model
+
+
+def shipped_dir() -> Path:
+    """``data/models``: the models the course ships, each made by the command its JSON records."""
+    return env.data_dir() / "models"
+
+
+def shipped(name: str, device=None) -> tuple[nn.Module, dict]:
+    """A shipped model and its metadata: ``name`` is its file name in ``data/models`` without ``.pt``
+    (a sub-folder may lead, e.g. ``loss_comparison/mst_symmetric_seed0``). The model is in eval mode."""
+    path = shipped_dir() / f"{name}.pt"
+    return load(path, device).eval(), load_metadata(path)
