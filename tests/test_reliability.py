@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import display, fast
+from helpers import checks, display, fast, growing_nca, manifold_nca, meshes, nca
+from helpers import reaction_diffusion as rdm
 from helpers.tasks import mst, mst_graphs, mst_metrics
 
 # ---------------------------------------------------------------------------- MST scores (item 7)
@@ -54,6 +55,90 @@ def test_graph_scores_of_a_single_point_or_a_wrong_tree_are_refused():
     with pytest.raises(ValueError, match="count 3 and 1 tree edges"):
         mst_graphs.graph_scores(set(), [(0, 1)], 3)
     assert mst_graphs.graph_scores(set(), [(0, 1)], 2)["edge_recall"] == 0.0
+
+
+# ---------------------------------------------------------------------------- steps and speeds (item 6)
+
+def rollouts():
+    """Every rule class's rollout as ``(name, run(steps), start)``: a tiny rule on a tiny grid."""
+    torch.manual_seed(0)
+    texture = nca.NCA()
+    growing = growing_nca.GrowingNCA()
+    manifold = manifold_nca.ManifoldNCA(image_count=2)
+    rd = rdm.ReactionDiffusionNCA(channels=4, hidden=8)
+    codes = manifold.codes.weight.detach()
+    texture_state, growing_state = nca.seed_state(1, 8), growing_nca.seed_state(1, 8)
+    rd_state = rdm.random_field(1, 8, 4, torch.Generator().manual_seed(0))
+    return [("NCA.rollout", lambda steps: texture.rollout(texture_state, steps), texture_state),
+            ("GrowingNCA.rollout", lambda steps: growing.rollout(growing_state, steps), growing_state),
+            ("ConditionedRule.rollout", lambda steps: manifold.rule.rollout(manifold.rule.seed(codes, 8), codes, steps),
+             manifold.rule.seed(codes, 8)),
+            ("ManifoldNCA.grow", lambda steps: manifold.grow(codes, 8, steps), manifold.rule.seed(codes, 8)),
+            ("ReactionDiffusionNCA.rollout", lambda steps: rd.rollout(rd_state, steps), rd_state)]
+
+
+@pytest.mark.parametrize("bad", [-1, -100, 2.5, 3.0, "3", True, None, float("nan"), torch.tensor(3)])
+def test_every_rule_refuses_a_step_count_that_is_not_a_whole_number_from_zero(bad):
+    for name, run, _ in rollouts():
+        with pytest.raises(ValueError, match="steps must be a"):
+            run(bad)
+            pytest.fail(f"{name} accepted steps={bad!r}")
+
+
+def test_every_rule_runs_zero_steps_as_the_identity_and_takes_numpy_integers():
+    for name, run, start in rollouts():
+        assert torch.equal(run(0), start), name
+        if name != "NCA.rollout":                 # chapter 03's rule takes plain ints only (its own check)
+            assert run(np.int64(2)).shape == start.shape, name
+    assert checks.check_steps(np.int32(5)) == 5 and type(checks.check_steps(np.int32(5))) is int
+
+
+def diffusion_only_growth(rule, state, speed, steps, laplacian_of=rdm.laplacian) -> float:
+    """How much the state's largest value grew in ``steps`` unchecked steps (``step`` is not guarded)."""
+    start = state.abs().max()
+    with torch.no_grad():
+        for _ in range(steps):
+            state = rule.step(state, laplacian_of, diffusion_speed=speed)
+    return float(state.abs().max() / start)
+
+
+@pytest.mark.parametrize("space, side", [("grid", 16), ("volume", 8), ("sphere", None)])
+def test_the_diffusion_speed_limit_is_where_the_state_stops_staying_bounded(space, side):
+    """Measured, not only derived: an untrained rule (it only diffuses) stays bounded just below the limit
+    and blows up just above it, on a 2D grid, a 3D volume and a mesh; rollout refuses beyond the limit."""
+    rule = rdm.ReactionDiffusionNCA(channels=4, hidden=8, diffusion_min=0.05, diffusion_max=0.25).double()
+    generator = torch.Generator().manual_seed(1)
+    if space == "sphere":
+        laplacian_of = meshes.MeshLaplacian(*meshes.icosphere(2))
+        state = rdm.random_field(1, (len(laplacian_of.areas),), 4, generator).double()
+    else:
+        laplacian_of = rdm.laplacian
+        state = rdm.random_field(1, (side,) * (2 if space == "grid" else 3), 4, generator).double()
+    limit = checks.diffusion_speed_limit(0.25, laplacian_of, state)
+    expected = {"grid": 1.5, "volume": 2 / (0.25 * 184 / 30), "sphere": None}[space]
+    assert expected is None or limit == pytest.approx(expected)
+    assert diffusion_only_growth(rule, state, 0.995 * limit, 400, laplacian_of) <= 1.0
+    assert diffusion_only_growth(rule, state, 1.03 * limit, 400, laplacian_of) > 1e3
+    rule.rollout(state, 3, laplacian_of, diffusion_speed=0.99 * limit)
+    with pytest.raises(ValueError, match=f"beyond this rule's stability limit {limit:.4g}"):
+        rule.rollout(state, 3, laplacian_of, diffusion_speed=1.03 * limit)
+
+
+def test_the_shipped_speed_knob_of_chapter_08_stays_inside_the_limit_and_1_6_is_refused():
+    rule = rdm.ReactionDiffusionNCA()                                   # the chapter's diffusion_max 0.25
+    state = rdm.random_field(1, 12, 32)
+    for speed in (0.5, 0.7, 1.0, 1.4, 1.5):                             # chapter 08's section 9, and the limit
+        assert torch.isfinite(rule.rollout(state, 2, diffusion_speed=speed)).all()
+    with pytest.raises(ValueError, match="stability limit 1.5.*Use a speed <= 1.5"):
+        rule.rollout(state, 2, diffusion_speed=1.6)
+
+
+@pytest.mark.parametrize("name", ["diffusion_speed", "reaction_speed"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -0.5, "1", None, True])
+def test_speeds_that_are_not_finite_numbers_from_zero_are_refused(name, bad):
+    rule = rdm.ReactionDiffusionNCA(channels=4, hidden=8)
+    with pytest.raises(ValueError, match=f"{name} must be a finite number >= 0"):
+        rule.rollout(rdm.random_field(1, 8, 4), 1, **{name: bad})
 
 
 # ---------------------------------------------------------------------------- wrong-kind exceptions (item 8)
