@@ -69,11 +69,12 @@ def rollouts():
     codes = manifold.codes.weight.detach()
     texture_state, growing_state = nca.seed_state(1, 8), growing_nca.seed_state(1, 8)
     rd_state = rdm.random_field(1, 8, 4, torch.Generator().manual_seed(0))
+    manifold_state = manifold.rule.seed(codes, 8)
     return [("NCA.rollout", lambda steps: texture.rollout(texture_state, steps), texture_state),
             ("GrowingNCA.rollout", lambda steps: growing.rollout(growing_state, steps), growing_state),
-            ("ConditionedRule.rollout", lambda steps: manifold.rule.rollout(manifold.rule.seed(codes, 8), codes, steps),
-             manifold.rule.seed(codes, 8)),
-            ("ManifoldNCA.grow", lambda steps: manifold.grow(codes, 8, steps), manifold.rule.seed(codes, 8)),
+            ("ConditionedRule.rollout", lambda steps: manifold.rule.rollout(manifold_state, steps=steps, codes=codes),
+             manifold_state),
+            ("ManifoldNCA.grow", lambda steps: manifold.grow(codes, 8, steps), manifold_state),
             ("ReactionDiffusionNCA.rollout", lambda steps: rd.rollout(rd_state, steps), rd_state)]
 
 
