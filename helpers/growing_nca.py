@@ -130,8 +130,9 @@ class GrowingNCA(nn.Module):
         return self.rollout(state, steps)
 
 
-def seed(size: int | tuple[int, int], batch: int = 1, channels: int = CHANNELS, device=None) -> torch.Tensor:
-    """The single seed cell: every channel but RGB set to 1 at the centre, all else 0."""
+def seed_state(batch: int, size: int | tuple[int, int], channels: int = CHANNELS, device=None) -> torch.Tensor:
+    """``batch`` grids with the single seed cell: every channel but RGB set to 1 at the centre, all else 0
+    (the argument order of ``helpers.nca.seed_state``)."""
     height, width = (size, size) if isinstance(size, int) else size
     state = torch.zeros(batch, channels, height, width, device=device)
     state[:, ALPHA:, height // 2, width // 2] = 1.0

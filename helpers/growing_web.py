@@ -24,7 +24,7 @@ import torch
 
 from .export.template import PLACEHOLDER
 from .export.webgl import run_test_page, show_page
-from .growing_nca import ALPHA, GrowingNCA, seed
+from .growing_nca import ALPHA, GrowingNCA, seed_state
 
 TEMPLATE = "growing_web_page.html"
 DEFAULT_SIZE = 72                   # the chapter's grid: a 40-cell emoji and 16 empty cells on every side
@@ -147,7 +147,7 @@ def growing_page(model: GrowingNCA, state: torch.Tensor | None = None, zoom: int
     """
     _check_model(model)
     if state is None:
-        state = seed(size, channels=model.channels)
+        state = seed_state(1, size, channels=model.channels)
     _check_state(state, model)
     for name, value, low in [("zoom", zoom, 1), ("steps_per_frame", steps_per_frame, 1), ("test_steps", test_steps, 0)]:
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
@@ -172,13 +172,13 @@ def growing_page(model: GrowingNCA, state: torch.Tensor | None = None, zoom: int
 
 def starts_at_seed(state: torch.Tensor, model: GrowingNCA) -> bool:
     """Whether ``state`` is exactly the seed of its grid (the page then hides "back to the start")."""
-    return torch.equal(state.detach().cpu().float(), seed(tuple(state.shape[2:]), channels=model.channels))
+    return torch.equal(state.detach().cpu().float(), seed_state(1, tuple(state.shape[2:]), channels=model.channels))
 
 
 def show_live(model: GrowingNCA, state: torch.Tensor | None = None, **options):
     """Show ``growing_page(model, state, **options)`` live in the notebook output (an iframe, Jupyter and Colab)."""
     if state is None:
-        state = seed(options.pop("size", DEFAULT_SIZE), channels=model.channels)
+        state = seed_state(1, options.pop("size", DEFAULT_SIZE), channels=model.channels)
     page = growing_page(model, state, **options)
     return show_page(page, height=state.shape[2] * options.get("zoom", 8) + 130)   # + the controls' lines
 

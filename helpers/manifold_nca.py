@@ -25,7 +25,7 @@ from einops import rearrange
 from torch import nn
 
 from .checks import check_steps
-from .growing_nca import ALPHA, CHANNELS, alive_mask, check_state, depthwise_filters, perceive, seed
+from .growing_nca import ALPHA, CHANNELS, alive_mask, check_state, depthwise_filters, perceive, seed_state
 
 METHODS = ("broadcast", "stamp", "hyper")
 CODE_SIZE = 12                 # = the 12 hidden channels of a 16-channel cell: the stamp fills them all
@@ -119,7 +119,7 @@ class ConditionedRule(nn.Module):
     def seed(self, codes: torch.Tensor, size: int) -> torch.Tensor:
         """One seed cell per code, in the middle of a ``size`` x ``size`` grid; with ``stamp`` the
         code is written into the seed's first hidden channels (the others stay 1, as in chapter 06)."""
-        state = seed(size, codes.shape[0], self.channels, device=codes.device).to(codes.dtype)
+        state = seed_state(codes.shape[0], size, self.channels, device=codes.device).to(codes.dtype)
         if self.method == "stamp":
             middle = size // 2
             state = state.clone()

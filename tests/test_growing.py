@@ -14,7 +14,7 @@ from helpers.growing_nca import (
     depthwise_filters,
     perceive,
     perception_kernels,
-    seed,
+    seed_state,
     to_rgb,
 )
 from helpers.tasks import growing
@@ -23,9 +23,9 @@ SMALL = dict(target_size=12, margin=4, hidden=16, batch_size=4, pool_size=8, min
              iterations=3, lr_milestones=(2,))
 
 
-def busy_model(hidden=16, scale=0.05, seed_value=0):
+def busy_model(hidden=16, scale=0.05, seed=0):
     """A rule whose last layer is not zero, so it does something."""
-    torch.manual_seed(seed_value)
+    torch.manual_seed(seed)
     model = GrowingNCA(hidden=hidden)
     nn.init.normal_(model.act.weight, std=scale)
     nn.init.normal_(model.act.bias, std=scale)
@@ -38,7 +38,7 @@ def test_the_article_model_has_8336_parameters_and_the_cpu_one_4176():
 
 
 def test_an_untrained_rule_leaves_the_seed_unchanged():
-    start = seed(20, batch=2)
+    start = seed_state(2, 20)
     assert torch.equal(GrowingNCA().rollout(start, 30, torch.Generator().manual_seed(0)), start)
 
 
@@ -85,7 +85,7 @@ def test_the_alive_mask_kills_isolated_faint_cells_and_keeps_neighbours_of_live_
 
 def test_a_cell_updates_only_where_it_fires():
     model = busy_model()
-    state = seed(9)
+    state = seed_state(1, 9)
     fire = torch.zeros(1, 1, 9, 9)
     fire[0, 0, 4, 4] = 1
     stepped = model.step(state, fire=fire)
@@ -94,7 +94,7 @@ def test_a_cell_updates_only_where_it_fires():
 
 
 def test_the_seed_is_one_cell_with_alpha_and_hidden_set():
-    state = seed(8, batch=3)
+    state = seed_state(3, 8)
     assert state.shape == (3, 16, 8, 8) and state[:, :ALPHA].abs().sum() == 0
     assert torch.equal(state[0, ALPHA:, 4, 4], torch.ones(13)) and state.sum() == 3 * 13
     assert torch.allclose(to_rgb(state)[0, :, 4, 4], torch.zeros(3))       # an opaque black cell on white
@@ -154,7 +154,7 @@ def test_the_growing_experiment_starts_every_sample_from_the_seed():
     settings = growing.Settings(experiment="growing", **SMALL)
     states = torch.rand(4, 16, settings.grid, settings.grid)
     prepared = growing.prepare_batch(settings)(batch_of(states), 0)["state"]
-    assert torch.equal(prepared, seed(settings.grid, 4))
+    assert torch.equal(prepared, seed_state(4, settings.grid))
 
 
 def test_persistent_replaces_only_the_worst_sample_and_regenerating_also_damages_the_best():
@@ -164,11 +164,11 @@ def test_persistent_replaces_only_the_worst_sample_and_regenerating_also_damages
         states[index, :4] = goal[0] + error
         states[index, 4:] = 0.7
     persistent = growing.prepare_batch(growing.Settings(experiment="persistent", **SMALL))(batch_of(states), 0)["state"]
-    assert torch.equal(persistent[1], seed(goal.shape[2], 1)[0])
+    assert torch.equal(persistent[1], seed_state(1, goal.shape[2])[0])
     assert all(torch.equal(persistent[i], states[i]) for i in (0, 2, 3))
     regenerating = growing.prepare_batch(growing.Settings(experiment="regenerating", damage_count=2, **SMALL))
     damaged = regenerating(batch_of(states), 0)["state"]
-    assert torch.equal(damaged[1], seed(goal.shape[2], 1)[0]) and torch.equal(damaged[0], states[0])
+    assert torch.equal(damaged[1], seed_state(1, goal.shape[2])[0]) and torch.equal(damaged[0], states[0])
     for best in (2, 3):
         erased = (damaged[best] == 0).all(dim=0) & (states[best] != 0).any(dim=0)
         assert erased.any() and torch.equal(damaged[best][:, ~erased], states[best][:, ~erased])

@@ -45,7 +45,7 @@ def test_each_shipped_model_grows_its_target_from_the_seed(name):
     and close to what the JSON says."""
     model, settings, info = shipped(name)
     goal = growing.target(settings)
-    grown = growing.grow(model, settings, settings.max_steps - 1, count=8, seed_value=11)
+    grown = growing.grow(model, settings, settings.max_steps - 1, batch=8, seed=11)
     loss = growing.per_sample_loss(grown, goal).median().item()
     empty = goal.pow(2).mean().item()
     assert loss < GROWN_BOUND * empty, f"{name}: loss {loss:.4f} against an empty grid's {empty:.4f}"
@@ -54,7 +54,7 @@ def test_each_shipped_model_grows_its_target_from_the_seed(name):
 
 def long_run_loss(name, steps, count=8):
     model, settings, _ = shipped(name)
-    grown = growing.grow(model, settings, steps, count=count, seed_value=12)
+    grown = growing.grow(model, settings, steps, batch=count, seed=12)
     return growing.per_sample_loss(grown, growing.target(settings)).median().item(), settings
 
 
@@ -71,7 +71,7 @@ def test_the_regenerating_lizard_recovers_from_circles_more_often_than_the_persi
     fractions = {}
     for name in ["growing_lizard_persistent", "growing_lizard_regenerating"]:
         model, settings, _ = shipped(name)
-        fractions[name] = growing.regeneration(model, settings, "circle", count=24, after=200, seed_value=13)[
+        fractions[name] = growing.regeneration(model, settings, "circle", count=24, after=200, seed=13)[
             "recovered_fraction"]
     assert fractions["growing_lizard_regenerating"] >= REGENERATING_RECOVERS, fractions
     assert fractions["growing_lizard_regenerating"] > fractions["growing_lizard_persistent"], fractions

@@ -124,7 +124,8 @@ def test_page_has_the_canvas_eraser_controls_and_the_embedded_rule_and_state():
     config = json.loads(re.search(r'<script id="config" type="application/json">([^<]*)</script>', page).group(1))
     assert config["fireRate"] == 0.5 and config["deterministic"] is False and config["testSteps"] == 0
     default = growing_web.growing_page(model)                     # the seed of the chapter's 72x72 grid
-    assert np.array_equal(embedded(default, "initial-state"), growing_nca.seed(72)[0].permute(1, 2, 0).reshape(-1))
+    seed_cell = growing_nca.seed_state(1, 72)[0].permute(1, 2, 0).reshape(-1)
+    assert np.array_equal(embedded(default, "initial-state"), seed_cell)
 
 
 def test_back_to_the_start_is_offered_only_where_it_differs_from_reset_to_seed():
@@ -136,9 +137,9 @@ def test_back_to_the_start_is_offered_only_where_it_differs_from_reset_to_seed()
     assert 'id="restart"' in growing_web.growing_page(model, random_state())
     assert "restart.hidden = !initialText || config.startsAtSeed" in growing_web.growing_page(model)
     assert config(growing_web.growing_page(model))["startsAtSeed"] is True                       # the chapter's page
-    assert config(growing_web.growing_page(model, growing_nca.seed((SIZE, SIZE + 4))))["startsAtSeed"] is True
+    assert config(growing_web.growing_page(model, growing_nca.seed_state(1, (SIZE, SIZE + 4))))["startsAtSeed"] is True
     assert config(growing_web.growing_page(model, random_state()))["startsAtSeed"] is False
-    grown = growing_web.reference_rollout(model, growing_nca.seed(SIZE), 3)
+    grown = growing_web.reference_rollout(model, growing_nca.seed_state(1, SIZE), 3)
     assert config(growing_web.growing_page(model, grown))["startsAtSeed"] is False
 
 
@@ -176,7 +177,7 @@ def test_damage_explorer_renders_its_default_view(monkeypatch):
     import matplotlib.pyplot as plt
 
     model = random_rule()
-    grown = growing_web.reference_rollout(model, growing_nca.seed(SIZE), 10)
+    grown = growing_web.reference_rollout(model, growing_nca.seed_state(1, SIZE), 10)
     rollouts = []
     original = growing_web.reference_rollout
     monkeypatch.setattr(growing_web, "reference_rollout", lambda *args: rollouts.append(args[2]) or original(*args))
@@ -202,7 +203,7 @@ needs_chromium = pytest.mark.skipif(find_chromium() is None,
 @needs_chromium
 def test_page_grows_the_seed_as_pytorch_does():
     model = random_rule()
-    seed = growing_nca.seed(SIZE)
+    seed = growing_nca.seed_state(1, SIZE)
     reference = growing_web.reference_rollout(model, seed, 30)
     result = growing_web.browser_rollout(model, seed, 30)
     assert result.shape == (1, 16, SIZE, SIZE) and result.dtype == torch.float32
@@ -234,7 +235,7 @@ def test_the_live_page_shows_back_to_the_start_only_away_from_the_seed(tmp_path)
     """The interactive page as loaded in Chromium: from the seed one reset button, from another state two
     (and in both the animation runs: the info line counts steps)."""
     model = random_rule()
-    for state, hidden in [(growing_nca.seed(SIZE), True), (random_state(), False)]:
+    for state, hidden in [(growing_nca.seed_state(1, SIZE), True), (random_state(), False)]:
         page = tmp_path / "page.html"
         page.write_text(growing_web.growing_page(model, state), encoding="utf-8")
         dom = subprocess.run([find_chromium(), *webgl.CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",

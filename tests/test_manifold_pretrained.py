@@ -102,7 +102,7 @@ def test_a_rule_trained_on_one_image_alone_is_at_least_as_good_as_the_shared_one
         assert single_settings == dataclasses.replace(growing.PRESETS["single-emoji"], emoji=single_settings.emoji)
         assert (single_settings.target_size, single_settings.margin) == (settings.target_size, settings.margin)
         name = single_settings.emoji
-        grown = growing.grow(models.load(path).eval(), single_settings, settings.trained_steps, count=32)
+        grown = growing.grow(models.load(path).eval(), single_settings, settings.trained_steps, batch=32)
         alone = growing.per_sample_loss(grown, manifold.targets([name], settings)).mean().item()
         assert alone < 0.2 * manifold.mean_image_errors(train, [name], settings).item(), name
         if name in train:

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .. import data
-from ..growing_nca import GrowingNCA, depthwise_filters, seed, to_rgb
+from ..growing_nca import GrowingNCA, depthwise_filters, seed_state, to_rgb
 from ..train import History, TrainConfig, loss_curve, mean_of_last, setting
 from . import run
 
@@ -109,7 +109,7 @@ def training_hooks(settings: Settings, model: nn.Module, device=None) -> dict:
 
 
 def make_samples(settings: Settings, device=None) -> Callable[[int], dict]:
-    return lambda count: {"state": seed(settings.grid, count, device=device)}
+    return lambda count: {"state": seed_state(count, settings.grid, device=device)}
 
 
 def per_sample_loss(states: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
@@ -130,11 +130,11 @@ def prepare_batch(settings: Settings, device=None) -> Callable[[dict, int], dict
     def prepare(batch: dict, iteration: int) -> dict:
         states = batch["state"]
         if settings.experiment == "growing":
-            states = seed(settings.grid, states.shape[0], device=states.device)
+            states = seed_state(states.shape[0], settings.grid, device=states.device)
         else:
             order = per_sample_loss(states, goal).argsort(descending=True)    # worst first
             states = states.clone()
-            states[order[0]] = seed(settings.grid, 1, device=states.device)[0]
+            states[order[0]] = seed_state(1, settings.grid, device=states.device)[0]
             if settings.experiment == "regenerating" and settings.damage_count:
                 best = order[-settings.damage_count:]
                 holes = damage_masks("circle", len(best), settings.grid, damage_generator).to(states.device)
@@ -178,13 +178,14 @@ def damage_masks(kind: str, count: int, size: int, generator: torch.Generator | 
 # ------------------------------------------------------------------------------ measurements
 
 @torch.no_grad()
-def grow(model: GrowingNCA, settings: Settings, steps: int, count: int = 1, seed_value: int = 0,
+def grow(model: GrowingNCA, settings: Settings, steps: int, batch: int = 1, seed: int = 0,
          filters: torch.Tensor | None = None) -> torch.Tensor:
-    """``count`` rollouts of ``steps`` steps from the seed, on the model's device."""
+    """``batch`` rollouts of ``steps`` steps from the seed cell, masks from a generator seeded with ``seed``,
+    on the model's device (``filters``: turned perception filters, see ``rotation``)."""
     device = model.filters.device
-    generator = torch.Generator(device).manual_seed(seed_value)
+    generator = torch.Generator(device).manual_seed(seed)
     filters = None if filters is None else filters.to(device)
-    return model.rollout(seed(settings.grid, count, device=device), steps, generator, filters=filters)
+    return model.rollout(seed_state(batch, settings.grid, device=device), steps, generator, filters=filters)
 
 
 @torch.no_grad()
@@ -199,18 +200,18 @@ def loss_over_time(model: GrowingNCA, states: torch.Tensor, goal: torch.Tensor, 
 
 
 def stability(model: GrowingNCA, settings: Settings, steps: int = 2000, every: int = 50, count: int = 8,
-              seed_value: int = 0) -> dict:
+              seed: int = 0) -> dict:
     """The loss against rollout length from the seed, out to ``steps`` (median over ``count`` rollouts)."""
     device = model.filters.device
-    generator = torch.Generator(device).manual_seed(seed_value)
-    curve = loss_over_time(model, seed(settings.grid, count, device=device), target(settings, device), steps, every,
-                           generator)
+    generator = torch.Generator(device).manual_seed(seed)
+    start = seed_state(count, settings.grid, device=device)
+    curve = loss_over_time(model, start, target(settings, device), steps, every, generator)
     return {"steps": list(range(0, steps + 1, every)), "median_loss": curve.median(dim=1).values.tolist(),
             "count": count}
 
 
 def regeneration(model: GrowingNCA, settings: Settings, kind: str, count: int = 50, grown_steps: int | None = None,
-                 after: int = 300, every: int = 10, factor: float = RECOVERY_FACTOR, seed_value: int = 0,
+                 after: int = 300, every: int = 10, factor: float = RECOVERY_FACTOR, seed: int = 0,
                  grown: torch.Tensor | None = None) -> dict:
     """Grow ``count`` states for ``grown_steps`` (default: the longest training rollout), damage each
     (``kind``, one of ``DAMAGE_KINDS``, or ``"none"``: the undamaged control), then follow the loss for
@@ -221,15 +222,15 @@ def regeneration(model: GrowingNCA, settings: Settings, kind: str, count: int = 
     states ``grow`` gives for these arguments, if you have them already (several kinds, same states)."""
     grown_steps = grown_steps or settings.max_steps - 1
     device = model.filters.device
-    generator = torch.Generator().manual_seed(seed_value)          # the damage masks: drawn on the CPU
+    generator = torch.Generator().manual_seed(seed)          # the damage masks: drawn on the CPU
     goal = target(settings, device)
-    states = grow(model, settings, grown_steps, count, seed_value) if grown is None else grown.to(device)
+    states = grow(model, settings, grown_steps, count, seed) if grown is None else grown.to(device)
     if states.shape[0] != count:
         raise ValueError(f"grown holds {states.shape[0]} states, expected count={count}")
     before = per_sample_loss(states, goal)
     holes = torch.zeros_like(states[:, :1]) if kind == "none" else damage_masks(kind, count, settings.grid, generator)
     # the rollout's masks continue the damage's generator on a CPU (as measured in the shipped JSONs)
-    rollout_generator = generator if device.type == "cpu" else torch.Generator(device).manual_seed(seed_value + 1)
+    rollout_generator = generator if device.type == "cpu" else torch.Generator(device).manual_seed(seed + 1)
     curve = loss_over_time(model, states * (1 - holes.to(device)), goal, after, every, rollout_generator)
     within = curve <= factor * before
     recovered = within[-1]
@@ -255,14 +256,14 @@ def rotated_target(settings: Settings, angle: float) -> torch.Tensor:
 
 
 def rotation(model: GrowingNCA, settings: Settings, degrees=(0, 30, 45, 90), count: int = 8, steps: int | None = None,
-             seed_value: int = 0) -> dict:
+             seed: int = 0) -> dict:
     """Turn the perception filters by each angle: the loss against the equally turned target, and
     against the unturned one (the pattern must follow the filters, not stay put)."""
     steps = steps or settings.max_steps - 1
     rows = []
     for angle in degrees:
         radians = math.radians(angle)
-        grown = grow(model, settings, steps, count, seed_value, filters=depthwise_filters(model.channels, radians))
+        grown = grow(model, settings, steps, count, seed, filters=depthwise_filters(model.channels, radians))
         rows.append({"degrees": angle,
                      "loss_vs_turned_target": per_sample_loss(grown, rotated_target(settings, radians).to(grown.device))
                      .median().item(),

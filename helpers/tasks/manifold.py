@@ -238,10 +238,10 @@ def prepare(model: ManifoldNCA, settings: Settings, states: torch.Tensor, codes:
 
 @torch.no_grad()
 def grow(model: ManifoldNCA, codes: torch.Tensor, settings: Settings, steps: int | None = None,
-         seed_value: int = 0) -> torch.Tensor:
+         seed: int = 0) -> torch.Tensor:
     """One rollout per code from its seed, ``steps`` (default: the trained step count), on the model's device."""
     device = model.filters.device
-    generator = torch.Generator(device).manual_seed(seed_value)
+    generator = torch.Generator(device).manual_seed(seed)
     return model.grow(codes.to(device), settings.grid, settings.trained_steps if steps is None else steps, generator)
 
 
@@ -267,7 +267,7 @@ def interpolate(start: torch.Tensor, end: torch.Tensor, count: int) -> torch.Ten
 
 
 def search_codes(model: ManifoldNCA, names: list[str], settings: Settings, start: torch.Tensor,
-                 iterations: int = 100, learning_rate: float = 0.05, seed_value: int = 0) -> tuple[torch.Tensor, list]:
+                 iterations: int = 100, learning_rate: float = 0.05, seed: int = 0) -> tuple[torch.Tensor, list]:
     """Codes for the emoji ``names`` found by gradient descent THROUGH the frozen model: from ``start``
     (e.g. the encoder's codes), Adam on the codes alone, the loss of chapter 06 at the trained step
     count. What a new image costs when no encoder has learned it: seconds, not a training of the rule.
@@ -276,7 +276,7 @@ def search_codes(model: ManifoldNCA, names: list[str], settings: Settings, start
     goals = targets(names, settings, device)
     codes = start.detach().clone().to(device).requires_grad_(True)
     optimizer = torch.optim.Adam([codes], lr=learning_rate)
-    generator = torch.Generator(device).manual_seed(seed_value)
+    generator = torch.Generator(device).manual_seed(seed)
     frozen = [p.requires_grad for p in model.parameters()]
     for p in model.parameters():
         p.requires_grad_(False)
@@ -296,9 +296,9 @@ def search_codes(model: ManifoldNCA, names: list[str], settings: Settings, start
 
 
 def errors(model: ManifoldNCA, codes: torch.Tensor, names: list[str], settings: Settings, steps: int | None = None,
-           seed_value: int = 0) -> torch.Tensor:
+           seed: int = 0) -> torch.Tensor:
     """``[N]`` mean squared errors of the images grown from ``codes`` against the emoji ``names``."""
-    grown = grow(model, codes, settings, steps, seed_value)
+    grown = grow(model, codes, settings, steps, seed)
     return per_image_loss(grown, targets(names, settings, grown.device)).cpu()
 
 
@@ -314,16 +314,16 @@ def mean_image_errors(train_names: list[str], names: list[str], settings: Settin
     return per_image_loss(mean.expand(len(names), -1, -1, -1), targets(names, settings))
 
 
-def shuffled(codes: torch.Tensor, seed_value: int = 0) -> torch.Tensor:
+def shuffled(codes: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """The codes given to the wrong images: a random permutation with no image keeping its own."""
     count = len(codes)
-    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed_value))
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
     return codes[order.roll(1)][order.argsort()] if count > 1 else codes
 
 
 @torch.no_grad()
 def regeneration(model: ManifoldNCA, codes: torch.Tensor, names: list[str], settings: Settings,
-                 after: int | None = None, factor: float = RECOVERY_FACTOR, seed_value: int = 0) -> dict:
+                 after: int | None = None, factor: float = RECOVERY_FACTOR, seed: int = 0) -> dict:
     """Chapter 06's measure: grow each image for the trained step count, cut a circular hole, run
     ``after`` more steps (default: the trained step count again). Recovered: the error is back
     within ``factor`` x its own error before the cut. Also the undamaged control, run as long (does
@@ -333,10 +333,10 @@ def regeneration(model: ManifoldNCA, codes: torch.Tensor, names: list[str], sett
     device = model.filters.device
     goals = targets(names, settings, device)
     codes = codes.to(device)
-    grown = grow(model, codes, settings, seed_value=seed_value)
+    grown = grow(model, codes, settings, seed=seed)
     before = per_image_loss(grown, goals)
-    holes = damage_masks("circle", len(names), settings.grid, torch.Generator().manual_seed(seed_value)).to(device)
-    generator = torch.Generator(device).manual_seed(seed_value + 1)
+    holes = damage_masks("circle", len(names), settings.grid, torch.Generator().manual_seed(seed)).to(device)
+    generator = torch.Generator(device).manual_seed(seed + 1)
     result = {"after": after, "factor": factor, "count": len(names)}
     for kind, start in (("circle", grown * (1 - holes)), ("none", grown)):
         end = per_image_loss(model.rollout(start, after, codes, generator), goals)

@@ -108,7 +108,7 @@ def loss(settings: Settings, device=None) -> Callable:
 
 
 @torch.no_grad()
-def grow(model: nn.Module, size: int | tuple = 64, steps: int = EVAL_STEPS, seed: int = 0, batch: int = 2,
+def grow(model: nn.Module, size: int | tuple = 64, steps: int = EVAL_STEPS, batch: int = 2, seed: int = 0,
          **speeds) -> torch.Tensor:
     """``batch`` states grown from random fields drawn with ``seed`` (repeatable) for ``steps`` steps
     on a grid of side ``size`` (or a shape: ``(depth, height, width)`` grows a volume). ``speeds``:
@@ -124,7 +124,7 @@ def judge(model: nn.Module, target: str, image_size: int = 64, size: int = 64, s
     targets; the orientation histogram against the turned targets' at its best shift), judged against every
     other shipped texture.
     Returns the check's dict plus ``finite``, ``max_abs`` and the final ``state``."""
-    return texture_quality.judge_state(grow(model, size, steps, seed, batch), target, image_size, seed, angles)
+    return texture_quality.judge_state(grow(model, size, steps, batch, seed), target, image_size, seed, angles)
 
 
 def orientations(model: nn.Module, runs: int = 20, size: int = 64, steps: int = EVAL_STEPS) -> list[tuple]:

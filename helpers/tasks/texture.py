@@ -143,7 +143,7 @@ def with_overflow(texture: Callable, overflow_weight: float = 1.0) -> Callable:
 
 
 @torch.no_grad()
-def grow(model: nn.Module, size: int, steps: int = EVAL_STEPS, seed: int = 0, batch: int = 2) -> torch.Tensor:
+def grow(model: nn.Module, size: int, steps: int = EVAL_STEPS, batch: int = 2, seed: int = 0) -> torch.Tensor:
     """``batch`` states grown from the all-zero seed for ``steps`` steps, masks from a generator
     seeded with ``seed`` (repeatable). The fast engine draws the same masks from the generator as
     ``model.rollout`` (tests/test_fast.py), so this is the plain model's rollout, a few times faster."""
@@ -157,7 +157,7 @@ def quality(model: nn.Module, target: torch.Tensor, size: int = 64, steps: int =
     """Grow ``batch`` textures and measure their patch distance to ``target`` (the check's own,
     ``texture_quality.patch_distance``). Returns ``loss`` (mean over the batch), ``max_abs``
     (largest state value) and the final ``state``."""
-    state = grow(model, size, steps, seed, batch)
+    state = grow(model, size, steps, batch, seed)
     value = texture_quality.patch_distance(nca.to_rgb(state), target, seed).mean().item()
     return {"loss": value, "max_abs": state.abs().max().item(), "state": state}
 
@@ -169,7 +169,7 @@ def judge(model: nn.Module, target_name: str, image_size: int, size: int | None 
     ``target_name`` at ``image_size`` (judged against every other shipped texture; ``target_name`` may
     also be your own image's path or URL, judged against all the shipped ones). Returns the
     check's dict plus ``max_abs`` (largest state value), ``finite`` and the final ``state``."""
-    return texture_quality.judge_state(grow(model, size or image_size, steps, seed, batch), target_name, image_size,
+    return texture_quality.judge_state(grow(model, size or image_size, steps, batch, seed), target_name, image_size,
                                        seed)
 
 
