@@ -148,8 +148,6 @@ def evaluate_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
     try:
         metadata = models.load_metadata(args.model)
         model = models.load(args.model)
-        if metadata.get("task", args.task) != args.task:
-            raise ValueError(f"it is a {metadata['task']} model: use evaluate {metadata['task']}")
         measured, text = task.evaluate_saved(model, metadata, args)
     except (FileNotFoundError, ValueError) as error:
         parser.error(f"{args.model}: {error}")

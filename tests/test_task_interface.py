@@ -50,3 +50,13 @@ def test_the_command_line_names_no_task_outside_its_help_text():
         if isinstance(node, (ast.Name, ast.Attribute)):
             named = node.id if isinstance(node, ast.Name) else node.attr
             assert named not in TASKS, f"cli.py names the task {named!r}"
+
+
+def test_every_shipped_model_gives_its_settings_by_its_recorded_task():
+    from helpers import models
+    from helpers.tasks import settings_of
+    for path in sorted(models.shipped_dir().rglob("*.pt")):
+        metadata = models.load_metadata(path)
+        if "settings" in metadata:
+            settings = settings_of(metadata)
+            assert settings.iterations == metadata["settings"]["iterations"], path

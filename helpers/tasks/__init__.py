@@ -30,6 +30,7 @@ so that a missing one fails before the first iteration.
 """
 from __future__ import annotations
 
+import shlex
 from typing import Callable, Protocol, runtime_checkable
 
 
@@ -49,6 +50,13 @@ class Task(Protocol):
     evaluate_saved: Callable
 
 
-from . import growing, manifold, mst, rd, texture  # noqa: E402  (the task modules import helpers.tasks.run)
+from . import growing, manifold, mst, rd, run, texture  # noqa: E402  (the task modules import helpers.tasks.run)
 
 TASKS = {"texture": texture, "mst": mst, "growing": growing, "manifold": manifold, "rd": rd}
+
+
+def settings_of(metadata: dict):
+    """The settings a saved model's JSON records, as its task's ``Settings`` read with today's names
+    (``run.stored_settings``); the task is the one its recorded command trained."""
+    task = shlex.split(metadata["command"])[4]
+    return run.stored_settings(task, TASKS[task].Settings, metadata["settings"])
