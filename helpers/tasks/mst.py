@@ -14,7 +14,7 @@ and must turn channel 0 into the target.
   (the measurements themselves are in ``helpers.tasks.mst_metrics``)
 * ``Settings`` / ``train``              every default of the training, and the training itself
 
-The pretrained model ``data/models/mst.pt`` is made by the one command recorded in its JSON
+The shipped model ``data/models/mst.pt`` is made by the one command recorded in its JSON
 (``python -m helpers train mst ...``, see ``data/README.md``).
 """
 from __future__ import annotations
@@ -307,7 +307,7 @@ def draw_with(model, inputs: torch.Tensor | None, steps: int, seed: int = 0, chu
     on every run; tasks run ``chunk`` at a time to bound memory. ``engine="fast"`` runs
     ``helpers.fast.infer`` with exact masks: the same masks, drawn from the same generator, as
     ``engine="plain"`` (``model.rollout``), so both give the same states up to float rounding
-    (``tests/test_tasks.py`` checks it); models that are not ``helpers.nca.NCA`` always run plain."""
+    (``tests/test_mst.py`` checks it); models that are not ``helpers.nca.NCA`` always run plain."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     use_fast = engine == "fast" and isinstance(model, nca.NCA)
