@@ -26,8 +26,10 @@ def test_the_fast_rows_follow_the_device(monkeypatch):
     """CPU: the C++ kernel plus a PyTorch-ops row; CUDA: the Triton kernels plus a PyTorch-ops row when
     triton imports, else only the PyTorch backend (no row comparing it with itself)."""
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    # (the kernels' check on the device needs a GPU: here it is taken as passed)
+    # (the kernels' check on the device needs a GPU: here it is taken as passed, on a GPU said to be there)
     monkeypatch.setattr(fast.triton_engine, "self_check", lambda rule, device: None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert bench.fast_backend(cpu) == ("kernel" if fast.uses_cpu_kernel() else "torch")
     assert "C++ kernel" in bench.describe_backend(cpu)
     if importlib.util.find_spec("triton") is not None:
@@ -81,13 +83,55 @@ def test_the_measurement_script_runs_in_smoke_mode(tmp_path):
     assert any(check["state"] == "nan and inf" for check in checks)
     rows = json.loads((out / "bench.json").read_text())["rows"]
     assert {row["variant"] for row in rows} >= {"plain", "fast"}
+    assert {row["config"].split()[0] for row in rows} == {"mst", "growing"}
+    rule_checks = json.loads((out / "rule_equality.json").read_text())
+    assert all(check["pass"] for check in rule_checks)
+    assert {check["rule"] for check in rule_checks} == {"growing", "manifold hyper", "manifold broadcast", "rd"}
+    assert {(check["plan"], check["state"]) for check in rule_checks if check["rule"] == "growing"} == {
+        (plan, state) for plan in ("dense", "sparse") for state in ("finite", "nan and inf")}
     books = json.loads((out / "notebooks.json").read_text())
     assert [(book["notebook"], book["status"]) for book in books] == [("bad.ipynb", "failed"), ("good.ipynb", "ok")]
     assert "this chapter is broken" in books[0]["why"]
     assert json.loads((out / "environment.json").read_text())["torch"] == torch.__version__
     summary = (out / "summary.md").read_text()
     assert "Equality with the plain model" in summary and "| good.ipynb | ok |" in summary
+    assert "The rules of chapters 06-08 against their plain models" in summary
     assert "train iter" in (out / "bench.txt").read_text()
+
+
+def test_the_rules_of_chapters_06_to_08_get_their_rows(capsys):
+    """Plain, the fast path 'auto' picks, and the other plan for the growing rules; the GFLOP/s column."""
+    rows = bench.main(["--small", "--repeats", "1", "--configs", "growing", "manifold", "rd", "--device", "cpu"])
+    variants = {}
+    for row in rows:
+        variants.setdefault(row["config"].split()[0], set()).add(row["variant"])
+    assert variants == {"growing": {"plain", "fast", "fast, dense"}, "manifold": {"plain", "fast", "fast, dense"},
+                        "rd": {"plain", "fast"}}
+    for row in rows:
+        assert row["train_s"] > 0 and row["updates_per_s"] > 0 and row["gflops"] > 0 and row["infer_speedup"] > 0
+        assert row["peak_mib"] is not None and row["loss_s"] is None
+    printed = capsys.readouterr().out
+    assert "GFLOP/s" in printed and "plan 'sparse'" in printed and "hand-written rollout" in printed
+
+
+def test_the_rules_flops_are_counted_per_cell():
+    """The growing rule at 16 channels and 128 hidden: 3x3 perception 864, 48 -> 128 12,288, 128 -> 16
+    4,096 (the issue's 'about 16 kFLOP per cell-step'); reaction-diffusion 32/128: 576 + 2 x 8,192."""
+    growing, manifold, rd = bench.RULE_CONFIGS
+    assert bench.forward_flops_per_cell(growing) == 864 + 12_288 + 4_096
+    assert bench.forward_flops_per_cell(rd) == 576 + 2 * 8_192
+
+
+@pytest.mark.slow
+def test_the_candidates_are_measured_with_their_differences():
+    """The candidates' table: every candidate timed, the fast ones equal to plain (1e-5), bfloat16 not."""
+    rows = {row["candidate"]: row for row in bench.rule_candidates(steps=2, repeats=1, progress=lambda _: None)}
+    assert set(rows) == {"plain", "torch.compile(step)", "bfloat16 autocast", "perception folded into layer 1",
+                         "fast, dense", "fast, sparse"}
+    assert rows["plain"]["state_max_abs_difference"] == 0.0
+    assert rows["fast, sparse"]["state_max_abs_difference"] < 1e-5 > rows["fast, dense"]["state_max_abs_difference"]
+    assert rows["bfloat16 autocast"]["state_max_abs_difference"] > 1e-5
+    assert all(row["train_s"] > 0 for row in rows.values())
 
 
 def test_a_failed_equality_check_fails_the_script(tmp_path, monkeypatch):

@@ -13,9 +13,15 @@ Three parts, in this order (each can be skipped, ``--skip-checks/--skip-bench/--
    state within 1e-4 relative, and NaN/inf where the plain model has them. The plain model's
    convolutions run in true float32 here (``torch.backends.cudnn.allow_tf32 = False``): PyTorch's
    default lets cuDNN use TF32 on recent GPUs, 1e-3 relative, which would fail the reference itself.
+   The same for the per-cell-network rules of chapters 06-08 (``helpers.fast.cell_network``: the
+   growing rule with its ``sparse`` and ``dense`` plans, chapter 07's hypernetwork and broadcast rules,
+   the reaction-diffusion rule), the growing rule also from a state holding NaN and inf:
+   ``rule_equality.json``.
 2. **benchmark**: ``python -m helpers bench --full`` (the table of README's Performance section:
    plain and every fast variant, training iteration, speed-up with and without the loss, peak
-   memory, inference cell updates per second), also as ``bench.json``.
+   memory, inference cell updates per second; the rules of chapters 06-08 too), also as
+   ``bench.json``. ``--bench-configs growing manifold rd`` times only those (the GPU figures of the
+   per-cell-network rules, in a few minutes).
 3. **notebooks**: every chapter top to bottom in a fresh kernel in full mode (``DSOS_QUICK=0``),
    timed by ``helpers.env.time_notebooks``, one at a time so that a failing chapter is recorded
    and the next still runs. ``--budget`` seconds (default 360) bound this part: a chapter that
@@ -28,7 +34,7 @@ ipywidgets, anywidget for chapter 02): about 20 MB of wheels, which ``--download
 (for Python 3.12 on x86-64 Linux by default) and ``--wheels`` installs without a network. Videos
 fall back to animated GIFs where imageio-ffmpeg is missing (``helpers.display``).
 
-Written to ``--out``: ``environment.json``, ``equality.json``, ``bench.txt`` and ``bench.json``,
+Written to ``--out``: ``environment.json``, ``equality.json``, ``rule_equality.json``, ``bench.txt`` and ``bench.json``,
 ``notebooks.json``, and ``summary.md`` (the three parts as Markdown, ready for README). The exit
 status is 1 when an equality check or a notebook failed.
 """
@@ -53,6 +59,10 @@ if str(REPO) not in sys.path:              # run as a script from anywhere: impo
 import torch  # noqa: E402
 
 from helpers import bench, env, fast, nca  # noqa: E402
+from helpers.fast import cell_network  # noqa: E402
+from helpers.growing_nca import GrowingNCA  # noqa: E402
+from helpers.manifold_nca import ConditionedRule  # noqa: E402
+from helpers.reaction_diffusion import ReactionDiffusionNCA, random_field  # noqa: E402
 
 #: What part 3 needs besides the course's own dependencies (import name, pip name).
 NOTEBOOK_RUNNER = [("nbclient", "nbclient"), ("nbformat", "nbformat"), ("ipykernel", "ipykernel"),
@@ -155,11 +165,89 @@ def check_equality(device: torch.device, smoke: bool) -> list[dict]:
     return results
 
 
+def scrambled(module: torch.nn.Module, scale: float) -> torch.nn.Module:
+    """Random weights everywhere (the zero-initialised last layers too), seeded."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * scale)
+    return module
+
+
+def rule_cases(device: torch.device, smoke: bool) -> list[tuple]:
+    """``(rule, plan, state kind, model, start, plain(state), fast(state))`` for every check of part 1b."""
+    batch, size, steps = (2, 14, 4) if smoke else (8, 72, 24)
+    start = torch.zeros(batch, 16, size, size)
+    low, high = size // 3, size - size // 3
+    start[:, :, low:high, low:high] = torch.rand(batch, 16, high - low, high - low,
+                                                 generator=torch.Generator().manual_seed(1))
+    broken = start.clone()
+    broken[0, 7, 1, 1], broken[-1, 9, size // 2, size // 2] = float("nan"), float("inf")
+    growing = scrambled(GrowingNCA(hidden=32 if smoke else 128), 0.1).to(device)
+    codes = torch.randn(batch, 12, generator=torch.Generator().manual_seed(2)).to(device)
+    cases = []
+    for plan in ("dense", "sparse"):
+        for kind, state in (("finite", start), ("nan and inf", broken)):
+            cases.append(("growing", plan, kind, growing, state.to(device),
+                          lambda m, s: m.rollout(s, steps, generator(device, 7)),
+                          lambda m, s, plan=plan: cell_network.growing_rollout(m, s, steps, generator(device, 7),
+                                                                               plan=plan)))
+        for method in ("hyper", "broadcast"):
+            rule = scrambled(ConditionedRule(method, hidden=16 if smoke else 64), 0.1).to(device)
+            cases.append((f"manifold {method}", plan, "finite", rule, start.to(device),
+                          lambda m, s: m.rollout(s, steps, codes, generator(device, 7)),
+                          lambda m, s, plan=plan: cell_network.conditioned_rollout(m, s, steps, codes,
+                                                                                   generator(device, 7), plan=plan)))
+    rd = scrambled(ReactionDiffusionNCA(8 if smoke else 32, 16 if smoke else 128), 0.1).to(device)
+    field = random_field(batch, size if smoke else 48, rd.channels, torch.Generator().manual_seed(3), device)
+    cases.append(("rd", "dense", "finite", rd, field, lambda m, s: m.rollout(s, steps),
+                  lambda m, s: cell_network.diffusion_rollout(m, s, steps, plan="dense")))
+    return cases
+
+
+def check_rules(device: torch.device, smoke: bool) -> list[dict]:
+    """helpers.fast.cell_network against the plain rules of chapters 06-08 on this device: final states
+    within 1e-5, the gradients of every parameter and of the state within 1e-4 relative (norm of the
+    difference over the finite values), NaN and inf at the same places."""
+    results = []
+    previous_tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        for rule, plan, kind, model, state, plain, fast_run in rule_cases(device, smoke):
+            upstream = torch.randn(state.shape, generator=torch.Generator().manual_seed(5)).to(device)
+            outcome = []
+            for run in (plain, fast_run):
+                start = state.clone().requires_grad_(True)
+                final = run(model, start)
+                grads = torch.autograd.grad(final, [start, *model.parameters()], upstream, allow_unused=True)
+                outcome.append([final.detach()] + [g for g in grads if g is not None])
+            (expected, actual), worst = outcome, 0.0
+            same = all(torch.equal(a.isnan(), e.isnan()) and torch.equal(a.isinf(), e.isinf())
+                       for e, a in zip(expected, actual)) and len(expected) == len(actual)
+            finite = expected[0].isfinite() & actual[0].isfinite()
+            state_error = float((expected[0][finite] - actual[0][finite]).abs().max()) if finite.any() else 0.0
+            for want, got in zip(expected[1:], actual[1:]):
+                keep = want.isfinite() & got.isfinite()
+                norm = float(want[keep].double().norm())
+                difference = float((got[keep].double() - want[keep].double()).norm())
+                worst = max(worst, difference / norm if norm > 0 else difference)
+            result = {"rule": rule, "plan": plan, "state": kind, "shape": list(state.shape),
+                      "same_non_finite": same, "state_max_abs": state_error, "grad_rel_worst": worst}
+            result["pass"] = same and state_error <= STATE_ATOL and worst <= GRADIENT_RTOL
+            results.append(result)
+            log(f"  {'PASS' if result['pass'] else 'FAIL'} {rule:18s} {plan:7s} {kind:12s}: state {state_error:.1e}, "
+                f"worst gradient {worst:.1e}")
+    finally:
+        torch.backends.cudnn.allow_tf32 = previous_tf32
+    return results
+
+
 # ------------------------------------------------------------------------------ 2. benchmark
 
-def run_bench(device: torch.device, smoke: bool, out: Path) -> str:
+def run_bench(device: torch.device, smoke: bool, out: Path, configs: list[str] | None = None) -> str:
     """The benchmark's table (printed and returned), its rows in ``bench.json``."""
-    argv = ["--small", "--repeats", "1", "--configs", "mst"] if smoke else ["--full"]
+    argv = ["--small", "--repeats", "1"] if smoke else ["--full"]
+    argv += ["--configs", *(configs or (["mst", "growing"] if smoke else bench.ALL_CONFIGS))]
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         bench.main([*argv, "--device", str(device), "--json", str(out / "bench.json")], prog="gpu_measure bench")
@@ -241,6 +329,7 @@ def time_chapters(paths: list[Path], full: bool, budget: float) -> list[dict]:
 def environment(device: torch.device) -> dict:
     about = {"device": env.describe_device(device), "python": platform.python_version(), "torch": torch.__version__,
              "cuda": torch.version.cuda, "fast_backend": bench.describe_backend(device),
+             "fast_rules": bench.describe_rule_plan(device),
              "cudnn_allow_tf32_default": torch.backends.cudnn.allow_tf32,
              "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     for name in ("triton", "torchvision", "numpy", "nbclient", "ipykernel"):
@@ -252,7 +341,7 @@ def environment(device: torch.device) -> dict:
 
 
 def summary(about: dict, checks: list[dict] | None, bench_text: str | None, notebooks: list[dict] | None,
-            full: bool) -> str:
+            full: bool, rule_checks: list[dict] | None = None) -> str:
     lines = [f"# Measured on {about['device']} ({about['date']})", "",
              f"torch {about['torch']} (CUDA {about['cuda']}), triton {about['triton']}, Python {about['python']}; "
              f"fast = {about['fast_backend']}", ""]
@@ -266,6 +355,14 @@ def summary(about: dict, checks: list[dict] | None, bench_text: str | None, note
                          f"{check['state_max_abs']:.1e} | {check['weight_grad_rel']:.1e} | "
                          f"{check['bias_grad_rel']:.1e} | {check['state_grad_rel']:.1e} | "
                          f"{'yes' if check['pass'] else 'NO'} |")
+        lines.append("")
+    if rule_checks is not None:
+        failed = [check for check in rule_checks if not check["pass"]]
+        lines += [f"## The rules of chapters 06-08 against their plain models: {len(rule_checks) - len(failed)} of "
+                  f"{len(rule_checks)} pass", "", "| rule | plan | state | state max abs | worst gradient rel | pass |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {c['rule']} | {c['plan']} | {c['state']} | {c['state_max_abs']:.1e} | {c['grad_rel_worst']:.1e} "
+                  f"| {'yes' if c['pass'] else 'NO'} |" for c in rule_checks]
         lines.append("")
     if bench_text is not None:
         lines += ["## Benchmark", "", "```", bench_text.rstrip(), "```", ""]
@@ -291,6 +388,8 @@ def main(argv=None) -> int:
                         help="chapter numbers (03) or notebook paths (default: every chapter)")
     parser.add_argument("--budget", type=float, default=360.0, help="seconds for all notebooks together (default 360)")
     parser.add_argument("--skip-checks", action="store_true")
+    parser.add_argument("--bench-configs", nargs="+", choices=bench.ALL_CONFIGS,
+                        help="only these benchmark configurations (default: all)")
     parser.add_argument("--skip-bench", action="store_true")
     parser.add_argument("--skip-notebooks", action="store_true")
     parser.add_argument("--wheels", type=Path, help="install the notebook runner from this folder of wheels first")
@@ -312,15 +411,19 @@ def main(argv=None) -> int:
     if device.type != "cuda" and not args.smoke:
         log("note: no CUDA GPU here, so these are not GPU figures")
     failed = False
-    checks = bench_text = notebooks = None
+    checks = bench_text = notebooks = rule_checks = None
     if not args.skip_checks:
         log("1. equality of helpers.fast and the plain model on this device")
         checks = check_equality(device, args.smoke)
         (out / "equality.json").write_text(json.dumps(checks, indent=2) + "\n")
         failed |= not all(check["pass"] for check in checks)
+        log("1b. equality of helpers.fast.cell_network and the rules of chapters 06-08")
+        rule_checks = check_rules(device, args.smoke)
+        (out / "rule_equality.json").write_text(json.dumps(rule_checks, indent=2) + "\n")
+        failed |= not all(check["pass"] for check in rule_checks)
     if not args.skip_bench:
         log("2. benchmark")
-        bench_text = run_bench(device, args.smoke, out)
+        bench_text = run_bench(device, args.smoke, out, args.bench_configs)
     if not args.skip_notebooks and not (args.smoke and not args.notebooks):
         full = not args.smoke
         log(f"3. notebooks in {'full' if full else 'quick'} mode, budget {args.budget:.0f} s")
@@ -336,7 +439,8 @@ def main(argv=None) -> int:
             notebooks = time_chapters(chapter_paths(args.notebooks), full, args.budget)
         (out / "notebooks.json").write_text(json.dumps(notebooks, indent=2) + "\n")
         failed |= any(item["status"] != "ok" for item in notebooks)
-    (out / "summary.md").write_text(summary(about, checks, bench_text, notebooks, full=not args.smoke))
+    (out / "summary.md").write_text(summary(about, checks, bench_text, notebooks, full=not args.smoke,
+                                            rule_checks=rule_checks))
     log(f"summary: {out / 'summary.md'}" + ("  (something FAILED: see above)" if failed else ""))
     return 1 if failed else 0
 

@@ -177,10 +177,8 @@ def change_bound(state: torch.Tensor, gain: float, gains: tuple) -> float:
     return w2 * (w1 * gain * largest + b1) + b2
 
 
-def image_groups(rows: torch.Tensor | None, batch: int, cells: int) -> list[tuple[int, int, int]]:
+def image_groups(rows: torch.Tensor, batch: int, cells: int) -> list[tuple[int, int, int]]:
     """``(first, stop, image)`` of the selected rows (sorted cell indices) of each image."""
-    if rows is None:
-        return [(b * cells, (b + 1) * cells, b) for b in range(batch)]
     counts = torch.bincount(rows // cells, minlength=batch).tolist()
     groups, first = [], 0
     for image, count in enumerate(counts):
@@ -191,13 +189,22 @@ def image_groups(rows: torch.Tensor | None, batch: int, cells: int) -> list[tupl
 
 def network_forward(perceived: torch.Tensor, weights: tuple, groups, arena: Arena) -> tuple:
     """``h = relu(W1 p + b1)`` and ``d = W2 h + b2`` for rows of perceptions; per image when the
-    weights are per image (``[B, ...]``)."""
+    weights are per image (``[B, ...]``): image by image over ``groups``, or, when ``groups`` is
+    ``"batched"`` (every cell of every image, in order), as batched products."""
     w1, b1, w2, b2 = weights
     hidden = arena.take(perceived.shape[0], w1.shape[-2], dtype=perceived.dtype, device=perceived.device)
     if w1.dim() == 2:
         torch.addmm(b1, perceived, w1.T, out=hidden)
         hidden.relu_()
         return hidden, torch.addmm(b2, hidden, w2.T)
+    if groups == "batched":
+        batch = w1.shape[0]
+        per_image = hidden.view(batch, -1, w1.shape[-2])
+        torch.baddbmm(b1[:, None, :], perceived.view(batch, -1, perceived.shape[1]), w1.transpose(1, 2),
+                      out=per_image)
+        per_image.relu_()
+        change = torch.baddbmm(b2[:, None, :], per_image, w2.transpose(1, 2))
+        return hidden, change.view(-1, w2.shape[-2])
     change = perceived.new_empty(perceived.shape[0], w2.shape[-2])
     for first, stop, image in groups:
         if stop > first:
@@ -214,6 +221,17 @@ def network_backward(g_change: torch.Tensor, record: dict, weights: tuple, grads
     hidden, perceived = record["hidden"], record["perceived"]
     g_perceived = perceived.new_empty(perceived.shape)
     shared = w1.dim() == 2
+    if not shared and groups == "batched":
+        batch = w1.shape[0]
+        gd, h = g_change.reshape(batch, -1, g_change.shape[1]), hidden.view(batch, -1, hidden.shape[1])
+        dw1, db1, dw2, db2 = grads
+        dw2.baddbmm_(gd.transpose(1, 2), h)
+        db2.add_(gd.sum(1))
+        gh = torch.ops.aten.threshold_backward(torch.bmm(gd, w2), h, 0)
+        dw1.baddbmm_(gh.transpose(1, 2), perceived.view(batch, -1, perceived.shape[1]))
+        db1.add_(gh.sum(1))
+        torch.bmm(gh, w1, out=g_perceived.view(batch, -1, perceived.shape[1]))
+        return g_perceived
     for first, stop, image in ([(0, hidden.shape[0], None)] if shared else groups):
         if stop == first:
             continue
@@ -240,7 +258,7 @@ def dense_step(state: torch.Tensor, weights: tuple, plan: GrowingPlan, step: int
     perceived = rearrange(perceive(state, plan.filters), "b c h w -> (b h w) c")
     chosen = arena.take(*perceived.shape, dtype=state.dtype, device=state.device)
     chosen.copy_(perceived)
-    hidden, change = network_forward(chosen, weights, image_groups(None, batch, height * width), arena)
+    hidden, change = network_forward(chosen, weights, "batched", arena)
     fire_rows = rearrange(fire, "b 1 h w -> (b h w) 1").to(state.dtype)
     updated = rearrange(state, "b c h w -> (b h w) c") + change * fire_rows
     updated = rearrange(updated, "(b h w) c -> b c h w", b=batch, h=height)
@@ -257,7 +275,7 @@ def dense_step_backward(grad: torch.Tensor, weights: tuple, grads: list, plan: G
     batch, channels, height, width = grad.shape
     g = grad * record["keep"].to(grad.dtype)                           # [B, C, H, W]
     g_change = rearrange(g, "b c h w -> (b h w) c") * rearrange(record["fire"], "b 1 h w -> (b h w) 1").to(grad.dtype)
-    g_perceived = network_backward(g_change, record, weights, grads, image_groups(None, batch, height * width))
+    g_perceived = network_backward(g_change, record, weights, grads, "batched")
     scattered = rearrange(g_perceived, "(b h w) c -> b c h w", b=batch, h=height)
     return g + F.conv_transpose2d(scattered, plan.filters.to(grad.dtype), padding=1, groups=channels)
 
