@@ -180,12 +180,6 @@ def random_field(batch: int, space: int | tuple, channels: int, generator: torch
 
 
 
-def rotate_grid(state: torch.Tensor, quarter_turns: int = 1, flip: bool = False) -> torch.Tensor:
-    """The grid turned by quarter turns (counter-clockwise on screen) and optionally mirrored left-right."""
-    state = torch.rot90(state, quarter_turns, dims=(-2, -1))
-    return state.flip(-1) if flip else state
-
-
 def power_spectrum(image: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The power spectrum of an image ``[C, *space]`` (each channel's mean removed, summed over the
     channels), and the spatial frequency (cycles per cell) of every entry along each axis."""

@@ -133,12 +133,6 @@ def minimum_spanning_tree(points, canvas: int = CANVAS, wrap: bool = False) -> l
     return sorted(tree)
 
 
-def tree_length(points, edges) -> float:
-    """Total Euclidean length of ``edges`` (pairs of indices into ``points``)."""
-    points = np.asarray(points, dtype=np.float64)
-    return float(sum(np.hypot(*(points[i] - points[j])) for i, j in edges))
-
-
 def window(canvas: int, corner_a, corner_b, pad: float) -> tuple[slice, slice, np.ndarray, np.ndarray]:
     """The rows, columns and pixel-centre coordinates (x, y) of the box around two corners, grown by
     ``pad`` and clipped to the canvas. Drawing a shape only inside its box is much faster than
