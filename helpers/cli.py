@@ -76,6 +76,10 @@ def first_line(module) -> str:
     return module.__doc__.strip().splitlines()[0]
 
 
+def first_sentence(function) -> str:
+    return " ".join(function.__doc__.split()).split(". ")[0].rstrip(".")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m helpers", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -101,8 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluator = commands.add_parser("evaluate", help="measure a saved model again")
     evaluated = evaluator.add_subparsers(dest="task", required=True, metavar="TASK", help=", ".join(TASKS))
     for name, task in TASKS.items():
-        task_parser = evaluated.add_parser(name, help=f"measure a saved {name} model again: "
-                                                      f"{task.evaluate_saved.__doc__.splitlines()[0]}")
+        task_parser = evaluated.add_parser(name, help=first_sentence(task.evaluate_saved))
         task_parser.add_argument("model", help=f"a saved {name} model, NAME.pt with NAME.json beside it")
         task_parser.add_argument("--write", action="store_true",
                                  help="store the measurements in the model's JSON (replacing the old ones)")

@@ -300,7 +300,7 @@ def evaluate_arguments(parser) -> None:
 
 
 def evaluate_saved(model: GrowingNCA, metadata: dict, args) -> tuple[dict, str]:
-    """Stability, regeneration (``args.count`` damages per kind) and rotation of a saved model again."""
+    """Stability, regeneration (--count damages per kind) and rotation of a saved model again."""
     return run.remeasure(sys.modules[__name__], model, metadata, count=args.count)
 
 

@@ -594,8 +594,8 @@ def evaluate_arguments(parser) -> None:
 
 
 def evaluate_saved(model: nn.Module, metadata: dict, args) -> tuple[dict, str]:
-    """The held-out measurements of a saved model again (with ``args.full``, every figure chapter 05
-    reads from its JSON), and the command that makes them, recorded as ``metrics_command``."""
+    """The held-out measurements of a saved model again (with --full, every figure chapter 05 reads
+    from its JSON), and the command that makes them, recorded as ``metrics_command``."""
     stored = metadata.get("heldout")
     if stored is None:
         raise ValueError(f"{args.model} has no held-out MST measurements in its JSON: is it an MST model?")
