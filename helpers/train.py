@@ -229,8 +229,9 @@ def restore(state: dict, model: nn.Module, optimizer: torch.optim.Optimizer, sch
             chooser: random.Random, history: History, device) -> tuple[int, SamplePool]:
     """Put a ``training_state`` back: weights, optimizer, the schedule replayed to its iteration,
     the random generators, the losses so far and the pool. Returns ``(iteration, pool)``. A task's
-    own generator of fresh samples (``make_samples``) is not part of it: after a resume the fresh
-    samples are drawn anew from that generator's seed (other tasks, the same distribution)."""
+    own generators are not part of it (the fresh tasks of ``make_samples`` in chapter 05, the damage
+    of ``prepare_batch`` in chapters 06 and 07): after a resume they draw anew from their seeds (other
+    draws, the same distribution), so a resumed run is a run of the same recipe, not the same run."""
     missing = sorted({"iteration", "model", "optimizer", "pool", "losses", "chooser", "torch_rng"} - set(state))
     if missing:
         raise ValueError(f"not a training state written by helpers.train (missing {missing}); resume from the "
