@@ -169,9 +169,18 @@ TEXTURES = {
 }
 
 
-def render(name: str) -> np.ndarray:
-    """The texture ``name`` as uint8 RGB [SIZE, SIZE, 3]."""
-    return np.clip(np.round(TEXTURES[name]()), 0, 255).astype(np.uint8)
+#: The textures drawn from random numbers: ``render(name, seed)`` draws a new instance of them (other
+#: bubble positions, other Voronoi sites); the shipped files use each function's default seed.
+SEEDED = ("bubbles", "voronoi")
+
+
+def render(name: str, seed: int | None = None) -> np.ndarray:
+    """The texture ``name`` as uint8 RGB [SIZE, SIZE, 3]; ``seed``: a new instance of a texture in
+    ``SEEDED`` (None: the shipped one)."""
+    if seed is not None and name not in SEEDED:
+        raise ValueError(f"{name} is drawn without random numbers; only {', '.join(SEEDED)} take a seed")
+    drawn = TEXTURES[name]() if seed is None else TEXTURES[name](seed=seed)
+    return np.clip(np.round(drawn), 0, 255).astype(np.uint8)
 
 
 def main() -> None:
