@@ -55,7 +55,7 @@ from einops import rearrange
 
 from ..growing_nca import ALPHA, GrowingNCA, alive_mask, perceive
 from ..manifold_nca import ConditionedRule, ManifoldNCA, check_codes
-from ..reaction_diffusion import LAPLACIAN_2D, ReactionDiffusionNCA, laplacian
+from ..reaction_diffusion import ReactionDiffusionNCA, laplacian
 
 PLANS = ("auto", "sparse", "dense", "plain")
 #: A step's bound on any change below this cannot overflow float32 (3.4e38) in any order of summation.
@@ -177,27 +177,16 @@ def change_bound(state: torch.Tensor, gain: float, gains: tuple) -> float:
     return w2 * (w1 * gain * largest + b1) + b2
 
 
-def image_groups(rows: torch.Tensor, batch: int, cells: int) -> list[tuple[int, int, int]]:
-    """``(first, stop, image)`` of the selected rows (sorted cell indices) of each image."""
-    counts = torch.bincount(rows // cells, minlength=batch).tolist()
-    groups, first = [], 0
-    for image, count in enumerate(counts):
-        groups.append((first, first + count, image))
-        first += count
-    return groups
-
-
-def network_forward(perceived: torch.Tensor, weights: tuple, groups, arena: Arena) -> tuple:
-    """``h = relu(W1 p + b1)`` and ``d = W2 h + b2`` for rows of perceptions; per image when the
-    weights are per image (``[B, ...]``): image by image over ``groups``, or, when ``groups`` is
-    ``"batched"`` (every cell of every image, in order), as batched products."""
+def network_forward(perceived: torch.Tensor, weights: tuple, layout, arena: Arena) -> tuple:
+    """``h = relu(W1 p + b1)`` and ``d = W2 h + b2`` for rows of perceptions; with per-image weights
+    (``[B, ...]``, ``layout`` "batched") the rows are B equal blocks, one per image."""
     w1, b1, w2, b2 = weights
     hidden = arena.take(perceived.shape[0], w1.shape[-2], dtype=perceived.dtype, device=perceived.device)
     if w1.dim() == 2:
         torch.addmm(b1, perceived, w1.T, out=hidden)
         hidden.relu_()
         return hidden, torch.addmm(b2, hidden, w2.T)
-    if groups == "batched":
+    if layout == "batched":
         batch = w1.shape[0]
         per_image = hidden.view(batch, -1, w1.shape[-2])
         torch.baddbmm(b1[:, None, :], perceived.view(batch, -1, perceived.shape[1]), w1.transpose(1, 2),
@@ -205,45 +194,31 @@ def network_forward(perceived: torch.Tensor, weights: tuple, groups, arena: Aren
         per_image.relu_()
         change = torch.baddbmm(b2[:, None, :], per_image, w2.transpose(1, 2))
         return hidden, change.view(-1, w2.shape[-2])
-    change = perceived.new_empty(perceived.shape[0], w2.shape[-2])
-    for first, stop, image in groups:
-        if stop > first:
-            torch.addmm(b1[image], perceived[first:stop], w1[image].T, out=hidden[first:stop])
-            hidden[first:stop].relu_()
-            torch.addmm(b2[image], hidden[first:stop], w2[image].T, out=change[first:stop])
-    return hidden, change
+    raise ValueError(f"per-image weights need the batched layout, got {layout!r}")
 
 
-def network_backward(g_change: torch.Tensor, record: dict, weights: tuple, grads: list, groups) -> torch.Tensor:
-    """The gradient with respect to the perceptions of the rows, given that of their change; adds the
-    parameter gradients (per image when the weights are) to ``grads``."""
+def network_backward(g_change: torch.Tensor, record: dict, weights: tuple, grads: list, layout) -> torch.Tensor:
+    """The gradient with respect to the rows' perceptions, given that of their change; adds the
+    parameter gradients (per image when the weights are: ``layout`` "batched") to ``grads``."""
     w1, b1, w2, b2 = weights
+    dw1, db1, dw2, db2 = grads
     hidden, perceived = record["hidden"], record["perceived"]
     g_perceived = perceived.new_empty(perceived.shape)
-    shared = w1.dim() == 2
-    if not shared and groups == "batched":
-        batch = w1.shape[0]
-        gd, h = g_change.reshape(batch, -1, g_change.shape[1]), hidden.view(batch, -1, hidden.shape[1])
-        dw1, db1, dw2, db2 = grads
-        dw2.baddbmm_(gd.transpose(1, 2), h)
-        db2.add_(gd.sum(1))
-        gh = torch.ops.aten.threshold_backward(torch.bmm(gd, w2), h, 0)
-        dw1.baddbmm_(gh.transpose(1, 2), perceived.view(batch, -1, perceived.shape[1]))
-        db1.add_(gh.sum(1))
-        torch.bmm(gh, w1, out=g_perceived.view(batch, -1, perceived.shape[1]))
-        return g_perceived
-    for first, stop, image in ([(0, hidden.shape[0], None)] if shared else groups):
-        if stop == first:
-            continue
-        dw1, db1, dw2, db2 = grads if shared else [g[image] for g in grads]
-        v1, v2 = (w1, w2) if shared else (w1[image], w2[image])
-        gd, h, p = g_change[first:stop], hidden[first:stop], perceived[first:stop]
-        dw2.addmm_(gd.T, h)
-        db2.add_(gd.sum(0))
-        gh = torch.ops.aten.threshold_backward(gd @ v2, h, 0)       # ReLU's backward, PyTorch's own
-        dw1.addmm_(gh.T, p)
+    if w1.dim() == 2:
+        dw2.addmm_(g_change.T, hidden)
+        db2.add_(g_change.sum(0))
+        gh = torch.ops.aten.threshold_backward(g_change @ w2, hidden, 0)    # ReLU's backward, PyTorch's own
+        dw1.addmm_(gh.T, perceived)
         db1.add_(gh.sum(0))
-        torch.mm(gh, v1, out=g_perceived[first:stop])
+        return torch.mm(gh, w1, out=g_perceived)
+    batch = w1.shape[0]
+    gd, h = g_change.reshape(batch, -1, g_change.shape[1]), hidden.view(batch, -1, hidden.shape[1])
+    dw2.baddbmm_(gd.transpose(1, 2), h)
+    db2.add_(gd.sum(1))
+    gh = torch.ops.aten.threshold_backward(torch.bmm(gd, w2), h, 0)
+    dw1.baddbmm_(gh.transpose(1, 2), perceived.view(batch, -1, perceived.shape[1]))
+    db1.add_(gh.sum(1))
+    torch.bmm(gh, w1, out=g_perceived.view(batch, -1, perceived.shape[1]))
     return g_perceived
 
 
@@ -290,24 +265,26 @@ def neighbourhood_max(padded: torch.Tensor) -> torch.Tensor:
 
 class PaddedGrid:
     """A ``[B, C, H, W]`` grid kept as rows ``[B * (H + 2) * (W + 2), C]`` with a border of zeros, so
-    a cell's 3x3 neighbourhood is nine rows at fixed offsets. The perception of chosen cells is then
-    one gather of their neighbourhoods and one matrix product (``spread``: the filters as a
-    ``[9C, 3C]`` matrix), and its adjoint one product and one scatter-add: much cheaper than a
-    depthwise convolution of the whole grid when few cells are chosen."""
+    a cell's 3x3 neighbourhood is nine rows at fixed offsets. The perception of N chosen cells is
+    then one gather of their neighbourhoods, ``[9, N, C]`` (neighbour-major), and one small product
+    with the ``[3, 9]`` kernels; its adjoint is the transposed product and one scatter-add. Much
+    cheaper than a depthwise convolution of the whole grid when few cells are chosen.
+
+    The perceptions come out kernel-major, ``[N, (k c)]``, where ``perceive`` orders them channel-major
+    ``(c k)``: the rollout runs with the first layer's columns reordered to match (``to_kernel_major``)."""
 
     def __init__(self, shape, filters: torch.Tensor, dtype, device):
         batch, channels, height, width = shape
         self.shape, self.padded = shape, (batch, height + 2, width + 2, channels)
         row = width + 2
+        self.block = (height + 2) * row          # padded rows of one image
         self.offsets = torch.tensor([dy * row + dx for dy in (-1, 0, 1) for dx in (-1, 0, 1)], device=device)
         cell = torch.arange(batch * height * width, device=device)
         image, inside = cell // (height * width), cell % (height * width)
-        self.row_of_cell = image * (height + 2) * row + (inside // width + 1) * row + inside % width + 1
-        # spread[s * C + c, c * 3 + k] = filter k of channel c at neighbour s (perceive's output order)
-        kernels = filters.reshape(channels, 3, 9).to(dtype)
-        spread = torch.zeros(9, channels, channels, 3, dtype=dtype, device=device)
-        spread[:, torch.arange(channels), torch.arange(channels), :] = rearrange(kernels, "c k s -> s c k")
-        self.spread = spread.reshape(9 * channels, 3 * channels)
+        self.row_of_cell = image * self.block + (inside // width + 1) * row + inside % width + 1
+        self.kernels = filters.reshape(channels, 3, 9).to(dtype)                 # [C, k, s]
+        # every channel with the same three kernels (the course's filters): one [3, 9] product
+        self.shared = bool((self.kernels == self.kernels[:1]).all())
 
     def new(self, like: torch.Tensor) -> torch.Tensor:
         return like.new_zeros(*self.padded)
@@ -332,13 +309,60 @@ class PaddedGrid:
         return neighbourhood_max(padded).bool()
 
     def neighbourhoods(self, rows: torch.Tensor) -> torch.Tensor:
-        """The padded rows of the nine neighbours of each given padded row, ``[9 N]``."""
-        return (rows[:, None] + self.offsets).reshape(-1)
+        """The padded rows of the nine neighbours of the given padded rows, neighbour-major ``[9 N]``."""
+        return (self.offsets[:, None] + rows[None, :]).reshape(-1)
+
+    def perceive(self, grid_rows: torch.Tensor, rows: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The perceptions ``[N, (k c)]`` of the cells at padded ``rows``, written to ``out``."""
+        channels, count = grid_rows.shape[1], rows.numel()
+        around = grid_rows.index_select(0, self.neighbourhoods(rows)).view(9, count, channels)
+        if self.shared:
+            mixed = (self.kernels[0] @ around.view(9, -1)).view(3, count, channels)
+        else:
+            mixed = torch.einsum("cks,snc->knc", self.kernels, around)
+        out.view(count, 3, channels).copy_(mixed.transpose(0, 1))
+        return out
+
+    def perceive_adjoint(self, g_perceived: torch.Tensor, rows: torch.Tensor, g_rows: torch.Tensor) -> None:
+        """Add the adjoint of ``perceive`` applied to ``g_perceived`` ``[N, (k c)]`` to ``g_rows``."""
+        channels, count = g_rows.shape[1], rows.numel()
+        by_kernel = g_perceived.view(count, 3, channels).transpose(0, 1).reshape(3, -1)
+        if self.shared:
+            spread = self.kernels[0].T @ by_kernel                                # [9, N C]
+        else:
+            spread = torch.einsum("cks,knc->snc", self.kernels, by_kernel.view(3, count, channels))
+        g_rows.index_add_(0, self.neighbourhoods(rows), spread.reshape(-1, channels))
+
+    def batched_rows(self, chosen_cells: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For per-image weights: the chosen rows laid out as ``[B, M]`` (M: the most any image has), so
+        that the network runs as batched products. Each image's empty slots READ the neighbourhood of
+        its first cell and WRITE to its border corner (cleared after the step): they change nothing,
+        and their gradient, read from that border, is zero. Returns (rows read, rows written)."""
+        batch, _, height, width = self.shape
+        image = chosen_cells // (height * width)
+        counts = torch.bincount(image, minlength=batch)
+        most = int(counts.max()) if chosen_cells.numel() else 0
+        slot = image * most + torch.arange(rows.numel(), device=rows.device) - (torch.cumsum(counts, 0) - counts)[image]
+        corners = torch.arange(batch, device=rows.device) * self.block
+        read = self.row_of_cell[corners // self.block * height * width].repeat_interleave(most)
+        written = corners.repeat_interleave(most)
+        read[slot], written[slot] = rows, rows
+        return read, written
+
+
+def to_kernel_major(weight: torch.Tensor) -> torch.Tensor:
+    """First-layer weights ``[..., hidden, (c k)]`` (``perceive``'s order) -> ``[..., hidden, (k c)]``."""
+    return rearrange(weight, "... h (c k) -> ... h (k c)", k=3)
+
+
+def to_channel_major(weight: torch.Tensor) -> torch.Tensor:
+    return rearrange(weight, "... h (k c) -> ... h (c k)", k=3)
 
 
 def sparse_step(grid: torch.Tensor, weights: tuple, plan: GrowingPlan, step: int, arena: Arena,
                 keep_record: bool, geometry: PaddedGrid) -> torch.Tensor:
-    """One step of ``GrowingNCA.step`` on a padded grid ``[B, H + 2, W + 2, C]``; returns the next."""
+    """One step of ``GrowingNCA.step`` on a padded grid ``[B, H + 2, W + 2, C]``; returns the next.
+    ``weights``: the first layer's columns in kernel-major order (``to_kernel_major``)."""
     batch, channels, height, width = geometry.shape
     cells = grid.view(-1, channels)
     before = geometry.alive(grid, plan.threshold)
@@ -352,19 +376,22 @@ def sparse_step(grid: torch.Tensor, weights: tuple, plan: GrowingPlan, step: int
     else:      # a change might overflow: compute every cell, and multiply by the mask as the plain model does
         chosen_cells = torch.arange(batch * height * width, device=grid.device)
         scale = fire_cells.reshape(-1, 1).to(grid.dtype)
-    rows = geometry.row_of_cell[chosen_cells]
-    neighbours = cells.index_select(0, geometry.neighbourhoods(rows)).view(rows.numel(), -1)
-    perceived = arena.take(rows.numel(), 3 * channels, dtype=grid.dtype, device=grid.device)
-    torch.mm(neighbours, geometry.spread, out=perceived)
-    groups = None if weights[0].dim() == 2 else image_groups(chosen_cells, batch, height * width)
-    hidden, change = network_forward(perceived, weights, groups, arena)
+    per_image = weights[0].dim() == 3
+    read = written = geometry.row_of_cell[chosen_cells]
+    if per_image:
+        read, written = geometry.batched_rows(chosen_cells, read)
+    perceived = arena.take(read.numel(), 3 * channels, dtype=grid.dtype, device=grid.device)
+    geometry.perceive(cells, read, perceived)
+    hidden, change = network_forward(perceived, weights, "batched" if per_image else None, arena)
     updated = grid                        # in place: the backward pass needs none of the old state
-    updated.view(-1, channels).index_add_(0, rows, change if scale is None else change * scale)
+    updated.view(-1, channels).index_add_(0, written, change if scale is None else change * scale)
+    if per_image:
+        updated[:, 0, 0] = 0.0            # the empty slots' changes landed in the border corners
     keep = before & geometry.alive(updated, plan.threshold)
     updated[:, 1:-1, 1:-1] *= keep[..., None].to(grid.dtype)
     if keep_record:
         plan.fires.append(fire)
-        plan.records.append(dict(cells=chosen_cells, rows=rows, perceived=perceived, hidden=hidden, keep=keep,
+        plan.records.append(dict(read=read, written=written, perceived=perceived, hidden=hidden, keep=keep,
                                  scale=scale))
     return updated
 
@@ -372,17 +399,16 @@ def sparse_step(grid: torch.Tensor, weights: tuple, plan: GrowingPlan, step: int
 def sparse_step_backward(grad: torch.Tensor, weights: tuple, grads: list, plan: GrowingPlan, record: dict,
                          geometry: PaddedGrid) -> torch.Tensor:
     """The gradient with respect to the step's input grid (``grad``: padded, zero border)."""
-    batch, channels, height, width = geometry.shape
+    channels = geometry.shape[1]
     g = grad                              # in place: the caller's buffer is this rollout's own
     g[:, 1:-1, 1:-1] *= record["keep"][..., None].to(grad.dtype)
     g_rows = g.view(-1, channels)
-    g_change = g_rows.index_select(0, record["rows"])
+    g_change = g_rows.index_select(0, record["written"])
     if record["scale"] is not None:
         g_change = g_change * record["scale"]
-    groups = None if weights[0].dim() == 2 else image_groups(record["cells"], batch, height * width)
-    g_perceived = network_backward(g_change, record, weights, grads, groups)
-    g_neighbours = (g_perceived @ geometry.spread.T).view(-1, channels)
-    g_rows.index_add_(0, geometry.neighbourhoods(record["rows"]), g_neighbours)
+    per_image = weights[0].dim() == 3
+    g_perceived = network_backward(g_change, record, weights, grads, "batched" if per_image else None)
+    geometry.perceive_adjoint(g_perceived, record["read"], g_rows)
     for border in (g[:, 0], g[:, -1], g[:, :, 0], g[:, :, -1]):
         border.zero_()                    # the zero padding's adjoint: what reaches the border is dropped
     return g
@@ -403,8 +429,9 @@ class GrowingRollout(torch.autograd.Function):
         if plan.mode == "sparse":
             geometry = PaddedGrid(state.shape, plan.filters, state.dtype, state.device)
             grid = geometry.load(geometry.new(current), current)
+            reordered = (to_kernel_major(weights[0]), *weights[1:])
             for step in range(steps):
-                grid = sparse_step(grid, weights, plan, step, arena, need_grad, geometry)
+                grid = sparse_step(grid, reordered, plan, step, arena, need_grad, geometry)
             current = geometry.interior(grid).contiguous(memory_format=torch.channels_last)
             plan.geometry = geometry
         else:
@@ -423,9 +450,11 @@ class GrowingRollout(torch.autograd.Function):
         if plan.mode == "sparse":
             geometry = plan.geometry
             grad = geometry.load(geometry.new(grad_output), grad_output)
+            reordered = (to_kernel_major(weights[0]), *weights[1:])
             for record in reversed(plan.records):
-                grad = sparse_step_backward(grad, weights, grads, plan, record, geometry)
+                grad = sparse_step_backward(grad, reordered, grads, plan, record, geometry)
             grad = geometry.interior(grad).contiguous(memory_format=torch.channels_last)
+            grads[0] = to_channel_major(grads[0]).contiguous()
         else:
             grad = grad_output.contiguous(memory_format=torch.channels_last)
             for record in reversed(plan.records):
@@ -590,9 +619,27 @@ class SavedSteps:
         self.records: list = []
 
 
-def circular_laplacian(rows: torch.Tensor, kernel: torch.Tensor, channels: int) -> torch.Tensor:
-    """The 2D grid's Laplacian (``reaction_diffusion.laplacian``) of a channels-last ``[B, C, H, W]``."""
-    return F.conv2d(F.pad(rows, (1, 1, 1, 1), mode="circular"), kernel, groups=channels)
+class TorusLaplacian:
+    """``reaction_diffusion.laplacian`` (the isotropic 9-point stencil on a grid that wraps around) for
+    channels-last ``[B, H, W, C]`` grids, into buffers made once per rollout. The stencil separates:
+    ``[[1, 4, 1], [4, -20, 4], [1, 4, 1]] / 6 = ([1, 4, 1] x [1, 4, 1] - 36 * centre) / 6``, so it is
+    two 1D passes over one padded buffer: about three times faster on a CPU than the circular pad and
+    the depthwise convolution, which make fresh tensors every step (fresh memory costs page faults).
+    The stencil is symmetric and the grid a torus, so the same operator is its own adjoint."""
+
+    def __init__(self, shape, dtype, device):
+        batch, height, width, channels = shape
+        self.padded = torch.empty(batch, height + 2, width + 2, channels, dtype=dtype, device=device)
+        self.rows = torch.empty(batch, height + 2, width, channels, dtype=dtype, device=device)
+
+    def __call__(self, grid: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        p, rows = self.padded, self.rows
+        p[:, 1:-1, 1:-1] = grid
+        p[:, 0, 1:-1], p[:, -1, 1:-1] = grid[:, -1], grid[:, 0]          # rows wrap around
+        p[:, :, 0], p[:, :, -1] = p[:, :, -2], p[:, :, 1]                 # then columns, corners included
+        torch.add(p[:, :, :-2], p[:, :, 2:], out=rows).add_(p[:, :, 1:-1], alpha=4)     # [1, 4, 1] along x
+        torch.add(rows[:, :-2], rows[:, 2:], out=out).add_(rows[:, 1:-1], alpha=4)      # then along y
+        return out.add_(grid, alpha=-36).div_(6)
 
 
 class DiffusionRollout(torch.autograd.Function):
@@ -600,36 +647,39 @@ class DiffusionRollout(torch.autograd.Function):
 
     One step: ``y = x + a * rates * L x + r * W2 relu(W1 x + b1)``. Its backward, given ``gy``:
     ``gd = r gy``; ``dW2 += gd^T h``; ``gh = (gd W2) [h > 0]``; ``dW1 += gh^T x``, ``db1 += sum gh``;
-    ``gx = gy + L (a * rates * gy) + gh W1`` (the isotropic stencil on a torus is its own adjoint)."""
+    ``gx = gy + L (a * rates * gy) + gh W1`` (the isotropic stencil on a torus is its own adjoint).
+    Every state and hidden layer lives in the arena; the temporaries in buffers made once."""
 
     @staticmethod
     def forward(ctx, state, w1, b1, w2, speeds: tuple, steps: int, need_grad: bool):
         diffusion, diffusion_speed, reaction_speed = speeds
         batch, channels, height, width = state.shape
         w1, b1, w2 = w1.detach(), b1.detach(), w2.detach()
-        kernel = LAPLACIAN_2D.to(state)[None, None].repeat(channels, 1, 1, 1)
-        rates = (diffusion_speed * diffusion.to(state)).reshape(1, -1, 1, 1)
+        rates = diffusion_speed * diffusion.to(state)                    # [C], broadcast over the rows
         holder = SavedSteps()
         arena = arena_for(state.device) if need_grad else Arena()
         arena.reset(holder, state.dtype, state.device)
-        current = state.detach().contiguous(memory_format=torch.channels_last)
-        saved = holder.records
+        shape = (batch, height, width, channels)
+        laplacian_of = TorusLaplacian(shape, state.dtype, state.device)
+        diffused, reaction = state.new_empty(shape), state.new_empty(batch * height * width, channels)
+        current = state.new_empty(shape)
+        current.copy_(rearrange(state.detach(), "b c h w -> b h w c"))
         for _ in range(steps):
-            cells = rearrange(current, "b c h w -> (b h w) c")
+            cells = current.view(-1, channels)
             hidden = arena.take(cells.shape[0], w1.shape[0], dtype=state.dtype, device=state.device)
             torch.addmm(b1, cells, w1.T, out=hidden)
             hidden.relu_()
-            reaction = rearrange(hidden @ w2.T, "(b h w) c -> b c h w", b=batch, h=height)
+            torch.mm(hidden, w2.T, out=reaction)
             if need_grad:
-                kept = arena.take(*cells.shape, dtype=state.dtype, device=state.device)
-                kept.copy_(cells)
-                saved.append((kept, hidden))
-            diffused = rates * circular_laplacian(current, kernel, channels)
-            current = (current + diffused) + reaction_speed * reaction
+                holder.records.append((cells, hidden))
+            laplacian_of(current, diffused).mul_(rates)
+            following = (arena.take(*shape, dtype=state.dtype, device=state.device) if need_grad
+                         else state.new_empty(shape))
+            torch.add(current, diffused, out=following).add_(reaction.view(shape), alpha=reaction_speed)
+            current = following
         if need_grad:
-            ctx.saved, ctx.weights, ctx.kernel, ctx.rates = holder, (w1, b1, w2), kernel, rates
-            ctx.reaction_speed = reaction_speed
-        return current
+            ctx.saved, ctx.weights, ctx.rates, ctx.reaction_speed = holder, (w1, b1, w2), rates, reaction_speed
+        return rearrange(current, "b h w c -> b c h w")
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -637,19 +687,29 @@ class DiffusionRollout(torch.autograd.Function):
             raise RuntimeError("this fast rollout was already backpropagated once (its saved tensors are freed)")
         w1, b1, w2 = ctx.weights
         grads = [torch.zeros_like(w) for w in (w1, b1, w2)]
-        grad = grad_output.contiguous(memory_format=torch.channels_last)
-        batch, channels, height, width = grad.shape
+        batch, channels, height, width = grad_output.shape
+        shape = (batch, height, width, channels)
+        laplacian_of = TorusLaplacian(shape, grad_output.dtype, grad_output.device)
+        grad, spare = grad_output.new_empty(shape), grad_output.new_empty(shape)
+        grad.copy_(rearrange(grad_output, "b c h w -> b h w c"))
+        scaled, diffused = grad_output.new_empty(shape), grad_output.new_empty(shape)
+        g_hidden = grad_output.new_empty(batch * height * width, w1.shape[0])
+        through = grad_output.new_empty(batch * height * width, channels)
         for cells, hidden in reversed(ctx.saved.records):
-            g_rows = rearrange(grad, "b c h w -> (b h w) c")
-            gd = g_rows * ctx.reaction_speed
+            g_rows = grad.view(-1, channels)
+            gd = g_rows if ctx.reaction_speed == 1 else torch.mul(g_rows, ctx.reaction_speed)
             grads[2].addmm_(gd.T, hidden)
-            gh = torch.ops.aten.threshold_backward(gd @ w2, hidden, 0)
-            grads[0].addmm_(gh.T, cells)
-            grads[1].add_(gh.sum(0))
-            through_net = rearrange(gh @ w1, "(b h w) c -> b c h w", b=batch, h=height)
-            grad = grad + circular_laplacian(ctx.rates * grad, ctx.kernel, channels) + through_net
+            torch.mm(gd, w2, out=g_hidden)
+            torch.ops.aten.threshold_backward.grad_input(g_hidden, hidden, 0, grad_input=g_hidden)
+            grads[0].addmm_(g_hidden.T, cells)
+            grads[1].add_(g_hidden.sum(0))
+            torch.mm(g_hidden, w1, out=through)
+            laplacian_of(torch.mul(grad, ctx.rates, out=scaled), diffused)
+            torch.add(grad, diffused, out=spare).add_(through.view(shape))
+            grad, spare = spare, grad
         ctx.saved.records = None
-        return (grad if ctx.needs_input_grad[0] else None, *grads, None, None, None)
+        grad = rearrange(grad, "b h w c -> b c h w") if ctx.needs_input_grad[0] else None
+        return (grad, *grads, None, None, None)
 
 
 def diffusion_rollout(model: ReactionDiffusionNCA, state: torch.Tensor, steps: int, laplacian_of=laplacian,
