@@ -10,7 +10,10 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
+import http.client
+import os
+import tempfile
+import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -120,28 +123,105 @@ def is_url(target: str) -> bool:
     return isinstance(target, str) and urllib.parse.urlparse(target).scheme in ("http", "https", "file")
 
 
-def fetch_image(url: str, folder: str | Path | None = None, timeout: float = 30) -> Path:
-    """Download the image at ``url`` (http, https or file) once into ``folder`` (default
-    ``outputs/downloads``) and return the local file; a second call reuses it. A failed download
-    raises a ``ValueError`` that names the URL (no internet here? save the image and give its path)."""
+#: The most bytes ``fetch_image`` reads: far above any texture or emoji (a 4096x4096 PNG is rarely 40 MB).
+MAX_DOWNLOAD_BYTES = 50 * 2**20
+#: The longest a single read may wait; the whole download's deadline is ``fetch_image``'s ``timeout``.
+READ_TIMEOUT = 15.0
+#: The file names a ``file://`` URL may point at: images only (never /etc/passwd, /dev/zero, ...).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def fetch_image(url: str, folder: str | Path | None = None, timeout: float = 60,
+                max_bytes: int = MAX_DOWNLOAD_BYTES) -> Path:
+    """The image at ``url`` as a local file. An http(s) image is downloaded once into ``folder`` (default
+    ``outputs/downloads``) and reused by later calls; a ``file://`` URL names a file on this machine,
+    which is checked and returned itself (nothing is copied).
+
+    Nothing enters the cache unless it is whole and an image: the download gives up after ``timeout``
+    seconds in all (a server that trickles is not waited for forever; one read waits at most
+    ``READ_TIMEOUT``), refuses more than ``max_bytes`` bytes, must bring exactly the bytes its
+    Content-Length announced, and must decode as an image (Pillow) before it gets its final name. A
+    ``file://`` URL must name a regular image file (by its suffix, ``IMAGE_SUFFIXES``) of at most
+    ``max_bytes`` bytes that decodes. Every failure raises a ``ValueError`` that names the URL."""
     if not is_url(url):
         raise ValueError(f"not an http(s) or file URL: {url!r}")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
+        raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+        raise ValueError(f"max_bytes must be a positive integer, got {max_bytes!r}")
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme == "file":
+        return _checked_local_image(url, Path(urllib.request.url2pathname(parsed.path)), max_bytes)
     folder = Path(folder) if folder is not None else env.REPO_ROOT / "outputs" / "downloads"
-    name = Path(urllib.parse.urlparse(url).path).name or "image"
+    name = Path(parsed.path).name or "image"
     local = folder / f"{hashlib.sha256(url.encode()).hexdigest()[:12]}_{name}"
     if local.is_file():
-        return local
+        return local                         # only a complete, decodable download ever gets this name
     folder.mkdir(parents=True, exist_ok=True)
-    partial = local.with_name(local.name + ".part")
+    handle, partial_name = tempfile.mkstemp(dir=folder, prefix=local.name + ".", suffix=".part")
+    os.close(handle)
+    partial = Path(partial_name)
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as file:
-            shutil.copyfileobj(response, file)
-    except (OSError, ValueError) as error:   # URLError is an OSError
+        _download(url, partial, timeout, max_bytes)
+        _check_decodes(partial, url)
+        partial.replace(local)
+    finally:
         partial.unlink(missing_ok=True)
-        raise ValueError(f"could not download {url}: {error}. Without internet, save the image and give "
-                         "its file path instead") from error
-    partial.replace(local)                   # only a complete download gets the final name
     return local
+
+
+def _download(url: str, partial: Path, timeout: float, max_bytes: int) -> None:
+    """Write the body at ``url`` into ``partial``, within the deadline, the size cap and the announced length."""
+    deadline = time.monotonic() + timeout
+    advice = "Without internet, save the image and give its file path instead"
+    received = 0
+    try:
+        with urllib.request.urlopen(url, timeout=min(timeout, READ_TIMEOUT)) as response, open(partial, "wb") as file:
+            announced = response.headers.get("Content-Length")
+            expected = int(announced) if announced is not None and announced.strip().isdigit() else None
+            if expected is not None and expected > max_bytes:
+                raise ValueError(f"{url} announces {expected} bytes, more than the limit of {max_bytes} (max_bytes); "
+                                 "an image to train on is far smaller")
+            # read1: whatever has arrived (at most one read on the socket), so a trickle meets the deadline
+            while chunk := response.read1(65536):
+                received += len(chunk)
+                if received > max_bytes:
+                    raise ValueError(f"{url} sent more than the limit of {max_bytes} bytes (max_bytes); "
+                                     "an image to train on is far smaller")
+                if time.monotonic() > deadline:
+                    raise ValueError(f"the download of {url} did not finish within {timeout:g} s (timeout; "
+                                     f"{received} bytes arrived). {advice}")
+                file.write(chunk)
+    except ValueError:
+        raise
+    except (OSError, http.client.HTTPException) as error:     # URLError and socket timeouts are OSErrors
+        raise ValueError(f"could not download {url}: {error}. {advice}") from error
+    if expected is not None and received != expected:
+        raise ValueError(f"the download of {url} was cut short: {received} of the {expected} bytes it announced "
+                         "arrived; nothing was kept, try again")
+
+
+def _check_decodes(path: Path, url: str) -> None:
+    """A ValueError naming ``url`` unless the file at ``path`` is an image Pillow can decode whole."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise ValueError(f"{url} is not an image Pillow can read ({error}); give the address of a PNG or "
+                         "JPEG file itself, not of a web page that shows it") from error
+
+
+def _checked_local_image(url: str, path: Path, max_bytes: int) -> Path:
+    """The file a ``file://`` URL names, once it is known to be a regular image file (nothing is read before)."""
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise ValueError(f"{url} does not name an image file: a file URL must end in one of "
+                         f"{', '.join(IMAGE_SUFFIXES)}")
+    if not path.is_file():                   # missing, a folder, or a device such as /dev/zero
+        raise ValueError(f"{url}: no regular file at {path}")
+    if path.stat().st_size > max_bytes:
+        raise ValueError(f"{url} holds {path.stat().st_size} bytes, more than the limit of {max_bytes} (max_bytes)")
+    _check_decodes(path, url)
+    return path
 
 
 def load_target(target: str | Path, size: int | None = None, device: torch.device | str | None = None) -> torch.Tensor:

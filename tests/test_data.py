@@ -1,5 +1,9 @@
 """helpers.data and data/: the shipped textures, their generator and their loader."""
+import http.server
 import importlib.util
+import io
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -160,8 +164,8 @@ def test_load_target_takes_a_shipped_name_a_path_or_a_file_url(tmp_path):
     photo = striped_photo(tmp_path / "wide.png")
     assert torch.equal(data.load_target(str(photo)), data.load_image(photo))
     assert data.is_url(photo.as_uri()) and not data.is_url(str(photo)) and not data.is_url("stripes")
-    local = data.fetch_image(photo.as_uri(), folder=tmp_path / "downloads")
-    assert local.parent == tmp_path / "downloads" and local.read_bytes() == photo.read_bytes()
+    assert data.fetch_image(photo.as_uri(), folder=tmp_path / "downloads") == photo     # checked, not copied
+    assert not (tmp_path / "downloads").exists()
     with pytest.raises(ValueError, match="neither a shipped texture"):
         data.load_target("no_such_texture")
 
@@ -189,3 +193,120 @@ def test_fetch_image_downloads_over_http_once_and_names_a_failed_url(tmp_path):
         assert not list((tmp_path / "cache").glob("*.part"))  # no half-written file left behind
     finally:
         server.shutdown()
+
+
+# ---------------------------------------------------------------------------- downloads that lie or trickle
+
+def noise_png(side=64) -> bytes:
+    """A PNG of random pixels: about 12 KB that no compression shrinks."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+class LyingHandler(http.server.BaseHTTPRequestHandler):
+    """A server that misbehaves as asked by the path: honest, cut short, endless, trickling, or not an image."""
+
+    def log_message(self, *args):
+        pass
+
+    def send(self, status=200, length=None):
+        self.send_response(status)
+        self.send_header("Content-Type", "image/png")
+        if length is not None:
+            self.send_header("Content-Length", str(length))
+        self.end_headers()
+
+    def do_GET(self):
+        png = noise_png()
+        try:
+            if self.path == "/honest.png":
+                self.send(length=len(png))
+                self.wfile.write(png)
+            elif self.path == "/huge.png":               # announces 2 GB (and would send 4 MB)
+                self.send(length=2 * 10**9)
+                self.wfile.write(bytes(4 * 2**20))
+            elif self.path == "/cut.png":                # announces the whole file, sends half, closes
+                self.send(length=len(png))
+                self.wfile.write(png[:len(png) // 2])
+            elif self.path == "/endless.png":            # no length, zeros until the client gives up
+                self.send()
+                while True:
+                    self.wfile.write(bytes(65536))
+            elif self.path == "/trickle.png":            # one byte every 50 ms
+                self.send(length=len(png))
+                for byte in png:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            elif self.path == "/page.png":               # a web page, honestly sized
+                page = b"<html><body>not an image</body></html>"
+                self.send(length=len(page))
+                self.wfile.write(page)
+            else:
+                self.send(status=404, length=0)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up, as it should
+            pass
+
+
+@pytest.fixture
+def lying_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), LyingHandler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("path, options, message", [
+    ("/huge.png", {}, "announces 2000000000 bytes, more than the limit"),
+    ("/cut.png", {}, r"was cut short: \d+ of the \d+ bytes it announced"),
+    ("/endless.png", {"max_bytes": 200_000}, "sent more than the limit of 200000 bytes"),
+    ("/trickle.png", {"timeout": 1}, r"did not finish within 1 s"),
+    ("/page.png", {}, "is not an image Pillow can read"),
+    ("/missing.png", {}, "could not download .*404"),
+])
+def test_a_download_that_lies_trickles_or_is_no_image_is_refused_and_nothing_is_cached(
+        lying_server, tmp_path, path, options, message):
+    url = lying_server + path
+    started = time.monotonic()
+    with pytest.raises(ValueError, match=message) as error:
+        data.fetch_image(url, folder=tmp_path / "cache", **options)
+    assert url in str(error.value)                                   # every error names the URL
+    assert time.monotonic() - started < 10                           # the trickle met its deadline
+    assert list((tmp_path / "cache").iterdir()) == []                # no final name, no .part left
+
+
+def test_an_honest_download_is_cached_once_under_its_final_name(lying_server, tmp_path):
+    url = lying_server + "/honest.png"
+    local = data.fetch_image(url, folder=tmp_path / "cache")
+    assert local.read_bytes() == noise_png() and list((tmp_path / "cache").iterdir()) == [local]
+    assert data.fetch_image(url, folder=tmp_path / "cache", timeout=0.001) == local  # reused, not fetched again
+
+
+def test_file_urls_are_limited_to_image_files_and_nothing_is_copied(tmp_path):
+    folder = tmp_path / "cache"
+    notes = tmp_path / "notes.txt"
+    notes.write_text("secret")
+    fake = tmp_path / "fake.png"
+    fake.write_text("not a png")
+    for url, message in [("file:///etc/passwd", "does not name an image file"),
+                         (notes.as_uri(), "does not name an image file"),
+                         ("file:///dev/zero", "does not name an image file"),
+                         (fake.as_uri(), "is not an image Pillow can read"),
+                         ((tmp_path / "missing.png").as_uri(), "no regular file")]:
+        with pytest.raises(ValueError, match=message) as error:
+            data.fetch_image(url, folder=folder)
+        assert url in str(error.value)
+    photo = striped_photo(tmp_path / "photo.png")
+    with pytest.raises(ValueError, match="more than the limit of 10"):
+        data.fetch_image(photo.as_uri(), folder=folder, max_bytes=10)
+    assert not folder.exists()                                        # nothing was ever copied
+
+
+@pytest.mark.parametrize("options, message", [({"timeout": 0}, "timeout"), ({"timeout": float("nan")}, "timeout"),
+                                              ({"max_bytes": 0}, "max_bytes"), ({"max_bytes": 2.5}, "max_bytes")])
+def test_fetch_image_refuses_a_bad_timeout_or_size_cap(tmp_path, options, message):
+    with pytest.raises(ValueError, match=message):
+        data.fetch_image("https://example.invalid/a.png", folder=tmp_path, **options)
