@@ -246,22 +246,55 @@ def list_emoji() -> list[str]:
     return sorted(path.stem for path in emoji_dir().glob("*.png"))
 
 
+#: Pillow modes that carry an alpha channel (a palette, RGB or L image may carry a transparent colour instead).
+_ALPHA_MODES = ("RGBA", "LA", "PA", "La", "RGBa")
+MIN_EMOJI_SIDE = 4
+
+
 def load_emoji(name: str | Path, size: int | None = None, device: torch.device | str | None = None) -> torch.Tensor:
-    """A shipped emoji (by name) or any RGBA image file as float32 **premultiplied** RGBA [4, H, W] in [0, 1].
+    """A shipped emoji (by name) or any image file with transparency as float32 **premultiplied** RGBA
+    [4, H, W] in [0, 1].
 
     Premultiplied: the colour channels are already multiplied by alpha, so a transparent pixel is
     all zeros whatever colour the file hides there, as a dead cell of chapter 06 is. ``size``
-    resizes (on premultiplied values, so edges get no dark or coloured fringe)."""
+    resizes (on premultiplied values, so edges get no dark or coloured fringe).
+
+    * The image must carry transparency (an alpha channel, or a palette, RGB or greyscale PNG with a
+      transparent colour): a growing pattern's shape IS its alpha, so an image without it (RGB, JPEG,
+      plain or 16-bit greyscale) is refused rather than trained as an opaque square. 16-bit RGBA PNGs
+      are read at 8 bits per channel by Pillow (scaled, not clipped).
+    * At least ``MIN_EMOJI_SIDE`` pixels on each side, and at least one pixel not fully transparent.
+    * A non-square image is padded with transparent pixels to a square, centred (never squashed):
+      the empty margin is what a growing target has around its shape anyway.
+    """
     path = emoji_dir() / f"{name}.png" if str(name) in list_emoji() else Path(name)
     if not path.is_file():
         raise ValueError(f"no emoji {name!r}: shipped ones are {', '.join(list_emoji())}, or give an RGBA image path")
-    if size is not None and (not isinstance(size, int) or size < 4):
-        raise ValueError(f"size must be an integer >= 4, got {size!r}")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < MIN_EMOJI_SIDE):
+        raise ValueError(f"size must be an integer >= {MIN_EMOJI_SIDE}, got {size!r}")
     try:
         with Image.open(path) as opened:
-            image = opened.convert("RGBA").convert("RGBa")       # "RGBa": Pillow's premultiplied RGBA
-    except (UnidentifiedImageError, OSError) as error:
+            opened.load()
+            mode = opened.mode
+            transparent = mode in _ALPHA_MODES or ("transparency" in opened.info and mode in ("P", "RGB", "L"))
+            image = opened.convert("RGBA") if transparent else None
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ValueError(f"{path} is not an image file Pillow can read ({error}); use a PNG") from error
+    if image is None:
+        raise ValueError(f"{path} has no transparency (Pillow mode {mode}: an RGB, JPEG or greyscale image): a growing "
+                         "target's shape is its alpha channel, so it would train as an opaque square. Save it as a "
+                         "PNG with a transparent background (RGBA)")
+    if min(image.size) < MIN_EMOJI_SIDE:
+        raise ValueError(f"{path} is {image.width}x{image.height} pixels: an emoji needs at least "
+                         f"{MIN_EMOJI_SIDE}x{MIN_EMOJI_SIDE}")
+    if image.getchannel("A").getextrema()[1] == 0:
+        raise ValueError(f"{path} is fully transparent: there is no shape to grow")
+    if image.width != image.height:
+        side = max(image.size)
+        square = Image.new("RGBA", (side, side), (0, 0, 0, 0))
+        square.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
+        image = square
+    image = image.convert("RGBa")                           # "RGBa": Pillow's premultiplied RGBA
     if size is not None:
         image = image.resize((size, size), Image.Resampling.LANCZOS if size < image.width else Image.Resampling.BICUBIC)
     array = np.asarray(image, dtype=np.float32) / 255.0

@@ -2,8 +2,10 @@
 import http.server
 import importlib.util
 import io
+import struct
 import threading
 import time
+import zlib
 
 import numpy as np
 import pytest
@@ -310,3 +312,76 @@ def test_file_urls_are_limited_to_image_files_and_nothing_is_copied(tmp_path):
 def test_fetch_image_refuses_a_bad_timeout_or_size_cap(tmp_path, options, message):
     with pytest.raises(ValueError, match=message):
         data.fetch_image("https://example.invalid/a.png", folder=tmp_path, **options)
+
+
+# ---------------------------------------------------------------------------- emoji files of every kind
+
+def png_16bit_rgba(pixels: np.ndarray) -> bytes:
+    """A 16-bit RGBA PNG of ``pixels`` [H, W, 4] uint16, written by hand (Pillow cannot write one)."""
+    height, width, _ = pixels.shape
+    rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in pixels)     # filter 0 on every row
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, 6, 0, 0, 0)                 # 16 bits, RGBA
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def test_a_16_bit_rgba_emoji_is_scaled_not_saturated(tmp_path):
+    pixels = np.zeros((8, 8, 4), np.uint16)
+    pixels[..., 0] = np.linspace(0, 65535, 64).reshape(8, 8).round()
+    pixels[..., 3] = 65535
+    (tmp_path / "deep.png").write_bytes(png_16bit_rgba(pixels))
+    emoji = data.load_emoji(tmp_path / "deep.png")
+    assert emoji.shape == (4, 8, 8) and torch.all(emoji[3] == 1.0)
+    expected = torch.from_numpy(pixels[..., 0] / 65535.0).float()
+    assert (emoji[0] - expected).abs().max() <= 1 / 255 + 1e-6                 # was: 99.6 % read as white
+
+
+@pytest.mark.parametrize("mode, suffix", [("RGB", "png"), ("RGB", "jpg"), ("L", "png"), ("I;16", "png")])
+def test_an_image_without_transparency_is_refused_not_trained_as_an_opaque_square(tmp_path, mode, suffix):
+    path = tmp_path / f"photo.{suffix}"
+    picture = Image.new("RGB", (12, 12), (200, 40, 40))
+    if mode == "I;16":
+        picture = Image.fromarray(np.full((12, 12), 40000, np.uint16))
+    elif mode != "RGB":
+        picture = picture.convert(mode)
+    picture.save(path)
+    with pytest.raises(ValueError, match=r"photo\.\w+ has no transparency .*PNG with a transparent background"):
+        data.load_emoji(path)
+
+
+def test_a_colour_key_or_palette_transparency_counts_as_alpha(tmp_path):
+    picture = Image.new("RGB", (8, 8), (0, 255, 0))
+    picture.putpixel((3, 3), (255, 0, 0))
+    picture.save(tmp_path / "keyed.png", transparency=(0, 255, 0))        # green means transparent
+    emoji = data.load_emoji(tmp_path / "keyed.png")
+    assert emoji[3].sum() == 1.0 and emoji[:, 3, 3].tolist() == [1.0, 0.0, 0.0, 1.0]
+
+
+def test_tiny_or_fully_transparent_emoji_are_refused(tmp_path):
+    Image.new("RGBA", (1, 1), (255, 0, 0, 255)).save(tmp_path / "dot.png")
+    Image.new("RGBA", (3, 9), (255, 0, 0, 255)).save(tmp_path / "thin.png")
+    Image.new("RGBA", (16, 16), (255, 0, 0, 0)).save(tmp_path / "clear.png")
+    with pytest.raises(ValueError, match="dot.png is 1x1 pixels: an emoji needs at least 4x4"):
+        data.load_emoji(tmp_path / "dot.png")
+    with pytest.raises(ValueError, match="3x9 pixels"):
+        data.load_emoji(tmp_path / "thin.png")
+    with pytest.raises(ValueError, match="clear.png is fully transparent"):
+        data.load_emoji(tmp_path / "clear.png")
+
+
+def test_a_non_square_emoji_is_padded_with_transparent_cells_not_squashed(tmp_path):
+    wide = np.zeros((10, 40, 4), np.uint8)
+    wide[:, :, 0] = 255
+    wide[:, :, 3] = 255                                      # an opaque red bar, 40 wide and 10 high
+    Image.fromarray(wide, "RGBA").save(tmp_path / "bar.png")
+    emoji = data.load_emoji(tmp_path / "bar.png")
+    assert emoji.shape == (4, 40, 40)
+    opaque = emoji[3] > 0
+    assert opaque[15:25].all() and not opaque[:15].any() and not opaque[25:].any()   # centred, 10 rows kept
+    resized = data.load_emoji(tmp_path / "bar.png", size=20)
+    rows = (resized[3] > 0.5).any(1).nonzero().flatten()
+    assert resized.shape == (4, 20, 20) and 4 <= len(rows) <= 5 and abs(rows.float().mean() - 9.5) < 0.6
+    assert (resized[3, 9:11] > 0.5).all()                    # still across the whole width: 4x as wide as high
