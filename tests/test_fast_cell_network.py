@@ -193,6 +193,10 @@ def test_reaction_diffusion_in_a_volume_runs_the_plain_model():
 
 def test_auto_runs_what_passed_its_check(monkeypatch):
     cpu = torch.device("cpu")
+    monkeypatch.setattr(cell_network, "_checked", {})
+    before = torch.random.get_rng_state()
+    assert cell_network.self_check(cpu, "sparse") is None and cell_network.diffusion_self_check(cpu) is None
+    assert torch.equal(torch.random.get_rng_state(), before), "the checks must not move torch's global generator"
     assert cell_network.self_check(cpu, "sparse") is None
     assert cell_network.self_check(cpu, "dense") is None
     assert cell_network.diffusion_self_check(cpu) is None
@@ -222,7 +226,7 @@ def test_bad_input_gets_clear_errors():
     model = GrowingNCA(hidden=8)
     with pytest.raises(ValueError, match="plan must be one of"):
         cell_network.growing_rollout(model, blob_state(), 2, plan="fastest")
-    with pytest.raises(ValueError, match="steps must be a non-negative integer"):
+    with pytest.raises(ValueError, match="steps must be a whole number"):
         cell_network.growing_rollout(model, blob_state(), -1, plan="sparse")
     with pytest.raises(TypeError, match="float32 or float64"):
         cell_network.growing_rollout(model, blob_state().half(), 2, plan="sparse")
@@ -260,3 +264,49 @@ def test_filters_that_differ_between_channels_match():
     fast, _ = growing_results(model, blob_state(), lambda m, s, n, g: cell_network.growing_rollout(
         m, s, n, g, plan="sparse", filters=filters))
     assert_same(fast, plain, ["state", "sense weight", "sense bias", "act weight", "act bias"])
+
+
+# ------------------------------------------------------------------------------ the tasks train through it
+
+def train_task(task, settings, model):
+    from helpers import train
+    torch.manual_seed(0)
+    hooks = task.training_hooks(settings, model)
+    history = train.train_pool(model, hooks.pop("make_samples"), hooks.pop("loss_fn"), settings, progress=False,
+                               **{key: value for key, value in hooks.items() if key != "preview"})
+    return history.losses, [p.detach().clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("name", ["growing", "rd", "manifold"])
+def test_the_tasks_train_through_the_fast_engine_by_default_with_the_plain_losses(name):
+    """A few iterations of each task's own training, engine fast (the default) against engine plain:
+    the same losses and weights, to rounding; the fast one really ran the fast rollout."""
+    from helpers.tasks import growing, manifold, rd
+    small = dict(iterations=3, batch_size=2, pool_size=4, min_steps=4, max_steps=6)
+    runs = {}
+    for engine in ("fast", "plain"):
+        if name == "growing":
+            settings = growing.Settings(target_size=10, margin=3, hidden=16, damage_count=1, engine=engine, **small)
+            model = scrambled(growing.new_model(settings), scale=0.1)
+            runs[engine] = train_task(growing, settings, model)
+        elif name == "rd":
+            settings = rd.Settings(size=12, target_size=16, channels=8, hidden=16, angles=2, engine=engine, **small)
+            model = scrambled(rd.new_model(settings), scale=0.1)
+            runs[engine] = train_task(rd, settings, model)
+        else:
+            settings = manifold.Settings(hidden=16, engine=engine, reseed_count=1, damage_count=0, **small)
+            names = manifold.split(settings)[0][:2]
+            torch.manual_seed(0)
+            model = scrambled(manifold.new_model(settings, len(names)), scale=0.1)
+            runs[engine] = (manifold.train_model(model, settings, names, progress=False).losses,
+                            [p.detach().clone() for p in model.parameters()])
+        assert settings.rollout() is (cell_network.fast_rollout if engine == "fast" else train_plain_rollout())
+    (fast_losses, fast_weights), (plain_losses, plain_weights) = runs["fast"], runs["plain"]
+    assert fast_losses == pytest.approx(plain_losses, rel=1e-4)
+    for fast, plain in zip(fast_weights, plain_weights):
+        assert (fast - plain).abs().max().item() < 1e-4 * max(1.0, plain.abs().max().item())
+
+
+def train_plain_rollout():
+    from helpers import train
+    return train.plain_rollout

@@ -109,7 +109,10 @@ def test_bad_states_and_options_are_refused_with_clear_errors():
         growing.Settings(experiment="sleeping")
     with pytest.raises(ValueError, match="no emoji"):
         growing.Settings(emoji="no_such_emoji")
-    assert "engine" not in growing.Settings().as_dict()        # its rule has one rollout: no engine to choose
+    # the engine: helpers.fast.cell_network by default (the plain model's states and gradients), or plain
+    assert growing.Settings().engine == "fast" and growing.Settings(engine="plain").engine == "plain"
+    with pytest.raises(ValueError, match="engine"):
+        growing.Settings(engine="fastest")
 
 
 def test_emoji_load_premultiplied_with_transparent_cells_all_zero():

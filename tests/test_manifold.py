@@ -240,8 +240,10 @@ def test_the_shared_pool_loop_trains_exactly_as_chapter_07s_own_loop_did(method)
     """Same seed, same settings, 8 iterations: the shared loop (``train_model`` -> ``train_pool``)
     gives the same losses and the same weights, bit for bit, as the loop chapter 07 used to have,
     for both stages (the encoder stage starts from the codes stage's result)."""
+    # (engine plain: the old loop ran the plain rule; the fast engine's own equality with it is
+    # tests/test_fast_cell_network.py's, to rounding, not bit for bit)
     settings = manifold.Settings(method=method, iterations=8, batch_size=4, pool_size=8, min_steps=3, max_steps=6,
-                                 lr_milestones=(4,), reseed_count=2, hidden=16)
+                                 lr_milestones=(4,), reseed_count=2, hidden=16, engine="plain")
     names = manifold.split(settings)[0][:3]
     results = []
     for loop in ("old", "shared"):

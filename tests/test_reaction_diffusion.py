@@ -281,7 +281,9 @@ def test_raycaster_shows_the_background_through_an_empty_volume_and_the_colour_o
 # ----------------------------------------------------------------------------------------- task
 
 def test_task_settings_refuse_bad_values():
-    assert "engine" not in rd.Settings().as_dict()             # its rule has one rollout: no engine to choose
+    assert rd.Settings().engine == "fast"                       # helpers.fast.cell_network, or plain
+    with pytest.raises(ValueError, match="engine"):
+        rd.Settings(engine="fastest")
     with pytest.raises(ValueError, match="neither a shipped texture"):
         rd.Settings(target="no_such_texture")
     with pytest.raises(ValueError, match="angles"):

@@ -53,6 +53,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from ..checks import check_speeds, check_steps
 from ..growing_nca import ALPHA, GrowingNCA, alive_mask, perceive
 from ..manifold_nca import ConditionedRule, ManifoldNCA, check_codes
 from ..reaction_diffusion import ReactionDiffusionNCA, laplacian
@@ -120,11 +121,6 @@ def release_memory() -> None:
 def check_plan(plan: str) -> None:
     if plan not in PLANS:
         raise ValueError(f"plan must be one of {PLANS}, got {plan!r}")
-
-
-def check_steps(steps) -> None:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
 
 
 def check_dtypes(state: torch.Tensor, *weights: torch.Tensor) -> None:
@@ -505,7 +501,8 @@ def self_check(device, plan: str) -> str | None:
     device = torch.device(device)
     key = (device.type, device.index, plan)
     if key not in _checked:
-        _checked[key] = run_self_check(device, plan)
+        with torch.random.fork_rng(devices=[]):     # making its models must not move the caller's random draws
+            _checked[key] = run_self_check(device, plan)
     return _checked[key]
 
 
@@ -554,7 +551,7 @@ def run_growing(weights: tuple, filters: torch.Tensor, fire_rate: float, thresho
                 fires: list | None = None) -> torch.Tensor:
     """A growing rollout from the rule's tensors: shared ``(W1 [hidden, 3C], b1, W2 [C, hidden], b2)``
     or per image (``[B, ...]`` each). ``fires``: the masks to use instead of drawing them."""
-    check_steps(steps)
+    steps = check_steps(steps)
     check_dtypes(state, *weights)
     if steps == 0:
         return state
@@ -720,7 +717,8 @@ def diffusion_rollout(model: ReactionDiffusionNCA, state: torch.Tensor, steps: i
     if not isinstance(model, ReactionDiffusionNCA):
         raise TypeError(f"diffusion_rollout runs a ReactionDiffusionNCA, got {type(model).__name__}")
     check_plan(plan)
-    check_steps(steps)
+    steps = check_steps(steps)
+    check_speeds(diffusion_speed, reaction_speed, float(model.diffusion.max()), laplacian_of, state)
     plain = (plan == "plain" or laplacian_of is not laplacian or state.dim() != 4
              or (plan == "auto" and diffusion_self_check(state.device) is not None))
     if plain:
@@ -741,22 +739,40 @@ def diffusion_self_check(device) -> str | None:
     device = torch.device(device)
     key = (device.type, device.index, "diffusion")
     if key not in _checked:
-        generator = torch.Generator().manual_seed(0)
-        model = ReactionDiffusionNCA(8, 16)
-        with torch.no_grad():
-            for parameter in model.parameters():
-                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
-        model = model.to(device)
-        state = (torch.rand(2, 8, 10, 10, generator=generator) - 0.5).to(device).requires_grad_(True)
-        results = []
-        for run in ("plain", "dense"):
-            final = model.rollout(state, 5) if run == "plain" else diffusion_rollout(model, state, 5, plan="dense")
-            loss = (final * torch.linspace(-1, 1, final.numel(), device=device).view_as(final)).sum()
-            results.append([final.detach(), *torch.autograd.grad(loss, [state, *model.parameters()])])
-        _checked[key] = None
-        for reference, fast in zip(*results):
-            error = (fast - reference).abs().max().item() / max(reference.abs().max().item(), 1e-6)
-            if not error < 1e-4:
-                _checked[key] = f"the fast reaction-diffusion rollout differs by {error:.2e} (relative) on {device}"
+        with torch.random.fork_rng(devices=[]):     # making its model must not move the caller's random draws
+            _checked[key] = run_diffusion_self_check(device)
     return _checked[key]
 
+
+def run_diffusion_self_check(device: torch.device) -> str | None:
+    generator = torch.Generator().manual_seed(0)
+    model = ReactionDiffusionNCA(8, 16)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
+    model = model.to(device)
+    state = (torch.rand(2, 8, 10, 10, generator=generator) - 0.5).to(device).requires_grad_(True)
+    results = []
+    for run in ("plain", "dense"):
+        final = model.rollout(state, 5) if run == "plain" else diffusion_rollout(model, state, 5, plan="dense")
+        loss = (final * torch.linspace(-1, 1, final.numel(), device=device).view_as(final)).sum()
+        results.append([final.detach(), *torch.autograd.grad(loss, [state, *model.parameters()])])
+    for reference, fast in zip(*results):
+        error = (fast - reference).abs().max().item() / max(reference.abs().max().item(), 1e-6)
+        if not error < 1e-4:
+            return f"the fast reaction-diffusion rollout differs by {error:.2e} (relative) on {device}"
+    return None
+
+
+# ------------------------------------------------------------------------------ for the pool loop
+
+def fast_rollout(model, states: torch.Tensor, steps: int, *condition) -> torch.Tensor:
+    """``train.plain_rollout``'s call, ``rollout(model, states, steps[, codes])``, through the fast path
+    of the model's rule (``plan="auto"``: the plain model where the check on this device failed)."""
+    if isinstance(model, GrowingNCA) and not condition:
+        return growing_rollout(model, states, steps)
+    if isinstance(model, (ManifoldNCA, ConditionedRule)) and len(condition) == 1:
+        return conditioned_rollout(model, states, steps, condition[0])
+    if isinstance(model, ReactionDiffusionNCA) and not condition:
+        return diffusion_rollout(model, states, steps)
+    return model.rollout(states, steps, *condition)       # a rule this module does not know

@@ -29,7 +29,7 @@ from torch import nn
 
 from .. import data
 from ..growing_nca import GrowingNCA, depthwise_filters, seed_state, to_rgb
-from ..train import History, TrainConfig, loss_curve, mean_of_last, setting
+from ..train import History, loss_curve, mean_of_last, setting
 from . import run
 
 EXPERIMENTS = ("growing", "persistent", "regenerating")
@@ -39,7 +39,7 @@ RECOVERY_FACTOR = 1.25
 
 
 @dataclass
-class Settings(TrainConfig):
+class Settings(run.CellNetworkSettings):
     """Every default of the growing task (the article's recipe), and of the pool loop it extends."""
     experiment: str = setting("regenerating", "growing (always from the seed), persistent (a pool, worst sample "
                                               "reseeded) or regenerating (persistent + damage to the best samples)")

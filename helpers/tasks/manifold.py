@@ -36,7 +36,7 @@ from torch import nn
 from .. import data, models
 from ..growing_nca import to_rgb
 from ..manifold_nca import CODE_SIZE, METHODS, ManifoldNCA
-from ..train import History, TrainConfig, loss_curve, mean_of_last, setting, train_pool
+from ..train import History, loss_curve, mean_of_last, setting, train_pool
 from . import run
 from .growing import RECOVERY_FACTOR, damage_masks
 from .growing import per_sample_loss as per_image_loss  # chapter 06's loss; here each state has its own image
@@ -45,7 +45,7 @@ STAGES = ("codes", "encoder")
 
 
 @dataclass
-class Settings(TrainConfig):
+class Settings(run.CellNetworkSettings):
     """Every default of the manifold task, and of the pool loop it extends."""
     method: str = setting("hyper", "how the code reaches the rule: broadcast (every cell reads it), stamp (written "
                                    "into the seed cell) or hyper (a hypernetwork makes each image's rule)")

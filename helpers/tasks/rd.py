@@ -34,7 +34,7 @@ from ..reaction_diffusion import (
     to_rgb,
     wavelength,
 )
-from ..train import History, TrainConfig, loss_curve, mean_of_last, setting
+from ..train import History, loss_curve, mean_of_last, setting
 from . import run, texture, texture_quality
 
 #: Steps of the long rollout a saved model is measured after (many times its training rollouts).
@@ -42,7 +42,7 @@ EVAL_STEPS = 2000
 
 
 @dataclass
-class Settings(TrainConfig):
+class Settings(run.CellNetworkSettings):
     """Every default of the reaction-diffusion task, and of the pool loop it extends."""
     target: str = setting("polka_dots", "a texture name from data/textures, or an image file's path")
     size: int = setting(48, "side of the training grid, in cells")

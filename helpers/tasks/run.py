@@ -3,7 +3,8 @@
 ``train_and_save`` trains any task of the registry (``helpers.tasks``, where the task interface is
 written) with the pool loop of ``helpers.train``, then saves the weights with a JSON that records
 the settings verbatim, the command, the device and threads really used, the time it took and the
-measurements. ``EngineSettings`` is the engine choice of the tasks whose rule is chapter 03's NCA.
+measurements. ``EngineSettings`` is the engine choice of the tasks whose rule is chapter 03's NCA,
+``CellNetworkSettings`` that of the per-cell-network rules of chapters 06-08 (growing, manifold, rd).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from typing import Callable
 import torch
 
 from .. import fast, models, nca, train
+from ..fast import cell_network
 from ..train import setting
 
 #: The rollouts a task whose rule is chapter 03's NCA can train with: the plain ``model.rollout``
@@ -28,8 +30,8 @@ ENGINES = ("fast", "plain")
 
 @dataclass
 class EngineSettings(train.TrainConfig):
-    """The pool loop's settings plus the engine that runs chapter 03's rule (texture, mst). The other
-    rules have one rollout of their own and no such choice. ``masks`` says how the fast engine draws
+    """The pool loop's settings plus the engine that runs chapter 03's rule (texture, mst); the rules of
+    chapters 06-08 choose theirs with ``CellNetworkSettings``. ``masks`` says how the fast engine draws
     its random update masks: ``exact`` (the plain model's own draws) or ``fast`` (random bits)."""
     engine: str = setting("plain", "plain: model.rollout, as the chapters teach it; fast: helpers.fast (the same "
                                    "states and gradients, several times faster)")
@@ -49,6 +51,24 @@ class EngineSettings(train.TrainConfig):
         """The rollout ``train_pool`` uses for these settings: ``helpers.fast`` with their masks, or the
         plain ``model.rollout``."""
         return fast.make_rollout(masks=self.masks) if self.engine == "fast" else train.plain_rollout
+
+
+@dataclass
+class CellNetworkSettings(train.TrainConfig):
+    """The pool loop's settings plus the engine that runs the per-cell-network rules of chapters 06-08
+    (growing, manifold, rd): ``helpers.fast.cell_network`` by default, which runs the plain model
+    wherever its check against the plain model on this device fails."""
+    engine: str = setting("fast", "fast: helpers.fast.cell_network (the plain model's states and gradients, several "
+                                  "times faster on a CPU); plain: model.rollout, as the chapters teach it")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
+
+    def rollout(self) -> Callable:
+        """The rollout ``train_pool`` uses for these settings."""
+        return cell_network.fast_rollout if self.engine == "fast" else train.plain_rollout
 
 
 def flag(name: str) -> str:
@@ -75,8 +95,9 @@ def settings_arguments(settings) -> list[str]:
 
 #: Settings of models saved before the course's vocabulary was unified, and how they read today:
 #: ``renamed`` fields (old name -> new name; the flag too: ``--padding 6`` is ``--margin 6``) and
-#: ``retired`` fields with the one value every model saved with them had (the growing and
-#: reaction-diffusion rules have one rollout: their recorded ``--engine plain`` chose nothing).
+#: ``retired`` values, read as today's default: the one value every model saved with them had (the
+#: growing and reaction-diffusion rules' engine has no masks option, so their ``--masks exact`` chose
+#: nothing; their ``--engine plain`` gave the states and gradients today's default engine gives).
 RECORDED_BEFORE = {
     "growing": {"renamed": {"padding": "margin"}, "retired": {"engine": "plain", "masks": "exact"}},
     "manifold": {"renamed": {"padding": "margin"}, "retired": {}},
@@ -93,9 +114,11 @@ def stored_settings(task: str, settings_class: type, stored: dict):
     values = {}
     for key, value in stored.items():
         key = before["renamed"].get(key, key)
+        if key in before["retired"] and before["retired"][key] == value:
+            continue                          # read as today's default (see RECORDED_BEFORE)
         if key in names:
             values[key] = tuple(value) if isinstance(value, list) else value
-        elif before["retired"].get(key) != value:
+        else:
             raise ValueError(f"the stored {task} settings have {key}={value!r}, which {settings_class.__qualname__} "
                              f"does not know: is this a {task} model?")
     return settings_class(**values)
