@@ -11,7 +11,8 @@ Everything a chapter needs to know about its machine is decided here, in one pla
                      models stand in. ``tests/test_rehearsal.py`` runs every notebook so.
 * ``pick(quick, full)`` choose a setting by mode, for the configuration cell of a chapter;
   ``iterations(quick, full)`` a training's iteration count (the one thing a rehearsal shortens);
-  ``trained_or_shipped(trained, load_shipped)`` the model a chapter measures after its training.
+  ``trained_or_shipped(trained, load_shipped)`` the model a chapter measures after its training;
+  ``stand_in(trained, load_shipped)`` the same where quick mode judges its own short training.
 * ``seed_everything(seed)`` seeds Python, NumPy and torch from one call.
 * ``setup()``        what the set-up cell of every notebook calls: on Colab it installs only
                      the packages Colab lacks; everywhere it prints versions, device and mode.
@@ -280,6 +281,16 @@ def trained_or_shipped(trained, load_shipped, what: str = "the shipped model"):
            if is_rehearsal() else "quick mode: the short training above only shows the loop working")
     print(f"{why}; from here on the chapter measures {what}")
     return shipped
+
+
+def stand_in(trained, load_shipped, what: str = "the shipped model"):
+    """``trained``, except in a rehearsal, where its training was cut short and ``load_shipped()`` stands
+    in (saying so). For a cell that judges its own training in quick mode and full mode alike."""
+    if not is_rehearsal():
+        return trained
+    print(f"rehearsal of full mode: the training above ran only {REHEARSAL_ITERATIONS} iterations; "
+          f"{what} stands in for it")
+    return load_shipped()
 
 
 # ------------------------------------------------------------------------------------ seeds

@@ -88,21 +88,48 @@ def test_trained_or_shipped_says_which_model_the_chapter_measures(monkeypatch, c
     assert "rehearsal" in said and f"only {env.REHEARSAL_ITERATIONS} iterations" in said and "data/models/x.pt" in said
 
 
+def test_stand_in_replaces_the_trained_model_only_in_a_rehearsal(monkeypatch, capsys):
+    def load_shipped():
+        return "shipped"
+
+    assert env.stand_in("trained", load_shipped) == "trained"                   # quick mode
+    monkeypatch.setenv("DSOS_QUICK", "0")
+    assert env.stand_in("trained", load_shipped) == "trained"                   # full mode
+    assert capsys.readouterr().out == ""
+    monkeypatch.setenv(env.REHEARSAL_ENV, "1")
+    assert env.stand_in("trained", load_shipped, "rd_x.pt") == "shipped"
+    assert "rd_x.pt stands in" in capsys.readouterr().out
+
+
 # ------------------------------------------------------------------------------ the rehearsal
 
-def run_notebook(path: Path) -> None:
-    """Execute ``path`` top to bottom in a fresh kernel, which inherits this process's environment."""
+def run_notebook(path: Path, executed: Path) -> None:
+    """Execute ``path`` top to bottom in a fresh kernel, which inherits this process's environment, and
+    write it with its outputs to ``executed``. Each cell's time is printed as it ends (seen with
+    ``pytest -s``; pytest shows it on a failure)."""
+    import time
+
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
     notebook = nbformat.read(path, as_version=4)
+    started = {"at": time.perf_counter()}
+
+    def report(cell, cell_index, **_):
+        now = time.perf_counter()
+        print(f"{path.name} cell {cell_index}: {now - started['at']:.0f} s", flush=True)
+        started["at"] = now
+
     client = NotebookClient(notebook, timeout=CELL_TIMEOUT_S, kernel_name="python3",
-                            resources={"metadata": {"path": str(path.parent)}})
+                            resources={"metadata": {"path": str(path.parent)}}, on_cell_executed=report)
     try:
         client.execute()
     except CellExecutionError as error:
         pytest.fail(f"{path.name} fails in the rehearsal of full mode:\n{error}", pytrace=False)
+    finally:
+        nbformat.write(notebook, executed)
+        print(f"{path.name} with its outputs: {executed}")
     setup_output = "".join(output.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
                            for output in cell.get("outputs", []) if output.get("name") == "stdout")
     assert "mode: full (rehearsal)" in setup_output, f"{path.name} did not run in the rehearsal"
@@ -110,5 +137,5 @@ def run_notebook(path: Path) -> None:
 
 @pytest.mark.rehearsal
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
-def test_notebook_runs_in_the_rehearsal_of_full_mode(rehearsal, path):
-    run_notebook(path)
+def test_notebook_runs_in_the_rehearsal_of_full_mode(rehearsal, path, tmp_path):
+    run_notebook(path, tmp_path / path.name)
