@@ -195,8 +195,10 @@ def test_auto_runs_what_passed_its_check(monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.setattr(cell_network, "_checked", {})
     before = torch.random.get_rng_state()
+    tf32 = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
     assert cell_network.self_check(cpu, "sparse") is None and cell_network.diffusion_self_check(cpu) is None
     assert torch.equal(torch.random.get_rng_state(), before), "the checks must not move torch's global generator"
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == tf32   # (turned off inside)
     assert cell_network.self_check(cpu, "sparse") is None
     assert cell_network.self_check(cpu, "dense") is None
     assert cell_network.diffusion_self_check(cpu) is None

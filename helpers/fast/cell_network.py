@@ -11,16 +11,21 @@ Where the plain models' time goes (``python -m helpers.bench``), and what this m
 * **Most cells change nothing.** In a growing rule a cell whose 3x3 neighbourhood has no alpha
   above the threshold ends the step at zero whatever the network says, and a cell that does not
   fire this step keeps its state. The plain step computes the network in every cell and multiplies
-  by the masks; here it runs only in the cells that are alive AND fire (``sparse`` plan): half of
-  the living cells, a tenth to a quarter of a grid in which an emoji grows. This is the big win.
+  by the masks; here it runs only in the cells that fire next to a living cell (their new alpha can
+  keep a living neighbour alive): the ``sparse`` plan, a tenth of a 72x72 grid in which a 40-pixel
+  emoji lives. This is the big win (8 to 9x for the growing rule on a CPU).
 * **Autograd's bookkeeping.** A whole rollout is ONE ``torch.autograd.Function`` whose backward is
-  written by hand (below). It keeps, per step, the selected cells' perceptions and hidden layer (the
+  written by hand (below). It keeps, per step, the chosen cells' perceptions and hidden layer (the
   plain graph keeps a dozen whole-grid tensors per step), in one memory arena reused between
   rollouts, so no step pays for fresh memory (on Linux, fresh large blocks cost page faults).
-* Measured and not kept (``bench.candidates``): ``torch.compile`` of the plain step, channels-last
-  alone, bfloat16 (fails the 1e-5 tolerance), and folding the perception into the first layer (one
-  3x3 convolution: three times the multiply-adds of perception-then-layer, since the 48 perceived
-  numbers are fewer than the 144 neighbourhood values).
+* **Perception as a gather.** The sparse plan keeps the state as rows of a zero-bordered grid: the
+  chosen cells' neighbourhoods are one gather, their perception one product with the [3, 9]
+  kernels, its adjoint one product and one scatter-add (``PaddedGrid``). The reaction-diffusion
+  Laplacian is two 1D passes (``TorusLaplacian``).
+* Measured and not kept (``python -m helpers.bench --candidates``): ``torch.compile`` of the plain
+  step (slower, 20 s to compile), bfloat16 (fails the 1e-5 tolerance by far), and folding the
+  perception into the first layer (one 3x3 convolution: three times that layer's multiply-adds,
+  since the 48 perceived numbers are fewer than the 144 neighbourhood values).
 
 The hand-written backward of one growing step (state ``x`` as rows of cells, ``keep`` = alive before
 and after, ``fire`` the random mask, selected cells ``S``; ``p = P x`` the 48 perceptions,
@@ -31,7 +36,7 @@ and after, ``fire`` the random mask, selected cells ``S``; ``p = P x`` the 48 pe
     dW2    += gd^T h,  db2 += sum gd
     gh      = (gd W2) * [h > 0]            (PyTorch's rule for ReLU: NaN passes)
     dW1    += gh^T p,  db1 += sum gh
-    gx      = g + P^T scatter_S(gh W1)     (P^T: the transposed depthwise convolution)
+    gx      = g + P^T scatter_S(gh W1)     (P^T: the perception's adjoint)
 
 **Same values, NaN included.** Skipping a cell is exact only while every change is finite (a dead
 cell's change times zero is zero, but ``inf * 0`` is NaN in the plain model). So each step first
@@ -42,10 +47,19 @@ plain model's steps under autograd from the saved first state and masks, so non-
 the plain model's own. ``tests/test_fast_cell_network.py`` checks both.
 
 On a CUDA GPU ``auto`` picks the ``dense`` plan (every cell, no data-dependent shapes: the selection
-would synchronise the GPU every step), once a self-check on that device passed (``self_check``).
+would synchronise the GPU every step), once a self-check on that device passed (``self_check``; on
+a CPU ``sparse`` after its own). Usage::
+
+    from helpers.fast import cell_network
+    final = cell_network.growing_rollout(model, state, steps, generator)      # = model.rollout(...)
+    final = cell_network.conditioned_rollout(rule, state, steps, codes, generator)
+    final = cell_network.diffusion_rollout(model, state, steps)
+    train_pool(..., rollout=cell_network.fast_rollout)   # what --engine fast (the default) trains with
+    cell_network.release_memory()                        # free the arena kept between rollouts
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import weakref
 
@@ -501,9 +515,24 @@ def self_check(device, plan: str) -> str | None:
     device = torch.device(device)
     key = (device.type, device.index, plan)
     if key not in _checked:
-        with torch.random.fork_rng(devices=[]):     # making its models must not move the caller's random draws
+        with checking_conditions():
             _checked[key] = run_self_check(device, plan)
     return _checked[key]
+
+
+@contextlib.contextmanager
+def checking_conditions():
+    """What a self-check runs under: torch's global generator left where it was (making the check's
+    small models draws from it), and true float32 on a GPU (PyTorch lets cuDNN's convolutions use
+    TF32 by default, 1e-3 relative, in the plain model as in this one: the check compares the
+    arithmetic, not two TF32 roundings)."""
+    matmul_tf32, cudnn_tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        with torch.random.fork_rng(devices=[]):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul_tf32, cudnn_tf32
 
 
 def run_self_check(device: torch.device, plan: str) -> str | None:
@@ -739,7 +768,7 @@ def diffusion_self_check(device) -> str | None:
     device = torch.device(device)
     key = (device.type, device.index, "diffusion")
     if key not in _checked:
-        with torch.random.fork_rng(devices=[]):     # making its model must not move the caller's random draws
+        with checking_conditions():
             _checked[key] = run_diffusion_self_check(device)
     return _checked[key]
 
