@@ -2,6 +2,7 @@
 
     python data/make_emoji.py                  # writes data/emoji/NAME.png (40 x 40 RGBA) for every EMOJI
     python data/make_emoji.py --size 32 --out /tmp/emoji32 lizard butterfly
+    python data/make_emoji.py --many           # chapter 07's large set: data/emoji/many/NAME.png
 
 The font is Debian's ``fonts-noto-color-emoji`` (``apt-get install fonts-noto-color-emoji``; SIL Open
 Font License 1.1), a colour bitmap font: Pillow draws a glyph in colour at the font's bitmap size
@@ -9,12 +10,18 @@ Font License 1.1), a colour bitmap font: Pillow draws a glyph in colour at the f
 square, and shrunk so that its longer side is ``size`` pixels (Lanczos). The PNG holds straight
 (not premultiplied) alpha; ``helpers.tasks.growing.load_emoji`` premultiplies and pads it.
 
+``--many`` renders chapter 07's large set, several hundred emoji chosen by rule rather than by hand:
+every single-character emoji the font holds in the blocks of ``MANY_BLOCKS`` (faces, animals, plants,
+food, things), named after its Unicode name, except the ones that fill their square (scenes, keycaps,
+signs: more than ``MAX_COVERAGE`` of the pixels opaque), whose shape says nothing.
+
 On Colab the same script works after ``!apt-get install -y fonts-noto-color-emoji`` (or point
 ``--font`` at any copy of NotoColorEmoji.ttf).
 """
 from __future__ import annotations
 
 import argparse
+import unicodedata
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
@@ -93,6 +100,36 @@ EMOJI = {
 }
 
 
+#: chapter 07's large set (--many): Unicode blocks of single-character emoji, first and last code point
+MANY_BLOCKS = ((0x1F330, 0x1F4FF),       # plants, food, animals, things (Miscellaneous Symbols and Pictographs)
+               (0x1F600, 0x1F64F),       # faces (Emoticons)
+               (0x1F910, 0x1F9FF))       # more faces, animals, food (Supplemental Symbols and Pictographs)
+SKIN_TONES = range(0x1F3FB, 0x1F400)     # modifiers, not pictures
+MAX_COVERAGE = 0.8                       # an emoji whose square is more opaque than this is a tile, not a shape
+MANY_DIR = OUT_DIR / "many"
+MANY_SIZE = 32                           # chapter 07 trains at 16 px: 32 px PNGs keep the set near 1.5 MB
+
+
+def many_emoji(font_path: Path = FONT) -> dict[str, str]:
+    """name -> emoji for the large set: every code point of ``MANY_BLOCKS`` that the font holds."""
+    from fontTools.ttLib import TTFont  # the font's table of characters (fontTools comes with matplotlib)
+
+    held = TTFont(str(font_path)).getBestCmap()
+    chosen = {}
+    for first, last in MANY_BLOCKS:
+        for point in range(first, last + 1):
+            if point in held and point not in SKIN_TONES:
+                name = unicodedata.name(chr(point), f"u{point:x}").lower().replace(" ", "_").replace("-", "_")
+                chosen[name] = chr(point)
+    return chosen
+
+
+def coverage(image: Image.Image) -> float:
+    """The fraction of pixels that are at least half opaque."""
+    alpha = image.getchannel("A")
+    return sum(alpha.histogram()[128:]) / (alpha.width * alpha.height)
+
+
 def render(emoji: str, size: int = 40, font_path: Path = FONT) -> Image.Image:
     """One emoji as a ``size`` x ``size`` RGBA image (straight alpha), its longer side filling it."""
     if not font_path.is_file():
@@ -120,18 +157,36 @@ def premultiplied_resize(image: Image.Image, size: int) -> Image.Image:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help=f"which emoji (default: all of {', '.join(EMOJI)})")
-    parser.add_argument("--size", type=int, default=40, help="side of each PNG in pixels (default 40)")
+    parser.add_argument("--size", type=int, default=None,
+                        help=f"side of each PNG in pixels (default 40; {MANY_SIZE} with --many)")
     parser.add_argument("--out", type=Path, default=OUT_DIR, help=f"folder (default {OUT_DIR})")
     parser.add_argument("--font", type=Path, default=FONT, help=f"NotoColorEmoji.ttf (default {FONT})")
+    parser.add_argument("--many", action="store_true", help=f"chapter 07's large set into {MANY_DIR} (see above)")
     args = parser.parse_args(argv)
+    if args.many:
+        write_many(args.size or MANY_SIZE, MANY_DIR if args.out == OUT_DIR else args.out, args.font)
+        return
     unknown = sorted(set(args.names) - set(EMOJI))
     if unknown:
         parser.error(f"unknown emoji {unknown}; known: {', '.join(EMOJI)}")
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.names or EMOJI:
         path = args.out / f"{name}.png"
-        render(EMOJI[name], args.size, args.font).save(path)
+        render(EMOJI[name], args.size or 40, args.font).save(path)
         print(f"wrote {path}")
+
+
+def write_many(size: int, out: Path, font_path: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    kept = skipped = 0
+    for name, emoji in many_emoji(font_path).items():
+        image = render(emoji, size, font_path)
+        if coverage(image) > MAX_COVERAGE:
+            skipped += 1
+            continue
+        image.save(out / f"{name}.png", optimize=True)
+        kept += 1
+    print(f"wrote {kept} emoji to {out} ({skipped} that fill their square skipped)")
 
 
 if __name__ == "__main__":

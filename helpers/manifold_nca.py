@@ -111,6 +111,8 @@ class ConditionedRule(nn.Module):
                 generator: torch.Generator | None = None) -> torch.Tensor:
         """``steps`` steps; each image's rule is made from its code once, before the first step."""
         steps = check_steps(steps)
+        check_state(state, self.channels)
+        check_codes(codes, state.shape[0], self.code_size)      # before the hypernetwork sees them
         weights = self.rule_weights(codes)
         for _ in range(steps):
             state = self.step(state, codes, generator, weights=weights)
@@ -119,6 +121,8 @@ class ConditionedRule(nn.Module):
     def seed(self, codes: torch.Tensor, size: int) -> torch.Tensor:
         """One seed cell per code, in the middle of a ``size`` x ``size`` grid; with ``stamp`` the
         code is written into the seed's first hidden channels (the others stay 1, as in chapter 06)."""
+        check_codes(codes, codes.shape[0] if isinstance(codes, torch.Tensor) and codes.dim() == 2 else None,
+                    self.code_size)
         state = seed_state(codes.shape[0], size, self.channels, device=codes.device).to(codes.dtype)
         if self.method == "stamp":
             middle = size // 2
@@ -127,10 +131,14 @@ class ConditionedRule(nn.Module):
         return state
 
 
-def check_codes(codes: torch.Tensor, batch: int, code_size: int) -> None:
-    if not isinstance(codes, torch.Tensor) or codes.shape != (batch, code_size):
+def check_codes(codes: torch.Tensor, batch: int | None, code_size: int) -> None:
+    """Codes must be ``[batch, code_size]``: one row per image (``batch`` None: any number of rows)."""
+    rows = "N" if batch is None else f"batch={batch}"
+    if not isinstance(codes, torch.Tensor) or codes.dim() != 2 or codes.shape[1] != code_size or (
+            batch is not None and codes.shape[0] != batch):
         shape = tuple(codes.shape) if isinstance(codes, torch.Tensor) else type(codes).__name__
-        raise ValueError(f"codes must be a tensor [batch={batch}, code_size={code_size}], got {shape}")
+        raise ValueError(f"codes must be a tensor of shape [{rows}, code_size={code_size}] (one row per image), "
+                         f"got {shape}; for one code use code[None]")
 
 
 class Encoder(nn.Module):

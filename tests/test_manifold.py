@@ -91,7 +91,7 @@ def test_bad_options_and_shapes_get_clear_errors():
     with pytest.raises(ValueError, match="12 hidden channels of the seed cell: code_size must be at most"):
         ConditionedRule("stamp", code_size=13)
     rule = ConditionedRule("hyper", code_size=4)
-    with pytest.raises(ValueError, match=r"codes must be a tensor \[batch=2, code_size=4\]"):
+    with pytest.raises(ValueError, match=r"codes must be a tensor of shape \[batch=2, code_size=4\]"):
         rule.step(torch.zeros(2, 16, 8, 8), torch.zeros(2, 5))
     with pytest.raises(ValueError, match="premultiplied RGBA"):
         Encoder()(torch.zeros(1, 3, 24, 24))
@@ -103,6 +103,101 @@ def test_bad_options_and_shapes_get_clear_errors():
         manifold.Settings(batch_size=4, reseed_count=4, damage_count=1)
     with pytest.raises(ValueError, match="held_out must leave"):
         manifold.Settings(held_out=len(manifold.emoji_names()))
+
+
+def small_model(method="hyper", code_size=4):
+    settings = manifold.Settings(method=method, code_size=code_size, hidden=8, hyper_hidden=4, encoder_width=4)
+    return ManifoldNCA(method, 3, hidden=8, code_size=code_size, hyper_hidden=4, encoder_width=4), settings
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("bad", [torch.zeros(4), torch.zeros(2, 5), torch.zeros(2, 4, 1), [0.0] * 4])
+def test_codes_of_the_wrong_shape_are_refused_before_any_computation(method, bad):
+    """A 1-D code, a code of another size, a 3-D tensor or a list: a ValueError naming [N, code_size]
+    from every entry point (the model's grow and rollout, the task's grow, errors, regeneration, search)."""
+    model, settings = small_model(method)
+    names = ["apple", "lizard"]
+    calls = [lambda: model.grow(bad, 9, 2), lambda: model.rollout(torch.zeros(2, 16, 9, 9), 2, bad),
+             lambda: model.rule.seed(bad, 9), lambda: manifold.grow(model, bad, settings),
+             lambda: manifold.errors(model, bad, names, settings),
+             lambda: manifold.regeneration(model, bad, names, settings),
+             lambda: manifold.search_codes(model, names, settings, bad, iterations=1)]
+    for call in calls:
+        with pytest.raises(ValueError, match=r"codes must be a tensor of shape \[(N|batch=2), (code_size=)?4\]"):
+            call()
+
+
+def test_codes_and_names_of_different_counts_are_refused():
+    model, settings = small_model()
+    three = torch.zeros(3, 4)
+    for call in (lambda: manifold.errors(model, three, ["apple"], settings),
+                 lambda: manifold.regeneration(model, three, ["apple"], settings),
+                 lambda: manifold.search_codes(model, ["apple"], settings, three, iterations=1),
+                 lambda: manifold.retrieval_errors(model, three, ["apple", "lizard"], ["fish"], settings)):
+        with pytest.raises(ValueError, match=r"3 codes for (1|2) names: .*\[(1|2), 4\]"):
+            call()
+    with pytest.raises(ValueError, match="list of emoji names"):
+        manifold.encode(model, "apple", settings)
+
+
+def test_retrieval_takes_the_nearest_training_emoji_in_pixels():
+    """An emoji of the training list is its own nearest; a held-out one gets the training emoji whose
+    target differs least, found here by a plain loop; retrieval grows exactly that emoji's code."""
+    settings = manifold.Settings(code_size=4, hidden=8, hyper_hidden=4, encoder_width=4)
+    train, held = manifold.split(settings)
+    train, held = train[:10], held[:3]
+    assert manifold.nearest_training(train, train[2:5], settings).tolist() == [2, 3, 4]
+    goals = manifold.targets(train, settings)
+    for name, index in zip(held, manifold.nearest_training(train, held, settings).tolist()):
+        distances = [(manifold.targets([name], settings)[0] - goal).pow(2).sum().item() for goal in goals]
+        assert index == min(range(len(train)), key=distances.__getitem__)
+    model = trained_model_like(settings, len(train))
+    codes = torch.randn(len(train), 4, generator=torch.Generator().manual_seed(0))
+    nearest = manifold.nearest_training(train, held, settings)
+    assert torch.equal(manifold.retrieval_errors(model, codes, train, held, settings),
+                       manifold.errors(model, codes[nearest], held, settings))
+
+
+def trained_model_like(settings, image_count):
+    model = ManifoldNCA(settings.method, image_count, hidden=settings.hidden, code_size=settings.code_size,
+                        hyper_hidden=settings.hyper_hidden, encoder_width=settings.encoder_width)
+    trained_like(model.rule, 0.05)
+    return model
+
+
+def test_the_large_emoji_set_is_several_hundred_disjoint_from_nothing_and_loads():
+    names = manifold.emoji_names("many")
+    assert len(names) >= 300 and len(set(names)) == len(names)
+    settings = manifold.Settings(emoji_set="many", held_out=64)
+    train, held = manifold.split(settings)
+    assert len(held) == 64 and not set(train) & set(held) and len(train) + 64 == len(names)
+    pictures = manifold.images(held[:4], settings)
+    assert pictures.shape == (4, 4, 16, 16) and (pictures[:, :3] <= pictures[:, 3:] + 0.02).all()  # premultiplied
+    with pytest.raises(ValueError, match="emoji_set must be one of"):
+        manifold.Settings(emoji_set="all")
+
+
+def test_the_joint_stage_trains_rule_and_encoder_together_and_gives_reseeded_entries_new_images():
+    settings = manifold.Settings(stage="joint", emoji_set="many", held_out=64, mirror=True, code_size=4, hidden=8,
+                                 hyper_hidden=4, encoder_width=4, iterations=3, batch_size=4, pool_size=8,
+                                 reseed_count=2, min_steps=2, max_steps=4, engine="plain")
+    model = manifold.new_model(settings)
+    trained = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert {name.split(".")[0] for name in trained} == {"rule", "encoder"}
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    names = manifold.split(settings)[0]
+    hooks = manifold.training_hooks(settings, model, names=names)
+    samples = hooks["make_samples"](8)
+    assert samples["image"].max() < 2 * len(names)            # mirrored copies count as images
+    batch = {key: value[:4] for key, value in samples.items()}
+    batch["condition"] = hooks["condition"](batch)
+    prepared = hooks["prepare_batch"](batch, 0)
+    assert (prepared["image"] != batch["image"]).any()          # the 2 worst took new images ...
+    assert torch.allclose(prepared["condition"], model.encoder(torch.cat([
+        manifold.images(names, settings), manifold.images(names, settings).flip(-1)])[prepared["image"]]))
+    manifold.train_model(model, settings, names, progress=False)
+    for name, p in model.named_parameters():                   # ... and both parts learned, the table did not
+        assert torch.equal(p, before[name]) == name.startswith("codes."), name
 
 
 def test_the_encoder_is_deterministic_and_reads_any_batch_alike():

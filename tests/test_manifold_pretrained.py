@@ -19,6 +19,9 @@ HELD_CODE_MATTERS = 1.2      # ... and for held-out emoji with the encoder's cod
 # own codes: below this share of the mean image's error (measured: hyper 0.07, broadcast 0.25, stamp 0.59;
 # the stamp is the chapter's named failure at this budget, and still must beat the mean image)
 BELOW_FLOOR = {"hyper": 0.15, "broadcast": 0.4, "stamp": 0.75}
+# issue 33's target: an encoder's mean error on the held-out emoji at least this share below retrieval's
+# (each held-out emoji grown from the code of the training emoji nearest to it in pixels, same rule)
+BEATS_RETRIEVAL = 0.25
 
 
 def shipped(name):
@@ -75,6 +78,23 @@ def test_each_encoder_gives_held_out_emoji_codes_that_grow_them(method):
     assert own.mean() < floor.mean()
     assert wrong.mean() > HELD_CODE_MATTERS * own.mean()
     assert held_codes.std(dim=0).min() > 1e-3            # not one code for every image
+
+
+TWO_STAGE_TIES = pytest.mark.xfail(strict=True, reason=(
+    "fails today, as issue 33 measured: the two-stage encoders (codes first, then an encoder through the frozen "
+    "rule, 48 training emoji) score what retrieval scores on the 16 held-out emoji (hyper 0.0356 against 0.0356)"))
+
+
+@pytest.mark.parametrize("method", [pytest.param(method, marks=TWO_STAGE_TIES) for method in METHODS])
+def test_each_two_stage_encoder_beats_retrieval_on_the_held_out_emoji(method):
+    """The encoder must do better than recognising which training emoji a held-out one resembles:
+    its mean error at least BEATS_RETRIEVAL below that of growing the nearest training emoji's code."""
+    model, settings, info = shipped(f"manifold_{method}_encoder")
+    train, held = manifold.split(settings)
+    retrieval = manifold.retrieval_errors(model, manifold.table_codes(model), train, held, settings)
+    encoder = manifold.errors(model, manifold.encode(model, held, settings), held, settings)
+    assert encoder.mean() < (1 - BEATS_RETRIEVAL) * retrieval.mean(), (encoder.mean().item(),
+                                                                       retrieval.mean().item())
 
 
 @pytest.mark.parametrize("method", METHODS)
