@@ -24,13 +24,13 @@ def grow_fixture(name: str, seed: int = 1):
                          batch=1)
 
 
-def test_checkerboard_of_diagonal_bands_fails_on_structure():
+def test_checkerboard_of_diagonal_bands_fails_on_its_layout():
     result = grow_fixture("texture_checkerboard_diagonal_bands")
     assert not result["passed"]
-    # its colours and its patches look right: only the structure check sees the bands
+    # its colours and its patches look right: the layout of its windows shows the bands
     assert result["palette"]["passed"] and result["patch"]["passed"]
-    assert not result["structure"]["passed"]
-    assert any("orientations" in reason for reason in result["reasons"])
+    assert not result["layout"]["passed"]
+    assert any("layout" in reason for reason in result["reasons"])
 
 
 def test_polka_dots_of_one_colour_fails_on_the_palette():
@@ -49,16 +49,9 @@ def test_good_stripes_pass():
     assert result["patch"]["ratio"] < 0.5 and result["finite"] and result["max_abs"] < 1.5
 
 
-def test_a_texture_passes_as_itself_shifted_and_every_other_texture_fails():
-    size = 32          # small, for speed: the judgement is the same kind at 64
-    for name in data.list_textures():
-        image = data.load_texture(name, size)
-        shifted = torch.roll(image, shifts=(5, 11), dims=(1, 2))[None]
-        assert texture_quality.check_shipped(shifted, name, size)["passed"], name
-        for other in data.list_textures():
-            if other != name:
-                result = texture_quality.check_shipped(data.load_texture(other, size)[None], name, size)
-                assert not result["passed"], f"{other} passed as {name}"
+# A texture shifted passes and every other course texture fails: in tests/test_texture_check.py, with the
+# rest of the labelled set, at 64 pixels (the size the check was validated at; at 32, the sampled patch
+# distance of a shifted Mondrian or weave is as large as that of the blurred copy).
 
 
 def test_palette_finds_the_two_checkerboard_colours():
