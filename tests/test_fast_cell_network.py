@@ -312,3 +312,20 @@ def test_the_tasks_train_through_the_fast_engine_by_default_with_the_plain_losse
 def train_plain_rollout():
     from helpers import train
     return train.plain_rollout
+
+
+def test_float64_and_grids_that_are_not_square_match():
+    model = scrambled(GrowingNCA(hidden=16), scale=0.2).double()
+    state = torch.zeros(2, 16, 12, 21, dtype=torch.float64)
+    state[:, :, 3:9, 5:15] = torch.rand(2, 16, 6, 10, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    plain, _ = growing_results(model, state, lambda m, s, n, g: m.rollout(s, n, g))
+    fast, _ = growing_results(model, state, lambda m, s, n, g: cell_network.growing_rollout(m, s, n, g, plan="sparse"))
+    assert fast[0].dtype == torch.float64
+    assert_same(fast, plain, ["state", "sense weight", "sense bias", "act weight", "act bias"])
+    rd_model = scrambled(ReactionDiffusionNCA(6, 8), scale=0.3).double()
+    field = random_field(2, (9, 14), 6, torch.Generator().manual_seed(0)).double().requires_grad_(True)
+    a, b = rd_model.rollout(field, 5), cell_network.diffusion_rollout(rd_model, field, 5, plan="dense")
+    assert b.dtype == torch.float64 and (a - b).abs().max() < 1e-12
+    for ga, gb in zip(torch.autograd.grad(weighted_sum(a), [field, *rd_model.parameters()]),
+                      torch.autograd.grad(weighted_sum(b), [field, *rd_model.parameters()])):
+        assert relative_error(gb, ga) < 1e-10
