@@ -311,8 +311,16 @@ def time_chapters(paths: list[Path], full: bool, budget: float) -> list[dict]:
             log(f"  {path.name}: not run (budget spent)")
             continue
         start = time.perf_counter()
+        printed = io.StringIO()
         try:
-            (name, seconds), = env.time_notebooks([path], quick=not full, timeout=int(left))   # nbclient: an int
+            with contextlib.redirect_stdout(printed):
+                timed = env.time_notebooks([path], quick=not full, timeout=int(left))    # nbclient: an int
+            log(printed.getvalue().rstrip())
+            if not timed:           # time_notebooks reports a failing notebook and leaves it out
+                results.append({"notebook": path.name, "status": "failed", "seconds": time.perf_counter() - start,
+                                "why": printed.getvalue().strip()[-2000:]})
+                continue
+            (name, seconds), = timed
             results.append({"notebook": name, "status": "ok", "seconds": seconds})
         except Exception as error:           # a failing cell or a time-out: recorded, the next chapter runs
             seconds = time.perf_counter() - start
