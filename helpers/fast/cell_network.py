@@ -522,14 +522,14 @@ def self_check(device, plan: str) -> str | None:
 
 @contextlib.contextmanager
 def checking_conditions():
-    """What a self-check runs under: torch's global generator left where it was (making the check's
-    small models draws from it), and true float32 on a GPU (PyTorch lets cuDNN's convolutions use
-    TF32 by default, 1e-3 relative, in the plain model as in this one: the check compares the
-    arithmetic, not two TF32 roundings)."""
+    """What a self-check runs under: gradients on (it compares them), torch's global generator left
+    where it was (making the check's small models draws from it), and true float32 on a GPU
+    (PyTorch lets cuDNN's convolutions use TF32 by default, 1e-3 relative, in the plain model as in
+    this one: the check compares the arithmetic, not two TF32 roundings)."""
     matmul_tf32, cudnn_tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     try:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), torch.enable_grad():     # (a first call may come under no_grad)
             yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul_tf32, cudnn_tf32
