@@ -94,7 +94,7 @@ def test_histogram_bins_are_soft_a_period_across_a_bin_edge_moves_little():
 
 def test_your_own_image_is_judged_against_its_own_shuffled_and_blurred_copies(tmp_path):
     """An image that is no course texture: its shuffled and blurred copies fail, a shifted copy passes,
-    and the check's references include the image blurred (the patch part) and shuffled (the layout part)."""
+    and the check's references include the image shuffled (the layout part) and blurred (the neighbours)."""
     instance = data.load_texture("voronoi", 128)
     own = tmp_path / "tiles.png"
     own_image = torch.roll(instance, (40, 70), (1, 2))
@@ -102,7 +102,36 @@ def test_your_own_image_is_judged_against_its_own_shuffled_and_blurred_copies(tm
     target = data.load_target(str(own), SIZE)
     shifted = texture_quality.check_shipped(torch.roll(target, (9, 23), (1, 2))[None], str(own), SIZE)
     assert shifted["passed"], shifted["reasons"]
-    assert "the target blurred" in shifted["patch"]["own_references"]
     assert shifted["layout"]["shuffled_target_distance"] > shifted["layout"]["distance"]
+    assert shifted["neighbours"]["blurred_target_distance"] > shifted["neighbours"]["distance"]
     for wrong in (texture_quality.shuffled(target, seed=3), texture_quality.blurred(target)):
         assert not texture_quality.check_shipped(wrong[None], str(own), SIZE)["passed"]
+
+
+def test_evaluate_texture_prints_a_verdict_per_part_and_writes_only_when_asked(tmp_path, capsys):
+    """``python -m helpers evaluate texture MODEL`` on the stripes fixture: a verdict per part, the JSON
+    untouched; ``--write`` stores the check atomically; ``--target`` judges against another texture and
+    refuses ``--write``."""
+    import shutil
+
+    from helpers import cli
+    fixtures = Path(__file__).resolve().parent / "fixtures"
+    for suffix in (".pt", ".json"):
+        shutil.copy(fixtures / f"texture_stripes_good{suffix}", tmp_path / f"model{suffix}")
+    model, record = tmp_path / "model.pt", tmp_path / "model.json"
+    before = record.read_text()
+    cli.main(["evaluate", "texture", str(model)])
+    printed = capsys.readouterr().out
+    assert printed.startswith("against stripes: ") and "PASS" in printed
+    for part in texture_quality.PARTS:
+        assert f"  {part}" in printed, part
+    assert record.read_text() == before
+    cli.main(["evaluate", "texture", str(model), "--target", "checkerboard"])
+    printed = capsys.readouterr().out
+    assert printed.startswith("against checkerboard: ") and "FAIL" in printed and record.read_text() == before
+    with pytest.raises(SystemExit):
+        cli.main(["evaluate", "texture", str(model), "--target", "checkerboard", "--write"])
+    assert "--write stores the check against the model's own target" in capsys.readouterr().err
+    cli.main(["evaluate", "texture", str(model), "--write"])
+    stored = json.loads(record.read_text())["eval"]
+    assert stored["passed"] and set(texture_quality.PARTS) == set(stored["quality"])

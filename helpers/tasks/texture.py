@@ -184,7 +184,7 @@ def measure(model: nn.Module, settings: Settings) -> dict:
     others = result["patch"]["other_distances"]       # the check already measured every other texture
     return {"steps": EVAL_STEPS, "size": eval_size, "image_size": settings.image_size,
             "passed": result["passed"], "reasons": result["reasons"],
-            "quality": {key: result[key] for key in ("patch", "palette", "structure")},
+            "quality": {key: result[key] for key in texture_quality.PARTS},
             "swd_loss": result["patch"]["distance"], "max_abs_state": result["max_abs"],
             "swd_grey_image": grey, "swd_closest_other_texture": min(others.values()), "other_textures": others}
 
@@ -210,12 +210,25 @@ def summary_line(metadata: dict) -> str:
 
 
 def evaluate_arguments(parser) -> None:
-    """``evaluate texture`` has no options beyond the model and ``--write``."""
+    """``evaluate texture MODEL [--target TEXTURE]``: the check against another texture than the model's own."""
+    parser.add_argument("--target", help="judge the grown texture against this one instead of the model's own: a "
+                                         "texture name, an image file or a URL (not stored: --write is refused)")
 
 
 def evaluate_saved(model: nn.Module, metadata: dict, args) -> tuple[dict, str]:
-    """The texture check of a saved model again, from its recorded settings."""
-    return run.remeasure(sys.modules[__name__], model, metadata)
+    """The texture check of a saved model again (its recorded settings, or --target), a verdict per part."""
+    settings = run.stored_settings("texture", Settings, metadata["settings"])
+    target = getattr(args, "target", None)
+    if target and target != settings.target:
+        if getattr(args, "write", False):
+            raise ValueError(f"--write stores the check against the model's own target ({settings.target}); "
+                             f"drop --target {target} to store it, or --write to only print the check")
+        settings = replace(settings, target=target)         # checks the target: a name, a file or a URL
+    measured = measure(model, settings)
+    check = {"passed": measured["passed"], "reasons": measured["reasons"], **measured["quality"]}
+    text = (f"against {settings.target}: {summary_line({**metadata, 'eval': measured})}\n"
+            f"{texture_quality.verdicts(check)}")
+    return {"eval": measured}, text
 
 
 def train(settings: Settings, out=None, device=None, progress: bool = True, **options) -> tuple[nn.Module, dict]:
