@@ -396,6 +396,134 @@ def _framebuffer_pixel_cases(generator: torch.Generator) -> list[Case]:
                     Case((5, 1, 3, 8), "channel 3: the alpha of tile 0")]
 
 
+# ------------------------------------------------------------------------------ 07 · NCA manifold
+
+def broadcast_code_reference(perception: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """Method (a), broadcast: every cell of image i reads its perception and image i's code.
+    ``perception`` [batch, P, H, W], ``codes`` [batch, K] -> [batch, P + K, H, W], perception first
+    (the order of helpers.manifold_nca's broadcast rule, whose first layer has the code's columns last)."""
+    height, width = perception.shape[2:]
+    return torch.cat([perception, codes[:, :, None, None].expand(-1, -1, height, width)], dim=1)
+
+
+def _broadcast_code_cases(generator: torch.Generator) -> list[Case]:
+    cases = [Case((_randn(generator, batch, 6, size, size + 1), _randn(generator, batch, code)))
+             for batch, size, code in [(3, 4, 5), (2, 6, 3), (4, 3, 8)]]
+    return cases + [Case((_randn(generator, 1, 6, 4, 4), _randn(generator, 1, 5)), "a batch of one"),
+                    Case((_randn(generator, 3, 6, 1, 1), _randn(generator, 3, 2)), "a grid of one cell"),
+                    Case((_randn(generator, 2, 48, 5, 5), _randn(generator, 2, 12)), "the chapter's sizes: 48 + 12")]
+
+
+def per_image_layer_reference(cells: torch.Tensor, weights: torch.Tensor, biases: torch.Tensor) -> torch.Tensor:
+    """Method (c), the hypernetwork's rules: image i's cells [N, I] through image i's own layer,
+    cells @ W_i^T + b_i, for every image at once. ``cells`` [batch, N, I], ``weights`` [batch, O, I],
+    ``biases`` [batch, O] -> [batch, N, O]; the product helpers.manifold_nca's ``change`` takes."""
+    return torch.baddbmm(biases[:, None, :], cells, weights.transpose(1, 2))
+
+
+def _per_image_layer_cases(generator: torch.Generator) -> list[Case]:
+    cases = [Case((_randn(generator, batch, cells, inputs), _randn(generator, batch, outputs, inputs),
+                   _randn(generator, batch, outputs)))
+             for batch, cells, inputs, outputs in [(3, 7, 5, 4), (2, 9, 6, 6), (4, 5, 3, 8)]]
+    return cases + [Case((_randn(generator, 1, 6, 4), _randn(generator, 1, 2, 4), _randn(generator, 1, 2)),
+                         "a batch of one"),
+                    Case((_randn(generator, 3, 1, 4), _randn(generator, 3, 4, 4), _randn(generator, 3, 4)),
+                         "one cell per image, a square layer"),
+                    Case((torch.zeros(2, 5, 3, dtype=torch.float64), _randn(generator, 2, 4, 3),
+                          _randn(generator, 2, 4)), "every cell zero: only the biases remain")]
+
+
+def interpolate_reference(start: torch.Tensor, end: torch.Tensor, count: int) -> torch.Tensor:
+    """``count`` codes evenly spaced on the straight line from ``start`` to ``end`` [K], both included:
+    [count, K], as helpers.tasks.manifold.interpolate gives them."""
+    from .tasks import manifold  # here, not at the top: the exercises of other chapters do not need it
+
+    return manifold.interpolate(start, end, count)
+
+
+def _interpolate_cases(generator: torch.Generator) -> list[Case]:
+    cases = [Case((_randn(generator, size), _randn(generator, size), count))
+             for size, count in [(12, 5), (4, 8), (7, 6)]]
+    same = _randn(generator, 6)
+    return cases + [Case((_randn(generator, 12), _randn(generator, 12), 2), "two codes: the two ends only"),
+                    Case((same, same.clone(), 4), "start and end equal: every code the same"),
+                    Case((torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64), 11),
+                         "from 0 to 1 in steps of 0.1")]
+
+
+# ------------------------------------------------------------------------------ 06 · growing NCA
+
+def alive_mask_reference(state: torch.Tensor) -> torch.Tensor:
+    """[B, 1, H, W] booleans: some cell of the 3x3 neighbourhood (itself included) has alpha (channel 3)
+    above 0.1, as helpers.growing_nca.alive_mask says."""
+    from .growing_nca import alive_mask  # here, not at the top: the exercises of other chapters do not need it
+
+    return alive_mask(state)
+
+
+def _alive_mask_cases(generator: torch.Generator) -> list[Case]:
+    cases = []
+    for batch, size in [(2, 6), (1, 9), (3, 5)]:
+        state = torch.rand(batch, 16, size, size, generator=generator) * 0.3
+        state[:, 3] *= (torch.rand(batch, size, size, generator=generator) < 0.25).float()   # a few live cells
+        cases.append(Case((state,)))
+    exact = torch.zeros(1, 16, 5, 5)
+    exact[0, 3, 2, 2] = 0.1
+    exact[0, 3, 0, 4] = 0.1001
+    border = torch.zeros(1, 16, 4, 6)
+    border[0, 3, 0, 0] = 0.5
+    colour_only = torch.zeros(1, 16, 5, 5)
+    colour_only[0, :3, 2, 2] = 0.9                    # colour but no alpha: not alive
+    colour_only[0, 4:, 1, 1] = 0.9
+    return cases + [Case((exact,), "alpha exactly 0.1 (not above it) and just above"),
+                    Case((border,), "a live cell in a corner: its neighbours inside the grid only"),
+                    Case((colour_only,), "colour and hidden channels high, alpha zero")]
+
+
+def turned_kernels_reference(angle: float) -> torch.Tensor:
+    """[3, 3, 3]: the identity, and the Sobel pair (divided by 8) turned by ``angle`` radians,
+    (cos a Kx - sin a Ky, sin a Kx + cos a Ky), as helpers.growing_nca.perception_kernels."""
+    from .growing_nca import perception_kernels
+
+    return perception_kernels(angle)
+
+
+def _turned_kernels_cases(generator: torch.Generator) -> list[Case]:
+    return [Case((angle,)) for angle in _floats(generator, 4, -math.pi, math.pi)] + [
+        Case((0.0,), "angle 0: the upright filters"), Case((math.pi / 2,), "a quarter turn"),
+        Case((math.pi,), "a half turn: both gradients negated")]
+
+
+def recovered_curve_reference(damaged_losses: torch.Tensor, twin_losses: torch.Tensor,
+                              factor: float) -> torch.Tensor:
+    """[T]: at each of T measured steps, the fraction of the B damaged states [T, B] whose loss is
+    within ``factor`` x the loss of their undamaged twin at the SAME step (helpers.tasks.growing.regeneration)."""
+    return (damaged_losses <= factor * twin_losses).to(damaged_losses.dtype).mean(dim=1)
+
+
+def _recovered_curve_cases(generator: torch.Generator) -> list[Case]:
+    cases = []
+    for steps, count in [(6, 8), (11, 5), (4, 20)]:
+        twin = 0.001 + 0.01 * torch.rand(steps, count, generator=generator, dtype=torch.float64)
+        twin = twin.cumsum(dim=0)                      # twins that drift: the loss at the cut is no reference
+        damaged = twin * (0.5 + 2 * torch.rand(steps, count, generator=generator, dtype=torch.float64))
+        cases.append(Case((damaged, twin, 1.25)))
+    twin = torch.full((3, 4), 0.002, dtype=torch.float64)
+    return cases + [Case((twin * 1.25, twin, 1.25), "every damaged loss exactly at the bound: recovered"),
+                    Case((twin * 3, twin, 2.0), "none recovered"),
+                    Case((torch.zeros(2, 3, dtype=torch.float64), torch.zeros(2, 3, dtype=torch.float64), 1.25),
+                         "perfect states and twins (loss 0)")]
+
+
+def _turned(angle: float, sign: float = 1.0, scale: float = 8.0) -> torch.Tensor:
+    """Turned kernels with a planted mistake (see 06.turned_kernels)."""
+    sobel_x = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / scale
+    identity = torch.zeros(3, 3)
+    identity[1, 1] = 1.0
+    c, s = math.cos(angle), sign * math.sin(angle)
+    return torch.stack([identity, c * sobel_x - s * sobel_x.T, s * sobel_x + c * sobel_x.T])
+
+
 # ======================================================================== the registry
 
 EXERCISES: dict[str, Exercise] = {exercise.id: exercise for exercise in [
@@ -504,5 +632,80 @@ EXERCISES: dict[str, Exercise] = {exercise.id: exercise for exercise in [
             "three values per pixel": lambda x, y, c, w: ((c // 3) * w + x, y, c % 3),
             "interleaved tiles": lambda x, y, c, w: (3 * x + c // 4, y, c % 4),
             "the tile and component swapped": lambda x, y, c, w: ((c % 4) * w + x, y, c // 4),
+        }),
+    Exercise(
+        "07.broadcast_code",
+        "return [batch, P + K, H, W]: each image's perception [P, H, W] with its own code [K] copied into every cell.",
+        broadcast_code_reference, _broadcast_code_cases,
+        "codes[:, :, None, None] has shape [batch, K, 1, 1]; .expand(-1, -1, H, W) copies it to every cell "
+        "without copying memory; torch.cat([perception, that], dim=1) puts it after the P perceptions.",
+        mistakes={
+            "the code before the perception": lambda p, c: torch.cat(
+                [c[:, :, None, None].expand(-1, -1, *p.shape[2:]), p], dim=1),
+            "the first image's code for every image": lambda p, c: torch.cat(
+                [p, c[:1, :, None, None].expand(len(p), -1, *p.shape[2:])], dim=1),
+            "the code in the middle cell only (that is the stamp)": lambda p, c: torch.cat(
+                [p, torch.nn.functional.pad(c[:, :, None, None], [p.shape[3] // 2, (p.shape[3] - 1) // 2,
+                                                                   p.shape[2] // 2, (p.shape[2] - 1) // 2])], dim=1),
+        }),
+    Exercise(
+        "07.per_image_layer",
+        "return [batch, N, O]: image i's cells [N, I] times image i's weights [O, I] transposed, plus its bias [O].",
+        per_image_layer_reference, _per_image_layer_cases,
+        "a batched matrix product: cells @ weights.transpose(1, 2) multiplies each image's cells by its own "
+        "W_i^T ([batch, N, I] @ [batch, I, O]); biases[:, None, :] adds image i's bias to each of its N cells.",
+        mistakes={
+            "a missing transpose": lambda c, w, b: torch.bmm(c, w) + b[:, None, :],
+            "the first image's rule for every image": lambda c, w, b: c @ w[0].T + b[0],
+            "the bias forgotten": lambda c, w, b: c @ w.transpose(1, 2),
+        }),
+    Exercise(
+        "07.interpolate",
+        "return [count, K]: count codes evenly spaced from start to end [K], start first and end last.",
+        interpolate_reference, _interpolate_cases,
+        "weights t = torch.linspace(0, 1, count) (both ends included) as a column [count, 1]; each code is "
+        "(1 - t) * start + t * end, so t = 0 gives start and t = 1 gives end.",
+        mistakes={
+            "the end left out": lambda a, b, n: a + (torch.arange(n, dtype=a.dtype) / n)[:, None] * (b - a),
+            "start and end swapped": lambda a, b, n: torch.linspace(0, 1, n, dtype=a.dtype)[:, None] * a
+            + (1 - torch.linspace(0, 1, n, dtype=a.dtype)[:, None]) * b,
+            "one code too few": lambda a, b, n: a + torch.linspace(0, 1, n - 1, dtype=a.dtype)[:, None] * (b - a),
+        }),
+    Exercise(
+        "06.alive_mask",
+        "return [B, 1, H, W] booleans: True where some cell of the 3x3 neighbourhood has alpha (channel 3) > 0.1.",
+        alive_mask_reference, _alive_mask_cases,
+        "take the alpha channel with state[:, 3:4] (keep the channel axis), the largest value of each 3x3 "
+        "neighbourhood with F.max_pool2d(..., kernel_size=3, stride=1, padding=1), then compare: strictly > 0.1.",
+        mistakes={
+            "the cell alone, no neighbourhood": lambda s: s[:, 3:4] > 0.1,
+            "the red channel, not alpha": lambda s: torch.nn.functional.max_pool2d(s[:, 0:1], 3, 1, 1) > 0.1,
+            "at least 0.1 (>=)": lambda s: torch.nn.functional.max_pool2d(s[:, 3:4], 3, 1, 1) >= 0.1,
+            "any channel": lambda s: torch.nn.functional.max_pool2d(s.amax(1, keepdim=True), 3, 1, 1) > 0.1,
+        }),
+    Exercise(
+        "06.turned_kernels",
+        "return the [3, 3, 3] kernels: identity, then Sobel-x / 8 and Sobel-y / 8 turned by `angle` radians.",
+        turned_kernels_reference, _turned_kernels_cases,
+        "Kx = [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]] / 8 and Ky = Kx.T; a turn mixes the pair as a 2D rotation "
+        "mixes (x, y): Kx' = cos(a) Kx - sin(a) Ky, Ky' = sin(a) Kx + cos(a) Ky. The identity does not turn.",
+        rtol=1e-6, atol=1e-7,
+        mistakes={
+            "the turn the other way": lambda a: _turned(a, sign=-1),
+            "Sobel not divided by 8": lambda a: _turned(a, scale=1.0),
+            "the identity left out": lambda a: _turned(a)[1:],
+            "degrees taken for radians": lambda a: _turned(math.radians(a)),
+        }),
+    Exercise(
+        "06.recovered_curve",
+        "return [T]: at each step, the fraction of damaged states whose loss <= factor x their twin's loss then.",
+        recovered_curve_reference, _recovered_curve_cases,
+        "compare each damaged loss with its OWN twin at the SAME step (the same row of twin_losses, not the "
+        "first row), <= so that the bound itself counts, then average the booleans over the states (dim=1).",
+        mistakes={
+            "against the twin at the moment of the cut": lambda d, t, f: (d <= f * t[:1]).double().mean(dim=1),
+            "averaged over time, not states": lambda d, t, f: (d <= f * t).double().mean(dim=0),
+            "strictly below the bound": lambda d, t, f: (d < f * t).double().mean(dim=1),
+            "medians compared, not states": lambda d, t, f: (d.median(1).values <= f * t.median(1).values).double(),
         }),
 ]}

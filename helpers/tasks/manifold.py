@@ -315,7 +315,7 @@ def table_codes(model: ManifoldNCA) -> torch.Tensor:
 def interpolate(start: torch.Tensor, end: torch.Tensor, count: int) -> torch.Tensor:
     """``[count, code_size]``: ``count`` codes evenly spaced on the straight line from ``start`` to ``end``
     (each ``[code_size]`` or ``[1, code_size]``), both included."""
-    weights = torch.linspace(0.0, 1.0, count, device=start.device)[:, None]
+    weights = torch.linspace(0.0, 1.0, count, dtype=start.dtype, device=start.device)[:, None]
     start, end = start.reshape(1, -1), end.reshape(1, -1)
     path = (1 - weights) * start + weights * end
     path[0], path[-1] = start[0], end[0]           # exactly the two codes, not up to rounding
@@ -496,7 +496,7 @@ def describe(settings: Settings, model: ManifoldNCA, history: History) -> dict:
 #: The recipes that were run. The defaults are the shipped two-stage models' (the method and stage chosen
 #: by flags); "joint-many" is the shipped joint model's (data/models/manifold_hyper_joint.pt): the
 #: paper's end-to-end training of encoder and rule, on the large emoji set with mirrored copies, 64 held
-#: out, 32-number codes, 5000 iterations (about 70 minutes on one shared CPU core).
+#: out, 32-number codes, 5000 iterations (1973 s of training on one shared CPU core, its JSON says).
 PRESETS: dict[str, Settings] = {
     "joint-many": Settings(method="hyper", stage="joint", emoji_set="many", held_out=64, mirror=True, code_size=32,
                            iterations=5000, lr_milestones=(3500,)),
