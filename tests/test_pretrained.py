@@ -8,9 +8,14 @@ from helpers.tasks import texture
 
 MODEL_FILES = sorted(models.shipped_dir().glob("texture_*.pt"))
 
-#: Shipped models that are documented failures: kept to show what the 588-parameter rule could not
-#: grow at the budget the course can afford (their JSON says the check fails, and chapter 03 says why).
-KNOWN_FAILURES = {"bubbles", "zigzag"}
+#: The one shipped model that grows its texture right, by the validated check and by eye.
+PASSING = {"stripes"}
+#: Shipped models that are documented failures (their JSON says the check fails, chapter 03 shows and
+#: names them; issue 30 retrains them). These four fail by a clear margin from every start measured...
+CLEAR_FAILURES = {"polka_dots", "weave", "voronoi", "zigzag"}
+#: ...while these two lie near a threshold of the check (each passed from one of five starts, seeds 5-9,
+#: though wrong by eye), so a new start's verdict is not asserted for them: their JSON is.
+NEAR_THRESHOLD_FAILURES = {"checkerboard", "bubbles"}
 
 
 def test_at_least_three_texture_models_ship():
@@ -30,7 +35,7 @@ def test_pretrained_model_metadata(path):
 @pytest.mark.parametrize("path", MODEL_FILES, ids=[p.stem for p in MODEL_FILES])
 def test_pretrained_model_grows_its_texture_and_stays_in_range(path):
     """Re-measured here, from another seed than the training command's measurement: the texture
-    check must pass unless the model is a documented failure, and fail if it is one."""
+    check must pass for the passing model and fail for the clear failures."""
     info = models.load_metadata(path)
     model = models.load(path)
     assert nca.count_parameters(model) == 588
@@ -38,19 +43,17 @@ def test_pretrained_model_grows_its_texture_and_stays_in_range(path):
                            seed=1, batch=2)
     state = result["state"]
     assert torch.isfinite(state).all() and state.abs().max() <= 1.5
-    if info["target"] in KNOWN_FAILURES:
-        assert not result["passed"]
-    else:
+    assert info["target"] in PASSING | CLEAR_FAILURES | NEAR_THRESHOLD_FAILURES, f"{path.name}: not classified"
+    if info["target"] in PASSING:
         assert result["passed"], f"{path.name}: {result['reasons']}"
+    elif info["target"] in CLEAR_FAILURES:
+        assert not result["passed"], f"{path.name} passed: a documented failure should fail the check"
 
 
-def test_five_textures_pass_three_of_them_multi_colour_and_their_json_says_so():
-    """Polka dots (both dot colours), stripes, Voronoi, checkerboard and weave grow right; at least three
-    of them have three or more colours. (Bubbles and zigzag ship as measured failures.)"""
-    passing = ("polka_dots", "stripes", "voronoi", "checkerboard", "weave")
-    colours = {}
-    for name in passing:
-        info = models.load_metadata(models.shipped_dir() / f"texture_{name}.pt")
-        assert info["eval"]["passed"], name
-        colours[name] = len(info["eval"]["quality"]["palette"]["colours"])
-    assert sum(count >= 3 for count in colours.values()) >= 3, colours
+def test_every_json_says_what_the_check_says_today():
+    """Each shipped model's stored verdict was written by `python -m helpers evaluate texture MODEL --write`
+    with the validated check: only the stripes pass."""
+    for path in MODEL_FILES:
+        info = models.load_metadata(path)
+        assert info["eval"]["passed"] == (info["target"] in PASSING), f"{path.name}: {info['eval']['reasons']}"
+        assert "layout" in info["eval"]["quality"], f"{path.name}: measured with the old check; re-run evaluate --write"
