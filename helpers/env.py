@@ -482,7 +482,8 @@ def write_setup_cells(notebook_dir: Path = REPO_ROOT / "notebooks") -> list[Path
 
 
 def time_notebooks(paths, quick: bool, timeout: float = 3600.0) -> list[tuple[str, float]]:
-    """Run each notebook top to bottom in a fresh kernel (quick or full mode); return (name, seconds).
+    """Run each notebook top to bottom in a fresh kernel (quick or full mode); return (name, seconds)
+    for those that ran through. One that fails is reported (its cell and error) and left out.
 
     The measurement behind README's chapter times: ``python -m helpers.env --time-notebooks [--full]``.
     """
@@ -490,25 +491,142 @@ def time_notebooks(paths, quick: bool, timeout: float = 3600.0) -> list[tuple[st
 
     import nbformat
     from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
 
     results = []
-    previous = os.environ.get("DSOS_QUICK")
+    saved = {name: os.environ.get(name) for name in ("DSOS_QUICK", REHEARSAL_ENV)}
     os.environ["DSOS_QUICK"] = "1" if quick else "0"        # the kernel inherits this process's environment
+    os.environ.pop(REHEARSAL_ENV, None)                      # a measurement of the mode itself, never a rehearsal
     try:
         for path in map(Path, paths):
             notebook = nbformat.read(path, as_version=4)
             client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
                                     resources={"metadata": {"path": str(path.parent)}})
             start = time.perf_counter()
-            client.execute()
+            try:
+                client.execute()
+            except CellExecutionError as error:
+                print(f"{path.name}: FAILED, not timed: {str(error).strip().splitlines()[-1]}", flush=True)
+                continue
             results.append((path.name, time.perf_counter() - start))
             print(f"{path.name}: {results[-1][1]:.0f} s", flush=True)
     finally:
-        if previous is None:
-            os.environ.pop("DSOS_QUICK", None)
-        else:
-            os.environ["DSOS_QUICK"] = previous
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     return results
+
+
+# --------------------------------------------------------------------- the time budget
+
+#: Where ``python -m helpers.env --time-notebooks --write`` keeps the measured quick-mode times.
+NOTEBOOK_TIMES_FILE = REPO_ROOT / "data" / "notebook_times.json"
+READING_WORDS_PER_MINUTE = 200
+MINUTES_PER_EXERCISE = 5           # a guess for planning, stated as one: try, check, read the hint, retry
+SESSION_MINUTES = 180
+BREAK_MINUTES = 10
+
+
+def notebook_paths(notebook_dir: Path = REPO_ROOT / "notebooks") -> list[Path]:
+    """Every notebook of the course, lessons and appendices, in chapter order."""
+    return sorted(Path(notebook_dir).glob("[0-9][0-9]_*.ipynb"))
+
+
+def _cells(path: Path, kind: str) -> list[str]:
+    notebook = json.loads(Path(path).read_text())
+    return ["".join(cell["source"]) for cell in notebook["cells"] if cell["cell_type"] == kind]
+
+
+def reading_minutes(path: Path, words_per_minute: int = READING_WORDS_PER_MINUTE) -> float:
+    """Minutes to read a notebook's markdown cells at ``words_per_minute`` (code and equations' words count too)."""
+    words = sum(len(text.split()) for text in _cells(path, "markdown"))
+    return words / words_per_minute
+
+
+def exercise_ids(path: Path) -> list[str]:
+    """The exercises a notebook checks (``exercises.check("ID", ...)``), each once, in order."""
+    import re
+
+    found = re.findall(r'exercises\.check\(\s*["\']([^"\']+)["\']', "\n".join(_cells(path, "code")))
+    return list(dict.fromkeys(found))
+
+
+def notebook_title(path: Path) -> str:
+    """The title of a notebook: its first markdown heading, without the chapter number."""
+    for text in _cells(path, "markdown"):
+        for line in text.splitlines():
+            if line.startswith("# "):
+                return line[2:].split("·", 1)[-1].strip()
+    raise ValueError(f"{Path(path).name} has no title (a markdown line starting with '# ')")
+
+
+def stored_notebook_times(path: Path = NOTEBOOK_TIMES_FILE) -> dict:
+    """The measured quick-mode times (``--time-notebooks --write``); empty where none are stored."""
+    return json.loads(Path(path).read_text()) if Path(path).is_file() else {"seconds": {}}
+
+
+def chapter_map(notebook_dir: Path = REPO_ROOT / "notebooks", times: dict | None = None) -> list[dict]:
+    """One row per notebook present: number, file, lesson or appendix, title, reading minutes, exercises,
+    and the measured quick-mode seconds (None where not measured yet)."""
+    seconds = (times if times is not None else stored_notebook_times())["seconds"]
+    return [{"number": path.name[:2], "file": path.name, "title": notebook_title(path),
+             "kind": "appendix" if path.stem.endswith("_appendix") else "lesson",
+             "reading_minutes": reading_minutes(path), "exercises": len(exercise_ids(path)),
+             "quick_seconds": seconds.get(path.name)} for path in notebook_paths(notebook_dir)]
+
+
+def chapter_map_markdown(rows: list[dict] | None = None) -> str:
+    """The chapter map as a markdown table (chapter 00 shows it; README's table has the same numbers)."""
+    rows = chapter_map() if rows is None else rows
+    lines = ["| # | notebook | what it is | reading | quick mode, 2-core CPU | exercises |",
+             "|---|---|---|---|---|---|"]
+    for row in rows:
+        run = "not measured" if row["quick_seconds"] is None else f"{row['quick_seconds']:.0f} s"
+        title = row["title"] + (" (appendix)" if row["kind"] == "appendix" else "")
+        lines.append(f"| {row['number']} | `{row['file']}` | {title} | {row['reading_minutes']:.0f} min | {run} | "
+                     f"{row['exercises'] or '-'} |")
+    return "\n".join(lines)
+
+
+def session_plan(rows: list[dict] | None = None, total: int = SESSION_MINUTES, break_every: int = 60) -> list[str]:
+    """A live session of ``total`` minutes through the lessons, in order: each lesson's reading time, its
+    quick-mode run time and ``MINUTES_PER_EXERCISE`` per exercise, a ``BREAK_MINUTES`` break after about
+    every ``break_every`` minutes; what does not fit is left for later (appendices always are)."""
+    rows = chapter_map() if rows is None else rows
+    plan, clock, since_break = [], 0.0, 0.0
+    for row in (row for row in rows if row["kind"] == "lesson"):
+        minutes = (row["reading_minutes"] + (row["quick_seconds"] or 0) / 60
+                   + MINUTES_PER_EXERCISE * row["exercises"])
+        if since_break + minutes > break_every and plan and clock + BREAK_MINUTES + minutes <= total:
+            plan.append(f"{clock:5.0f} min  break ({BREAK_MINUTES} min)")
+            clock, since_break = clock + BREAK_MINUTES, 0.0
+        if clock + minutes > total:
+            plan.append(f"{clock:5.0f} min  end; for later: {row['file']} and the lessons after it, "
+                        "and the appendices")
+            return plan
+        running, practice = (row["quick_seconds"] or 0) / 60, MINUTES_PER_EXERCISE * row["exercises"]
+        plan.append(f"{clock:5.0f} min  {row['file']} ({minutes:.0f} min: reading {row['reading_minutes']:.0f}, "
+                    f"running {running:.1f}, exercises {practice})")
+        clock, since_break = clock + minutes, since_break + minutes
+    plan.append(f"{clock:5.0f} min  end; for later: the appendices")
+    return plan
+
+
+def write_notebook_times(results: list[tuple[str, float]], path: Path = NOTEBOOK_TIMES_FILE) -> Path:
+    """Store measured quick-mode times (merged with those stored for other notebooks), with the machine."""
+    import datetime
+
+    stored = stored_notebook_times(path)
+    stored["seconds"] = {**stored.get("seconds", {}), **{name: round(seconds, 1) for name, seconds in results}}
+    stored.update(mode="quick", machine=f"{platform.machine()}, {os.cpu_count()} CPU cores, {describe_device()}",
+                  measured=datetime.date.today().isoformat(),
+                  command="python -m helpers.env --time-notebooks --write",
+                  note="one fresh kernel per notebook, run one after the other on a shared machine: "
+                       "other work ran beside it, so read the times as upper bounds")
+    Path(path).write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n")
+    return Path(path)
 
 
 if __name__ == "__main__":
@@ -518,10 +636,18 @@ if __name__ == "__main__":
     elif "--time-notebooks" in sys.argv:
         full = "--full" in sys.argv
         chosen = [arg for arg in sys.argv[1:] if arg.endswith(".ipynb")]
-        paths = chosen or sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+        paths = [Path(arg).resolve() for arg in chosen] or notebook_paths()
         print(f"device: {describe_device()} | mode: {'full' if full else 'quick'} | one fresh kernel per notebook")
-        total = sum(seconds for _, seconds in time_notebooks(paths, quick=not full))
-        print(f"total: {total:.0f} s")
+        timed = time_notebooks(paths, quick=not full)
+        print(f"total: {sum(seconds for _, seconds in timed):.0f} s")
+        if "--write" in sys.argv:
+            if full:
+                raise SystemExit("--write stores quick-mode times only (README's and chapter 00's time budget)")
+            print("stored in", write_notebook_times(timed))
+    elif "--chapter-map" in sys.argv:
+        print(chapter_map_markdown())
+        print()
+        print("\n".join(session_plan()))
     else:
         setup()
         for name, version in versions().items():
