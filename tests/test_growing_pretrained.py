@@ -8,14 +8,14 @@ import pytest
 from helpers import models
 from helpers.tasks import growing, run
 
-# Bounds of the checks below, with room for other random masks than the JSON's (measured there: grown
-# loss 3 % of an empty grid's for the lizards, 9 % for the butterfly and the mushroom; after 2000 steps
-# the pool lizards are at 0.1-0.4x their grown loss and the growing-only lizard's state runs away;
-# 94 % of circular damages healed by the regenerating lizard)
-GROWN_BOUND = 0.2           # grown loss below this share of the empty grid's loss
+# Bounds of the checks below, with room for other random masks than the JSON's (measured there, 8 rollouts:
+# the lizards' grown loss 3-5 % of an empty grid's with detail errors 0.12-0.26, the butterfly's and the
+# mushroom's detail errors 0.65 and 0.88; the regenerating lizard's loss 0.5 % of an empty grid's from 1,000
+# to 8,000 steps, the persistent lizard's past 100 % by 8,000; circles recovered against the twin: see data/README.md)
 HOLD_FACTOR = 3.0           # after 1000 steps a pool model's loss is within this factor of its grown loss
 DRIFT_FACTOR = 10.0         # ... and the growing-only model's loss beyond this factor
-REGENERATING_RECOVERS = 0.75
+REGENERATING_RECOVERS = 0.6
+NAMED_FAILURES = {"growing_butterfly_regenerating", "growing_mushroom_regenerating"}
 
 SHIPPED = {path.stem: path for path in sorted(models.shipped_dir().glob("growing_*.pt"))}
 EXPERIMENT_MODELS = [f"growing_lizard_{experiment}" for experiment in growing.EXPERIMENTS]
@@ -40,16 +40,18 @@ def test_the_shipped_set_is_the_three_lizards_and_two_more_regenerating_emoji_on
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
-def test_each_shipped_model_grows_its_target_from_the_seed(name):
-    """Re-measured from other random masks than the JSON's: the grown loss is far below an empty grid's,
-    and close to what the JSON says."""
+def test_the_lizards_grow_their_target_and_the_named_failures_do_not(name):
+    """Re-measured from other random masks than the JSON's, with the judge that fails blobs
+    (growing.judge_pattern, validated on tests/fixtures/growing): every lizard passes; the butterfly and
+    the mushroom, whose losses are small, fail on detail, as the chapter names them."""
     model, settings, info = shipped(name)
-    goal = growing.target(settings)
     grown = growing.grow(model, settings, settings.max_steps - 1, batch=8, seed=11)
-    loss = growing.per_sample_loss(grown, goal).median().item()
-    empty = goal.pow(2).mean().item()
-    assert loss < GROWN_BOUND * empty, f"{name}: loss {loss:.4f} against an empty grid's {empty:.4f}"
+    judged = growing.judge_pattern(grown, growing.target(settings))
+    assert judged["grows_target"] == (name not in NAMED_FAILURES), (name, judged)
+    assert judged["loss_ratio"] < growing.GROWN_LOSS_BOUND, (name, judged)
+    loss = growing.per_sample_loss(grown, growing.target(settings)).median().item()
     assert loss == pytest.approx(info["eval"]["grown_loss"]["median"], rel=0.3)
+    assert info["eval"]["grown_pattern"]["grows_target"] == judged["grows_target"], "the JSON says otherwise"
 
 
 def long_run_loss(name, steps, count=8):
@@ -67,11 +69,24 @@ def test_the_pool_models_hold_the_lizard_for_1000_steps_and_the_growing_model_do
     assert losses["growing_lizard_growing"] > DRIFT_FACTOR * grown_losses["growing_lizard_growing"], losses
 
 
-def test_the_regenerating_lizard_recovers_from_circles_more_often_than_the_persistent_one():
+def test_to_8000_steps_the_regenerating_lizard_holds_and_the_persistent_one_drifts():
+    """The 8,000-step measurement of the JSONs (8 rollouts), on one other rollout each: the regenerating
+    lizard stays below the hold bound with its detail; the persistent one is past it by 8,000 steps."""
+    held = {}
+    for name in ["growing_lizard_persistent", "growing_lizard_regenerating"]:
+        model, settings, info = shipped(name)
+        held[name] = growing.persistence(model, settings, checkpoints=(4000, 8000), count=1, seed=12)
+        assert info["eval"]["persistence"]["holds"] == (name == "growing_lizard_regenerating"), name
+    assert held["growing_lizard_regenerating"]["holds"], held
+    drifted = held["growing_lizard_persistent"]["checkpoints"][-1]
+    assert not held["growing_lizard_persistent"]["holds"] and drifted["loss_ratio"] > growing.HOLD_LOSS_BOUND, held
+
+
+def test_against_the_undamaged_twin_the_regenerating_lizard_regrows_circles_more_often_than_the_persistent_one():
     fractions = {}
     for name in ["growing_lizard_persistent", "growing_lizard_regenerating"]:
         model, settings, _ = shipped(name)
-        fractions[name] = growing.regeneration(model, settings, "circle", count=24, after=200, seed=13)[
+        fractions[name] = growing.regeneration(model, settings, "circle", count=8, after=400, every=100, seed=13)[
             "recovered_fraction"]
     assert fractions["growing_lizard_regenerating"] >= REGENERATING_RECOVERS, fractions
     assert fractions["growing_lizard_regenerating"] > fractions["growing_lizard_persistent"], fractions
