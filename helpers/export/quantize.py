@@ -117,7 +117,8 @@ def quantize(model: NCA, bits: int = 8) -> QuantizedRule:
         # One scale for all weights: a single outlier makes the step so coarse that most weights vanish.
         largest = float(np.abs(weight).max())
         median = float(np.median(np.abs(weight[weight != 0])))
-        warnings.warn(f"quantization lost most of the rule: {zeroed} of {nonzero} nonzero weights rounded to zero "
+        warnings.warn(f"quantization lost much of the rule: {zeroed} of {nonzero} nonzero weights "
+                      f"({100 * zeroed / nonzero:.0f} %) rounded to zero "
                       f"because the largest weight ({largest:.3g}) is {largest / median:.3g} times the median "
                       f"magnitude; {rule.report()}. Check the model for an outlier weight, or use more bits",
                       RuntimeWarning, stacklevel=2)
