@@ -33,6 +33,12 @@ def setting(default, help: str):
     return field(default=default, metadata={"help": help})
 
 
+def check_weight(name: str, value: float) -> None:
+    """A loss term's weight must be a finite number >= 0 (a negative weight rewards what the term punishes)."""
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0 (0 turns the term off), got {value!r}")
+
+
 class Diverged(RuntimeError):
     """Training went wrong numerically: a non-finite loss, or a trained rule whose states blow up."""
 
@@ -70,6 +76,11 @@ class TrainConfig:
             raise ValueError(f"warmup_iterations must be an integer >= 0, got {self.warmup_iterations!r}")
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             raise ValueError(f"learning_rate must be a positive finite number, got {self.learning_rate}")
+        if not 0 < self.lr_gamma <= 1:        # NaN fails too; a negative factor would make the rate climb the loss
+            raise ValueError(f"lr_gamma multiplies the learning rate at each milestone: it must lie in (0, 1], "
+                             f"got {self.lr_gamma}")
+        if any(m < 1 for m in self.lr_milestones) or list(self.lr_milestones) != sorted(set(self.lr_milestones)):
+            raise ValueError(f"lr_milestones must be increasing iteration numbers >= 1, got {self.lr_milestones}")
 
     def as_dict(self) -> dict:
         """Every field, tuples as lists (JSON)."""

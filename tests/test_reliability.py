@@ -157,3 +157,39 @@ def test_uses_triton_on_a_machine_without_a_gpu_is_false_not_an_error():
 def test_showing_an_empty_image_is_a_clear_error(shape):
     with pytest.raises(ValueError, match=r"the image is empty \(shape"):
         display.show(np.zeros(shape, np.float32))
+
+
+# Issue 35 item 1: settings that would train the wrong way are refused where every task and the CLI share them
+
+
+@pytest.mark.parametrize("gamma", [-1.0, 0.0, float("nan"), 1.5])
+def test_a_learning_rate_factor_outside_0_1_is_refused(gamma):
+    from helpers import train
+    with pytest.raises(ValueError, match="lr_gamma"):
+        train.TrainConfig(lr_gamma=gamma)
+
+
+@pytest.mark.parametrize("milestones", [(0,), (200, 100), (100, 100)])
+def test_milestones_must_be_increasing_iterations(milestones):
+    from helpers import train
+    with pytest.raises(ValueError, match="lr_milestones"):
+        train.TrainConfig(lr_milestones=milestones)
+
+
+@pytest.mark.parametrize("task", ["texture", "rd"])
+@pytest.mark.parametrize("name, value", [("overflow_weight", -1.0), ("colour_weight", float("nan")),
+                                         ("colour_weight", float("inf"))])
+def test_a_loss_weight_must_be_finite_and_not_negative(task, name, value):
+    from helpers.tasks import rd, texture
+    settings_class = {"texture": texture.Settings, "rd": rd.Settings}[task]
+    with pytest.raises(ValueError, match=name):
+        settings_class(**{name: value})
+
+
+def test_a_negative_lr_gamma_is_refused_by_the_command_line(tmp_path):
+    from helpers import cli
+    with pytest.raises((SystemExit, ValueError)) as refused:
+        cli.main(["train", "rd", "--lr-gamma", "-1", "--iterations", "1", "--out", str(tmp_path / "m.pt")])
+    assert not (tmp_path / "m.pt").exists()
+    if isinstance(refused.value, SystemExit):
+        assert refused.value.code != 0

@@ -34,7 +34,7 @@ from ..reaction_diffusion import (
     to_rgb,
     wavelength,
 )
-from ..train import History, loss_curve, mean_of_last, setting
+from ..train import History, check_weight, loss_curve, mean_of_last, setting
 from . import run, texture, texture_quality
 
 #: Steps of the long rollout a saved model is measured after (many times its training rollouts).
@@ -66,6 +66,8 @@ class Settings(run.CellNetworkSettings):
             data.load_target(self.target, 8)      # an unknown name or unreadable file fails now, naming it
         if self.size < 8 or self.target_size < 0:
             raise ValueError(f"need size >= 8 and target_size >= 0, got {self.size}, {self.target_size}")
+        for name in ("overflow_weight", "colour_weight"):
+            check_weight(name, getattr(self, name))
         if not (isinstance(self.angles, int) and self.angles >= 1):
             raise ValueError(f"angles must be a whole number >= 1, got {self.angles!r}")
         ReactionDiffusionNCA(self.channels, self.hidden, self.diffusion_min, self.diffusion_max)   # checks them

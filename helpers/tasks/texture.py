@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .. import data, fast, losses, nca
-from ..train import History, loss_curve, mean_of_last, setting
+from ..train import History, check_weight, loss_curve, mean_of_last, setting
 from . import run, texture_quality
 
 #: Steps of the long rollout a saved model is measured after (far beyond its training rollouts).
@@ -62,6 +62,8 @@ class Settings(run.EngineSettings):
                 raise ValueError(f"unknown texture {self.target!r}: not a shipped texture "
                                  f"({', '.join(data.list_textures())}), an image file or a URL")
             data.load_image(self.target, 8)   # your own image: a file Pillow cannot read fails now, not later
+        for name in ("overflow_weight", "colour_weight"):
+            check_weight(name, getattr(self, name))
         if self.loss not in ("swd", "vgg"):
             raise ValueError(f"unknown texture loss {self.loss!r}; use 'swd' or 'vgg'")
         if self.size < 3 or self.target_size < 0:
