@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from helpers import cli, models, nca
-from helpers.tasks import texture, texture_quality
+from helpers.tasks import run, texture, texture_quality
 
 
 def test_texture_loss_kinds():
@@ -90,3 +90,45 @@ def test_your_own_image_trains_from_its_path_and_is_judged_against_every_shipped
         texture.Settings(target=str(tmp_path / "broken.png"))
     shipped_file = str(texture_quality.data.texture_path("stripes"))
     assert "stripes" not in texture_quality.other_textures(shipped_file, 16)  # a shipped file by path is itself
+
+
+def test_selection_keeps_the_weights_of_the_best_long_rollout_not_the_last():
+    """run.Selection scores the rule every few iterations and puts back the weights that scored best;
+    a score that is not finite never wins."""
+    model = nca.NCA()
+    scores = iter([3.0, float("nan"), 1.0, 2.0, float("inf")])
+    selection = run.Selection(model, lambda rule: next(scores), every=2, iterations=9)
+    kept = None
+    for iteration in range(9):
+        with torch.no_grad():
+            model.update.bias.fill_(iteration)        # the weights change every iteration
+        selection(iteration, loss=0.0)
+        if iteration == 5:
+            kept = model.update.bias.clone()          # scored 1.0 after 6 iterations: the best
+    record = selection.apply()
+    assert [done for done, _ in record["scores"]] == [2, 4, 6, 8, 9]       # every 2, and after the last
+    assert record["iteration"] == 6 and record["score"] == 1.0
+    assert torch.equal(model.update.bias, kept)
+    nothing = run.Selection(nca.NCA(), lambda rule: float("nan"), every=1, iterations=1)
+    nothing(0, 0.0)
+    with pytest.raises(run.train.Diverged, match="nothing to select"):
+        nothing.apply()
+
+
+def test_a_texture_training_saves_its_best_checkpoint_and_a_resumed_run_remembers_it(tmp_path):
+    settings = texture.Settings(target="stripes", size=12, target_size=16, iterations=6, batch_size=2, pool_size=4,
+                                min_steps=2, max_steps=4, select_every=2, lr_milestones=(4,))
+    model, info = texture.train(settings, out=tmp_path / "model.pt", progress=False, checkpoint=tmp_path / "ck.pt",
+                                checkpoint_every=2)
+    selected = info["selected"]
+    assert [done for done, _ in selected["scores"]] == [2, 4, 6] and selected["every"] == 2
+    assert selected["score"] == min(score for _, score in selected["scores"])
+    assert selected["score"] == pytest.approx(texture.selection_score(model, settings), abs=1e-4)
+    state = torch.load(run.state_path(tmp_path / "ck.pt"), weights_only=True)
+    assert state["selection"]["best_iteration"] == selected["iteration"]
+    again, resumed = texture.train(settings, out=tmp_path / "again.pt", progress=False,
+                                   checkpoint=tmp_path / "ck.pt", checkpoint_every=2, resume=True)
+    assert resumed["selected"]["scores"] == selected["scores"]            # nothing left to train: the same choice
+    assert torch.equal(again.update.weight, model.update.weight)
+    with pytest.raises(ValueError, match="select_every"):
+        texture.Settings(select_every=-1)

@@ -23,7 +23,10 @@ module offers (``tests/test_task_interface.py`` checks each registered one again
   ``evaluate TASK`` and the measurement it makes of a saved model, as ``(entries for its JSON, text)``.
 
 Optional: ``before_training(settings)``, what must be fetched before training starts (a download),
-so that a missing one fails before the first iteration.
+so that a missing one fails before the first iteration; ``selection_score(model, settings)``, a
+number (lower is better) that ``train_and_save`` computes every ``settings.select_every`` iterations
+to keep the best weights seen rather than the last (chapter 03 grows the rule far beyond its training
+rollouts and compares it with the target: ``run.Selection``).
 
 ``texture`` (chapter 03), ``mst`` (chapter 05, its measurements in ``mst_metrics`` and ``mst_graphs``),
 ``growing`` (chapter 06), ``manifold`` (chapter 07) and ``rd`` (chapter 08).
@@ -53,6 +56,15 @@ class Task(Protocol):
 from . import growing, manifold, mst, rd, run, texture  # noqa: E402  (the task modules import helpers.tasks.run)
 
 TASKS = {"texture": texture, "mst": mst, "growing": growing, "manifold": manifold, "rd": rd}
+
+
+def task_of(metadata: dict) -> str | None:
+    """The task that trained a saved model: the one its recorded ``python -m helpers train TASK`` command
+    names, else its JSON's ``task`` entry when that is a task name; None when the JSON says neither."""
+    words = shlex.split(metadata.get("command", "") or "")
+    if words[2:4] == ["helpers", "train"] and len(words) > 4 and words[4] in TASKS:
+        return words[4]
+    return metadata.get("task") if metadata.get("task") in TASKS else None
 
 
 def settings_of(metadata: dict):

@@ -32,11 +32,11 @@ ENGINES = ("fast", "plain")
 class EngineSettings(train.TrainConfig):
     """The pool loop's settings plus the engine that runs chapter 03's rule (texture, mst); the rules of
     chapters 06-08 choose theirs with ``CellNetworkSettings``. ``masks`` says how the fast engine draws
-    its random update masks: ``exact`` (the plain model's own draws) or ``fast`` (random bits)."""
+    its random update masks: ``exact`` (the plain model's own draws) or ``bits`` (random bits)."""
     engine: str = setting("plain", "plain: model.rollout, as the chapters teach it; fast: helpers.fast (the same "
                                    "states and gradients, several times faster)")
     masks: str = setting("exact", "the fast engine's update masks: exact (the plain model's draws) or "
-                                  "fast (random bits, same distribution, other draws)")
+                                  "bits (random bits, same distribution, other draws)")
 
     def __post_init__(self):
         super().__post_init__()
@@ -97,11 +97,15 @@ def settings_arguments(settings) -> list[str]:
 #: ``renamed`` fields (old name -> new name; the flag too: ``--padding 6`` is ``--margin 6``) and
 #: ``retired`` values, read as today's default: the one value every model saved with them had (the
 #: growing and reaction-diffusion rules' engine has no masks option, so their ``--masks exact`` chose
-#: nothing; their ``--engine plain`` gave the states and gradients today's default engine gives).
+#: nothing; their ``--engine plain`` gave the states and gradients today's default engine gives), and
+#: renamed ``values`` (field -> {old value: new value}: the fast engine's mask mode ``fast`` is ``bits``,
+#: named apart from the engine; chapter 05's comparison models record ``--masks fast``).
 RECORDED_BEFORE = {
     "growing": {"renamed": {"padding": "margin"}, "retired": {"engine": "plain", "masks": "exact"}},
     "manifold": {"renamed": {"padding": "margin"}, "retired": {}},
     "rd": {"renamed": {}, "retired": {"engine": "plain", "masks": "exact"}},
+    "mst": {"renamed": {}, "retired": {}, "values": {"masks": {"fast": "bits"}}},
+    "texture": {"renamed": {}, "retired": {}, "values": {"masks": {"fast": "bits"}}},
 }
 
 
@@ -117,6 +121,7 @@ def stored_settings(task: str, settings_class: type, stored: dict):
         if key in before["retired"] and before["retired"][key] == value:
             continue                          # read as today's default (see RECORDED_BEFORE)
         if key in names:
+            value = before.get("values", {}).get(key, {}).get(value, value) if isinstance(value, str) else value
             values[key] = tuple(value) if isinstance(value, list) else value
         else:
             raise ValueError(f"the stored {task} settings have {key}={value!r}, which {settings_class.__qualname__} "
@@ -126,14 +131,19 @@ def stored_settings(task: str, settings_class: type, stored: dict):
 
 def current_command(task: str, words: list[str]) -> list[str]:
     """A recorded command (split into words) as it is typed today: renamed flags renamed, the flags of
-    retired fields (with their only value) dropped. See ``RECORDED_BEFORE``."""
+    retired fields (with their only value) dropped, renamed values renamed. See ``RECORDED_BEFORE``."""
     before = RECORDED_BEFORE.get(task, {"renamed": {}, "retired": {}})
     retired = {flag(name): str(value) for name, value in before["retired"].items()}
     renamed = {flag(old): flag(new) for old, new in before["renamed"].items()}
+    new_values = {flag(name): values for name, values in before.get("values", {}).items()}
     result, index = [], 0
     while index < len(words):
         word = words[index]
         if word in retired and index + 1 < len(words) and words[index + 1] == retired[word]:
+            index += 2
+            continue
+        if word in new_values and index + 1 < len(words):
+            result += [word, new_values[word].get(words[index + 1], words[index + 1])]
             index += 2
             continue
         result.append(renamed.get(word, word))
@@ -160,17 +170,33 @@ def command_line(task: str, settings, out: str | Path | None = None, threads: in
     return shlex.join(arguments)
 
 
-def check_out_path(out: str | Path, overwrite: bool = False) -> Path:
+def check_out_path(out: str | Path, overwrite: bool = False, resuming=None) -> Path:
     """Where a model will be saved, checked BEFORE training: a ``.pt`` name, and no existing model
-    replaced unless ``overwrite`` (the shipped models in data/models must not be lost by accident)."""
+    replaced unless ``overwrite`` (the shipped models in data/models must not be lost by accident).
+    ``resuming``: the settings of a run that ``--resume`` continues; the partial model that run left at
+    ``out`` when it was stopped (Ctrl-C) is replaced, never a finished one."""
     path = Path(out)
     if path.suffix != ".pt":
         raise ValueError(f"--out must name the weights file, ending in .pt (the JSON goes beside it), got {out}")
     if path.is_dir():
         raise ValueError(f"--out {out} is a folder; give a file name ending in .pt")
     if not overwrite and (path.exists() or path.with_suffix(".json").exists()):
-        raise FileExistsError(f"{path} already exists; choose another --out, or pass --overwrite to replace it")
+        if resuming is not None and left_by_stopped_run(path, resuming):
+            return path
+        finished = " (--resume replaces only the partial model its stopped run saved there)" if resuming else ""
+        raise FileExistsError(f"{path} already exists{finished}; choose another --out, or pass --overwrite to "
+                              "replace it")
     return path
+
+
+def left_by_stopped_run(path: Path, settings) -> bool:
+    """Whether ``path`` holds the partial model that a run with ``settings`` saved when it was stopped:
+    its JSON says ``"partial": true`` and records these settings."""
+    try:
+        info = models.load_metadata(path)
+    except (FileNotFoundError, ValueError):
+        return False
+    return info.get("partial") is True and info.get("settings") == settings.as_dict()
 
 
 def device_description(device: torch.device) -> str:
@@ -222,17 +248,84 @@ class Progress:
             print(f"iteration {self.done}: loss {loss:.5g}, weights so far saved to {self.checkpoint}", flush=True)
 
 
+class Selection:
+    """The ``on_iteration`` hook that keeps the best weights seen: every ``every`` iterations (and
+    after the last) it scores the rule with ``score(model)`` (lower is better) and copies the weights
+    when they beat every earlier score. A rule trained on short rollouts can get worse at long ones
+    while its training loss still falls (a texture that drifts after 1000 steps); so the task scores
+    what a learner will see, a long rollout, and the saved model is the best one by that score."""
+
+    def __init__(self, model, score: Callable, every: int, iterations: int):
+        self.model, self.score, self.every, self.iterations = model, score, every, iterations
+        self.scores: list[tuple[int, float]] = []
+        self.best_weights, self.best_iteration, self.best_score = None, None, float("inf")
+
+    def __call__(self, iteration: int, loss: float) -> None:
+        done = iteration + 1
+        if done % self.every == 0 or done == self.iterations:
+            self.consider(done)
+
+    def consider(self, done: int) -> None:
+        value = float(self.score(self.model))
+        self.scores.append((done, value))
+        if value < self.best_score:            # NaN and inf never win
+            self.best_weights = {key: tensor.detach().clone() for key, tensor in self.model.state_dict().items()}
+            self.best_iteration, self.best_score = done, value
+
+    def state(self) -> dict:
+        """What a training state keeps of the selection, so that a resumed run remembers its best."""
+        return {"scores": torch.tensor(self.scores, dtype=torch.float64).reshape(-1, 2),
+                "best_iteration": self.best_iteration or 0, "best_score": self.best_score,
+                "best_weights": self.best_weights or {}}
+
+    def restore(self, state: dict) -> None:
+        self.scores = [(int(done), value) for done, value in state["scores"].tolist()]
+        self.best_iteration = state["best_iteration"] or None
+        self.best_score = float(state["best_score"])
+        self.best_weights = state["best_weights"] or None
+
+    def apply(self) -> dict:
+        """Load the best weights into the model; returns what the JSON records of the selection."""
+        if self.best_weights is None:
+            raise train.Diverged("no long rollout of the training stayed finite: nothing to select; lower the "
+                                 "learning rate")
+        self.model.load_state_dict(self.best_weights)
+        return {"every": self.every, "iteration": self.best_iteration, "score": self.best_score,
+                "scores": [[done, round(value, 6)] for done, value in self.scores]}
+
+
+def selection_hook(task: ModuleType, settings, model) -> Selection | None:
+    """The task's ``Selection``, when it scores long rollouts and ``settings.select_every`` asks for it."""
+    every = getattr(settings, "select_every", 0)
+    if not every or not hasattr(task, "selection_score"):
+        return None
+    return Selection(model, lambda rule: task.selection_score(rule, settings), every, settings.iterations)
+
+
+def both(first: Callable, second: Callable | None) -> Callable:
+    """One ``on_iteration`` hook that calls ``first`` then ``second`` (when there is one)."""
+    if second is None:
+        return first
+
+    def hook(iteration: int, loss: float) -> None:
+        first(iteration, loss)
+        second(iteration, loss)
+    return hook
+
+
 def state_path(checkpoint: str | Path) -> Path:
     """Where ``--checkpoint NAME.pt`` keeps the whole training state: ``NAME.state.pt`` beside it."""
     return Path(checkpoint).with_suffix(".state.pt")
 
 
-def state_writer(path: Path, settings):
+def state_writer(path: Path, settings, selection: Selection | None = None):
     """``on_snapshot`` for ``train.train_pool``: write the training state (and the settings it
-    belongs to) to ``path``, replacing the previous one atomically."""
+    belongs to, and the ``selection``'s best weights so far) to ``path``, replacing the previous one
+    atomically."""
     def write(state: dict) -> None:
         buffer = io.BytesIO()
-        torch.save({**state, "settings": settings.as_dict()}, buffer)
+        extra = {"selection": selection.state()} if selection is not None else {}
+        torch.save({**state, "settings": settings.as_dict(), **extra}, buffer)
         models.write_atomically({path: buffer.getvalue()})
     return write
 
@@ -244,8 +337,16 @@ def load_training_state(checkpoint: str | Path, settings) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"nothing to resume: no training state {path} (it is written every 100 iterations "
                                 f"by a run started with --checkpoint {checkpoint})")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    stored = state.get("settings", {}) if isinstance(state, dict) else {}
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:        # truncated, empty or not torch's format: the reader's own error is obscure
+        raise ValueError(f"{path} cannot be read as a training state ({type(error).__name__}: {error}); it is "
+                         f"truncated or corrupt (a run stopped while writing it, a copy cut short). Nothing can be "
+                         f"resumed from it: delete it and start the run again without --resume") from error
+    if not isinstance(state, dict) or "iteration" not in state:
+        raise ValueError(f"{path} is not a training state written by --checkpoint (it holds a "
+                         f"{type(state).__name__}); delete it and start the run again without --resume")
+    stored = state.get("settings", {})
     defaults = type(settings)().as_dict()       # a field added since the run started: its default then
     differ = {key: (stored.get(key, defaults[key]), value) for key, value in settings.as_dict().items()
               if stored.get(key, defaults[key]) != value}
@@ -268,7 +369,7 @@ def train_and_save(task: ModuleType, settings, out: str | Path | None = None, de
     the whole training state (weights, optimizer, pool, random generators) is also written to
     ``state_path(checkpoint)``; ``resume=True`` continues a stopped run from there."""
     name = task.__name__.rsplit(".", 1)[-1]
-    path = check_out_path(out, overwrite) if out else None
+    path = check_out_path(out, overwrite, resuming=settings if resume else None) if out else None
     if checkpoint is not None:
         checkpoint = check_out_path(checkpoint, overwrite=True)
     if resume and checkpoint is None:
@@ -283,11 +384,15 @@ def train_and_save(task: ModuleType, settings, out: str | Path | None = None, de
     torch.manual_seed(settings.seed)      # the initial weights
     model = task.new_model(settings).to(device)
     hook = Progress(model, checkpoint, checkpoint_every)
+    selection = selection_hook(task, settings, model)
+    if selection is not None and resumed is not None and "selection" in resumed:
+        selection.restore(resumed["selection"])
     try:
         hooks = task.training_hooks(settings, model, device)
         history = train.train_pool(model, hooks.pop("make_samples"), hooks.pop("loss_fn"), settings,
-                                   progress=progress, on_iteration=hook, **hooks,
-                                   on_snapshot=state_writer(state_path(checkpoint), settings) if checkpoint else None,
+                                   progress=progress, on_iteration=both(hook, selection), **hooks,
+                                   on_snapshot=(state_writer(state_path(checkpoint), settings, selection)
+                                                if checkpoint else None),
                                    snapshot_every=checkpoint_every, resume=resumed)
     except KeyboardInterrupt:
         if path is not None:
@@ -296,13 +401,14 @@ def train_and_save(task: ModuleType, settings, out: str | Path | None = None, de
             print(f"\ninterrupted after {hook.done} of {settings.iterations} iterations: the model so far is saved "
                   f"to {path}, marked partial", flush=True)
         raise
+    selected = {"selected": selection.apply()} if selection is not None else {}
     model = model.eval().cpu()
     checked = stability(model, task, settings)
     if not checked["bounded"] and not allow_diverged:
         raise train.Diverged(f"the trained rule diverged: over {checked['steps']} steps its states reach "
                             f"{checked['max_abs_state']:.3g} (bound {DIVERGENCE_BOUND:g}); nothing was saved. "
                             "Lower the learning rate, or pass allow_diverged=True (--allow-diverged) to save it anyway")
-    metadata = {**recorded, "training_seconds": round(history.seconds, 1), "stability": checked,
+    metadata = {**recorded, "training_seconds": round(history.seconds, 1), "stability": checked, **selected,
                 **task.describe(settings, model, history)}
     if path is not None:
         models.save(model, path, metadata)

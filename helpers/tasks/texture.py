@@ -46,8 +46,11 @@ class Settings(run.EngineSettings):
     loss: str = setting("swd", "texture loss: swd (VGG-free sliced Wasserstein) or vgg (VGG16 Gram)")
     overflow_weight: float = setting(1.0, "weight of the loss that keeps states in [-1, 1]")
     patch_size: int = setting(3, "side of the patches the swd loss compares (odd)")
+    scales: int = setting(4, "levels of the swd loss's image pyramid (full, half, quarter ... resolution)")
     colour_weight: float = setting(1.0, "weight of the swd loss's single-pixel colour term (0: patches only)")
     vgg_weights: str = setting("", "local VGG16 state_dict file (else $DSOS_VGG16_WEIGHTS or a download)")
+    select_every: int = setting(0, "every N iterations grow the rule for 2000 steps, judge it with the texture "
+                                   "check and save the best weights seen, not the last (0: the last)")
     # the pool loop's sizes for this task
     iterations: int = setting(2000, "optimizer steps")
     max_steps: int = setting(64, "CA steps per iteration are drawn from [min-steps, max-steps)")
@@ -66,6 +69,11 @@ class Settings(run.EngineSettings):
             check_weight(name, getattr(self, name))
         if self.loss not in ("swd", "vgg"):
             raise ValueError(f"unknown texture loss {self.loss!r}; use 'swd' or 'vgg'")
+        if not 1 <= self.scales <= 8 or self.patch_size < 1 or self.patch_size % 2 == 0:
+            raise ValueError(f"need 1 <= scales <= 8 and an odd patch_size >= 1, got scales={self.scales}, "
+                             f"patch_size={self.patch_size}")
+        if self.select_every < 0:
+            raise ValueError(f"select_every must be >= 0 (0: keep the last weights), got {self.select_every}")
         if self.size < 3 or self.target_size < 0:
             raise ValueError(f"need size >= 3 and target_size >= 0, got {self.size}, {self.target_size}")
 
@@ -118,17 +126,19 @@ def loss(settings: Settings, device=None) -> Callable:
     """The training loss for ``settings``: its texture loss to the target image plus the overflow loss."""
     image = data.load_target(settings.target, settings.image_size).to(device)
     return texture_loss(image, settings.loss, settings.overflow_weight, settings.vgg_weights,
-                        patch_size=settings.patch_size, colour_weight=settings.colour_weight)
+                        patch_size=settings.patch_size, colour_weight=settings.colour_weight,
+                        scales=settings.scales)
 
 
 def texture_loss(target: torch.Tensor, kind: str = "swd", overflow_weight: float = 1.0,
-                 vgg_weights: str | None = None, patch_size: int = 3, colour_weight: float = 0.0) -> Callable:
+                 vgg_weights: str | None = None, patch_size: int = 3, colour_weight: float = 0.0,
+                 scales: int = 4) -> Callable:
     """``loss_fn(final_states, batch)`` for ``train_pool``: texture loss (``"vgg"`` or ``"swd"``)
     of the visible channels, averaged over the batch, plus the overflow loss."""
     if kind == "vgg":
         texture = losses.VGGStyleLoss(target, weights_path=vgg_weights or None)
     elif kind == "swd":
-        texture = losses.SlicedWassersteinLoss(target, patch=patch_size, colour_weight=colour_weight)
+        texture = losses.SlicedWassersteinLoss(target, scales=scales, patch=patch_size, colour_weight=colour_weight)
     else:
         raise ValueError(f"unknown texture loss {kind!r}; use 'vgg' or 'swd'")
     return with_overflow(texture, overflow_weight)
@@ -173,6 +183,24 @@ def judge(model: nn.Module, target_name: str, image_size: int, size: int | None 
     check's dict plus ``max_abs`` (largest state value), ``finite`` and the final ``state``."""
     return texture_quality.judge_state(grow(model, size or image_size, steps, batch, seed), target_name, image_size,
                                        seed)
+
+
+#: Seed of the long rollouts that choose among a training's weights (``selection_score``); the
+#: shipped models are judged later from other seeds.
+SELECT_SEED = 1000
+
+
+def selection_score(model: nn.Module, settings: Settings) -> float:
+    """How far the rule's long rollout is from its target, lower is better: the number of the
+    texture check's parts it fails, plus its patch distance as a fraction of the nearest other
+    texture's (so among rules failing as many parts, the closer one wins). Two textures grown for
+    ``EVAL_STEPS`` steps on the evaluation grid from ``SELECT_SEED``."""
+    eval_size = max(settings.size, settings.image_size)
+    result = judge(model, settings.target, settings.image_size, eval_size, seed=SELECT_SEED)
+    if not result["finite"]:
+        return float("inf")
+    failed = sum(not result[part]["passed"] for part in texture_quality.PARTS)
+    return failed + result["patch"]["ratio"]
 
 
 def measure(model: nn.Module, settings: Settings) -> dict:
