@@ -20,6 +20,7 @@ PALETTE = {
     "red": (214, 40, 40), "blue": (29, 78, 216), "yellow": (250, 204, 21), "white": (245, 245, 240),
     "black": (20, 20, 24), "teal": (13, 148, 136), "orange": (249, 115, 22), "purple": (126, 34, 206),
     "pink": (236, 72, 153), "green": (34, 197, 94), "navy": (30, 41, 82), "cream": (254, 243, 199),
+    "sand": (233, 196, 130), "brown": (60, 35, 20), "umber": (120, 72, 10),
 }
 
 
@@ -169,6 +170,56 @@ TEXTURES = {
 }
 
 
+# ------------------------------------------------------------------ held-out textures
+# Never trained on while the texture recipe was chosen: they measure how the default recipe does on a
+# texture nobody tuned it for (data/README.md). Written to data/textures_held_out/, not data/textures/,
+# so that the texture check treats them as a learner's own image.
+
+def band_pass_noise(seed: int, period: float, size: int = SIZE) -> np.ndarray:
+    """Periodic random field whose features are about ``period`` pixels across: white noise
+    filtered in Fourier space to a ring of wavelengths around ``period`` (seamless by construction)."""
+    rng = np.random.default_rng(seed)
+    frequencies = np.fft.fftfreq(size)
+    radius = np.hypot(*np.meshgrid(frequencies, frequencies, indexing="ij"))
+    ring = np.exp(-((radius - 1 / period) * period * 2.5) ** 2)
+    field = np.fft.ifft2(np.fft.fft2(rng.standard_normal((size, size))) * ring).real
+    return field / field.std()
+
+
+def maze(seed=5):
+    """A labyrinth of teal worms on cream, as reaction-diffusion systems draw them (thresholded noise)."""
+    field = band_pass_noise(seed, period=18)
+    return paint(solid("cream"), smooth_mask(-4 * field / SIZE), "teal")   # about 1-pixel edges
+
+
+def leopard(seed=9):
+    """Irregular dark rosettes with orange centres on a sand ground."""
+    field = band_pass_noise(seed, period=22)
+    canvas = solid("sand")
+    canvas = paint(canvas, smooth_mask(4 * (0.9 - field) / SIZE), "brown")
+    return paint(canvas, smooth_mask(4 * (1.5 - field) / SIZE), "orange")
+
+
+def honeycomb():
+    """Yellow hexagons with dark borders (a hexagonal lattice that tiles the 128-pixel square)."""
+    y, x = grid()
+    columns, rows = 4, 4                       # cell centres on a lattice periodic in both directions
+    distance = np.full(x.shape, np.inf)
+    second = np.full(x.shape, np.inf)
+    for row in range(rows):
+        for column in range(columns):
+            cy, cx = (row + 0.5) / rows, (column + 0.5 * (row % 2) + 0.25) / columns
+            d = np.hypot(periodic_distance(y, cy), periodic_distance(x, cx) * 0.87)
+            second = np.where(d < distance, distance, np.minimum(second, d))
+            distance = np.minimum(distance, d)
+    border = second - distance
+    return paint(solid("yellow"), smooth_mask(border - 0.025), "umber")
+
+
+HELD_OUT = {"maze": maze, "leopard": leopard, "honeycomb": honeycomb}
+HELD_OUT_DIR = Path(__file__).resolve().parent / "textures_held_out"
+
+
 #: The textures drawn from random numbers: ``render(name, seed)`` draws a new instance of them (other
 #: bubble positions, other Voronoi sites); the shipped files use each function's default seed.
 SEEDED = ("bubbles", "voronoi")
@@ -183,12 +234,16 @@ def render(name: str, seed: int | None = None) -> np.ndarray:
     return np.clip(np.round(drawn), 0, 255).astype(np.uint8)
 
 
-def main() -> None:
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    for name in TEXTURES:
-        Image.fromarray(render(name)).save(OUT_DIR / f"{name}.png", optimize=True)
-        print("wrote", OUT_DIR / f"{name}.png")
+def main(held_out: bool = False) -> None:
+    """Write the course textures (or, with ``held_out``, the held-out ones) as PNG files."""
+    drawings, folder = (HELD_OUT, HELD_OUT_DIR) if held_out else (TEXTURES, OUT_DIR)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, draw in drawings.items():
+        pixels = np.clip(np.round(draw()), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"{name}.png", optimize=True)
+        print("wrote", folder / f"{name}.png")
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+    main(held_out="--held-out" in sys.argv[1:])

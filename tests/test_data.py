@@ -40,6 +40,18 @@ def test_shipped_files_are_exactly_what_the_script_makes():
         assert np.array_equal(shipped, generator.render(name)), f"{name}.png differs from make_textures.py"
 
 
+def test_held_out_textures_are_what_the_script_makes_and_not_course_textures():
+    """The held-out textures (never trained on while the recipe was chosen) ship beside, not among,
+    the course textures, so the check judges them as a learner's own image."""
+    generator = load_generator()
+    assert not set(generator.HELD_OUT) & set(data.list_textures())
+    readme = (env.data_dir() / "README.md").read_text()
+    for name, draw in generator.HELD_OUT.items():
+        shipped = np.asarray(Image.open(generator.HELD_OUT_DIR / f"{name}.png").convert("RGB"))
+        assert np.array_equal(shipped, np.clip(np.round(draw()), 0, 255).astype(np.uint8)), name
+        assert shipped.shape == (128, 128, 3) and f"textures_held_out/{name}.png" in readme
+
+
 def test_textures_are_colourful_and_periodic_sized():
     generator = load_generator()
     for name in generator.TEXTURES:
