@@ -130,7 +130,7 @@ def variants(device: torch.device) -> dict:
     backend = fast_backend(device)
     table = {"plain": plain_rollout,
              "fast": fast.make_rollout(backend=backend),
-             "fast, fast masks": fast.make_rollout(backend=backend, masks="fast"),
+             "fast, bit masks": fast.make_rollout(backend=backend, masks="bits"),
              "fast, checkpoint 8": fast.make_rollout(backend=backend, checkpoint_every=8)}
     if backend != "torch":
         table["fast, PyTorch ops"] = fast.make_rollout(backend="torch")
@@ -569,8 +569,8 @@ def main(argv=None, prog: str | None = None) -> list[dict]:
     print("peak mem: " + ("CUDA max_memory_allocated during one training iteration." if device.type == "cuda"
                           else "growth of peak resident memory (VmHWM) during one training iteration."
                           if memory.available else "not measurable here (needs CUDA or Linux)."))
-    print("fast masks: Bernoulli(0.5) masks from random bits: the same distribution, not the same draws;")
-    print("            the other fast rows draw exactly the plain version's masks (torch.rand).")
+    print("bit masks: Bernoulli(0.5) masks from random bits: the same distribution, not the same draws;")
+    print("           the other fast rows draw exactly the plain version's masks (torch.rand).")
     total = time.perf_counter() - started
     print(f"total {total:.0f} s")
     if args.json:

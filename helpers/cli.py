@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from . import bench, env, models, train
-from .tasks import TASKS, run
+from .tasks import TASKS, run, task_of
 
 
 def field_type(settings_class, field: dataclasses.Field):
@@ -119,7 +119,7 @@ def train_command(args: argparse.Namespace, parser: argparse.ArgumentParser, typ
     try:
         settings = settings_from(args, task)
         out = args.out or task.default_out(settings)
-        run.check_out_path(out, args.overwrite)       # before training, not after
+        run.check_out_path(out, args.overwrite, resuming=settings if args.resume else None)   # before training
         if args.threads is not None and args.threads < 1:
             raise ValueError(f"--threads must be at least 1, got {args.threads}")
         device = env.get_device(args.device)
@@ -145,11 +145,24 @@ def train_command(args: argparse.Namespace, parser: argparse.ArgumentParser, typ
     print(f"saved {out}: {task.summary_line(metadata)} ({metadata['training_seconds']:.0f} s of training)")
 
 
+def check_task(metadata: dict, task: str, model: str) -> None:
+    """A saved model is measured by the task that trained it (another task's measurement fails deep inside)."""
+    trained_by = task_of(metadata)
+    if trained_by is None:
+        raise ValueError("its JSON records no task (neither a 'python -m helpers train TASK' command nor a task "
+                         "name), so its settings are unknown; evaluate the models that 'python -m helpers train' "
+                         "saved")
+    if trained_by != task:
+        raise ValueError(f"this is a {trained_by} model (its JSON records the task {trained_by!r}), not a {task} "
+                         f"model; measure it with: python -m helpers evaluate {trained_by} {model}")
+
+
 def evaluate_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """Measure a saved model again with its task's ``evaluate_saved``; ``--write`` stores the result in its JSON."""
     task = TASKS[args.task]
     try:
         metadata = models.load_metadata(args.model)
+        check_task(metadata, args.task, args.model)
         model = models.load(args.model)
         measured, text = task.evaluate_saved(model, metadata, args)
     except (FileNotFoundError, ValueError) as error:

@@ -66,6 +66,22 @@ def check_state(state: torch.Tensor, channels: int) -> None:
         raise ValueError(f"the state must hold floating point values, got {state.dtype}")
 
 
+def check_cell_options(channels, hidden, fire_rate, alive_threshold) -> None:
+    """The options every growing rule shares (chapter 06's and chapter 07's), one check for both:
+    whole-number sizes, a firing probability that lets cells update, a finite alive threshold."""
+    for name, value, least, why in (("channels", channels, ALPHA + 1, "RGBA first"),
+                                    ("hidden", hidden, 1, "the width of the hidden layer")):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{name} must be a whole number >= {least} ({why}), got {value!r}")
+    if isinstance(fire_rate, bool) or not isinstance(fire_rate, (int, float)) or not 0.0 < fire_rate <= 1.0:
+        raise ValueError(f"fire_rate is the probability that a cell updates in a step: it must lie in (0, 1] "
+                         f"(0 would freeze every cell), got {fire_rate!r}; the course uses 0.5")
+    if isinstance(alive_threshold, bool) or not isinstance(alive_threshold, (int, float)) \
+            or not 0.0 <= alive_threshold < 1.0:
+        raise ValueError(f"alive_threshold is the alpha above which a cell counts as alive: it must lie in "
+                         f"[0, 1), got {alive_threshold!r}; the course uses 0.1")
+
+
 class GrowingNCA(nn.Module):
     """The growing rule. ``hidden``: width of the 1x1 layer (128 in the article)."""
 
@@ -74,10 +90,7 @@ class GrowingNCA(nn.Module):
     def __init__(self, channels: int = CHANNELS, hidden: int = 128, fire_rate: float = 0.5,
                  alive_threshold: float = 0.1):
         super().__init__()
-        if not (isinstance(channels, int) and channels > ALPHA) or not (isinstance(hidden, int) and hidden >= 1):
-            raise ValueError(f"need channels > {ALPHA} (RGBA first) and hidden >= 1, got {channels}, {hidden}")
-        if not 0.0 < fire_rate <= 1.0:
-            raise ValueError(f"fire_rate must be in (0, 1], got {fire_rate}")
+        check_cell_options(channels, hidden, fire_rate, alive_threshold)
         self.channels, self.hidden = channels, hidden
         self.fire_rate, self.alive_threshold = fire_rate, alive_threshold
         self.register_buffer("filters", depthwise_filters(channels))

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from . import growing_nca
 from .checks import check_steps
 from .growing_nca import ALPHA, CHANNELS, alive_mask, check_state, depthwise_filters, perceive, seed_state
 
@@ -39,6 +40,11 @@ class ConditionedRule(nn.Module):
         super().__init__()
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        growing_nca.check_cell_options(channels, hidden, fire_rate, alive_threshold)     # as chapter 06's rule
+        for name, value, what in (("code_size", code_size, "the numbers of an image's code"),
+                                  ("hyper_hidden", hyper_hidden, "the width of the hypernetwork's hidden layer")):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} ({what}) must be a whole number >= 1, got {value!r}")
         if method == "stamp" and code_size > channels - ALPHA - 1:
             raise ValueError(f"the stamp writes the code into the {channels - ALPHA - 1} hidden channels of the "
                              f"seed cell: code_size must be at most that, got {code_size}")

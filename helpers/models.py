@@ -12,13 +12,16 @@ is caught on load. ``ARCHITECTURES`` maps the name a JSON records to its class::
 from __future__ import annotations
 
 import datetime
+import glob
 import hashlib
 import io
 import json
 import os
 import pickle
 import tempfile
+import warnings
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -43,11 +46,13 @@ def sha256(data: bytes) -> str:
 
 
 def write_atomically(files: dict[Path, bytes]) -> None:
-    """Write every file to a temporary file in its folder, then ``os.replace`` each into place.
+    """Write every file to a temporary file in its folder, then ``os.replace`` each into place, in order.
 
-    A failure before the replaces leaves the old files untouched and no temporary files behind.
-    (Two files cannot be replaced in one step: the weights' hash in the JSON catches a pair
-    left half-replaced.)"""
+    A failure before the replaces leaves the old files untouched and no temporary files behind. Two
+    files cannot be replaced in one step: once the first is replaced, the other temporaries ARE the new
+    files, so nothing stops here deletes them (Ctrl-C, a full disk, or a process killed in between
+    leaves them beside their names as ``.NAME.*.tmp``). ``load`` finishes such a save of a model pair:
+    it finds the new weights by the hash the new JSON records (``finish_interrupted_save``)."""
     temporary = {}
     try:
         for path, data in files.items():
@@ -57,11 +62,47 @@ def write_atomically(files: dict[Path, bytes]) -> None:
                 file.write(data)
                 file.flush()
                 os.fsync(file.fileno())    # the bytes are on disk before the name points at them
+    except BaseException:
+        for name in temporary.values():
+            name.unlink(missing_ok=True)   # nothing was replaced: the old files stand as they were
+        raise
+    replaced = 0
+    try:
         for path, name in temporary.items():
             os.replace(name, path)
-    finally:
-        for name in temporary.values():
-            name.unlink(missing_ok=True)   # only what was not replaced into place is still there
+            replaced += 1
+    except OSError as error:
+        if replaced == 0:                  # nothing changed yet: as a failure before the replaces
+            for name in temporary.values():
+                name.unlink(missing_ok=True)
+            raise
+        waiting = ", ".join(f"{path} is still in {name}" for path, name in list(temporary.items())[replaced:])
+        raise OSError(f"the write stopped between its files ({error}): {waiting}; move each into place "
+                      f"(mv), or write them again") from error
+
+
+def pending_files(path: Path) -> list[Path]:
+    """The temporaries that ``write_atomically`` left beside ``path`` when it was stopped between its replaces."""
+    return sorted(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
+
+
+def finish_interrupted_save(path: Path, belongs: Callable[[bytes], bool]) -> bytes | None:
+    """A save of ``path``'s pair stopped between its two replaces left the new JSON beside the old
+    weights, and the new weights in a temporary beside them: find the temporary whose bytes
+    ``belongs`` to the JSON, put it in place (when the folder is writable) and return its bytes. None
+    when there is none."""
+    for candidate in pending_files(path):
+        data = candidate.read_bytes()
+        if belongs(data):
+            try:
+                os.replace(candidate, path)
+                done = f"{candidate.name} is now {path.name}"
+            except OSError as error:
+                done = f"loaded from {candidate.name} (could not move it into place: {error})"
+            warnings.warn(f"{path.name}: finished a save that was stopped between its two files: {done}",
+                          stacklevel=3)
+            return data
+    return None
 
 
 def save(model: nn.Module, path: str | Path, metadata: dict | None = None) -> Path:
@@ -93,6 +134,7 @@ def save(model: nn.Module, path: str | Path, metadata: dict | None = None) -> Pa
             from error
     path.parent.mkdir(parents=True, exist_ok=True)
     # the JSON first: a save stopped between the two replaces leaves a new JSON whose hash the old .pt fails
+    # and the new .pt beside it in a temporary, which load finds by that hash and puts in place
     write_atomically({path.with_suffix(".json"): text.encode(), path: weights})
     return path
 
@@ -152,8 +194,10 @@ def load(path: str | Path, device=None) -> nn.Module:
     weights = path.read_bytes()     # hashed and loaded from the same bytes
     expected_hash = info.get("weights_sha256")     # absent in files saved before it was recorded
     if expected_hash is not None and expected_hash != sha256(weights):
-        raise ValueError(f"{path.name} does not match {json_name}: the pair is from two different saves (a save "
-                         f"interrupted between its two files, or one file replaced alone); save the model again")
+        weights = finish_interrupted_save(path, lambda data: sha256(data) == expected_hash)
+        if weights is None:
+            raise ValueError(f"{path.name} does not match {json_name}: the pair is from two different saves (a save "
+                             f"interrupted between its two files, or one file replaced alone); save the model again")
     config = info.get("config", {})
     if not isinstance(config, dict):
         raise ValueError(f"{json_name}: 'config' must be an object of NCA options, got {type(config).__name__}")

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import check_steps
+
 CHANNELS = 12
 
 LAPLACIAN = torch.tensor([[1.0, 2.0, 1.0], [2.0, -12.0, 2.0], [1.0, 2.0, 1.0]])
@@ -215,8 +217,7 @@ class NCA(nn.Module):
     def rollout(self, state: torch.Tensor, steps: int, generator: torch.Generator | None = None,
                 keep_every: int | None = None):
         """Run ``steps`` steps. With ``keep_every=k`` also return the list of states every k steps."""
-        if not is_int(steps) or steps < 0:
-            raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+        steps = check_steps(steps)        # a whole number >= 0 (a NumPy integer too), the check every rule shares
         frames = []
         for step in range(steps):
             if keep_every and step % keep_every == 0:

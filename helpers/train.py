@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 import random
 import time
 import warnings
@@ -64,9 +65,14 @@ class TrainConfig:
 
     def __post_init__(self):
         self.lr_milestones = tuple(int(m) for m in self.lr_milestones)
-        if self.iterations < 0 or self.batch_size < 1 or self.pool_size < self.batch_size:
-            raise ValueError(f"need iterations >= 0 and pool_size >= batch_size >= 1, got iterations "
-                             f"{self.iterations}, batch_size {self.batch_size}, pool_size {self.pool_size}")
+        if isinstance(self.iterations, bool) or not isinstance(self.iterations, numbers.Integral) \
+                or self.iterations < 1:           # 0 iterations would save an untrained rule as if it were trained
+            raise ValueError(f"iterations must be a whole number >= 1 (the optimizer steps to take), got "
+                             f"{self.iterations!r}; to measure a saved model, use `python -m helpers evaluate`")
+        self.iterations = int(self.iterations)    # a NumPy integer too, stored in JSON as a plain int
+        if self.batch_size < 1 or self.pool_size < self.batch_size:
+            raise ValueError(f"need pool_size >= batch_size >= 1, got batch_size {self.batch_size}, "
+                             f"pool_size {self.pool_size}")
         if not 1 <= self.min_steps < self.max_steps:
             raise ValueError(f"need 1 <= min_steps < max_steps, got [{self.min_steps}, {self.max_steps})")
         if self.reseed_every < 0:

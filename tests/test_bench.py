@@ -39,7 +39,7 @@ def test_the_fast_rows_follow_the_device(monkeypatch):
     monkeypatch.setenv("DSOS_TRITON", "0")
     assert bench.fast_backend(cuda) == "torch"
     assert "DSOS_TRITON=0" in bench.describe_backend(cuda)
-    assert set(bench.variants(cuda)) == {"plain", "fast", "fast, fast masks", "fast, checkpoint 8"}
+    assert set(bench.variants(cuda)) == {"plain", "fast", "fast, bit masks", "fast, checkpoint 8"}
 
 
 def test_the_benchmark_writes_its_rows_as_json(monkeypatch, tmp_path, capsys):

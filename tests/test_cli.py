@@ -50,7 +50,7 @@ def test_train_help_lists_every_task_and_its_presets(capsys):
 
 @pytest.mark.parametrize("task", sorted(TASKS))
 def test_the_equivalent_command_reproduces_the_settings(task):
-    changed = {"texture": dict(target="polka_dots", size=20, lr_milestones=(5, 7), masks="fast", iterations=9),
+    changed = {"texture": dict(target="polka_dots", size=20, lr_milestones=(5, 7), masks="bits", iterations=9),
                "mst": dict(canvas=40, margin=4.0, max_points=6, extra_ink_weight=1.0, iterations=16),
                "growing": dict(experiment="persistent", emoji="butterfly", target_size=16, margin=4, hidden=32,
                                lr_milestones=(5,), iterations=9),

@@ -236,7 +236,7 @@ def test_fast_masks_update_about_half_the_values_and_differ_per_step(backend):
         model.update.bias.fill_(1.0)          # every update adds exactly 1 where the mask is on
 
         def run(steps, seed):
-            return fast.infer(model, state, steps, masks="fast", generator=torch.Generator().manual_seed(seed),
+            return fast.infer(model, state, steps, masks="bits", generator=torch.Generator().manual_seed(seed),
                               backend=backend)
 
         one, many = run(1, 0), run(40, 0)
@@ -253,7 +253,7 @@ def test_fast_masks_update_about_half_the_values_and_differ_per_step(backend):
 def test_fast_masks_train_like_exact_masks(backend):
     model = make_model()
     state = seed_like_state()
-    final = fast.rollout(model, state, 8, masks="fast", generator=torch.Generator().manual_seed(2), backend=backend)
+    final = fast.rollout(model, state, 8, masks="bits", generator=torch.Generator().manual_seed(2), backend=backend)
     gradients = torch.autograd.grad(loss_of(final), list(model.parameters()))
     assert all(torch.isfinite(g).all() and g.norm() > 0 for g in gradients)
 
@@ -338,7 +338,7 @@ def test_bad_input_gets_clear_errors():
     with pytest.raises(ValueError, match="masks"):
         fast.make_rollout(masks="random")
     with pytest.raises(ValueError, match="update_rate 0.5"):
-        fast.rollout(make_model(update_rate=0.3), torch.zeros(1, 12, 8, 8), 3, masks="fast")
+        fast.rollout(make_model(update_rate=0.3), torch.zeros(1, 12, 8, 8), 3, masks="bits")
     with pytest.raises(ValueError, match="steps"):
         fast.rollout(model, torch.zeros(1, 12, 8, 8), -1)
     with pytest.raises(TypeError, match="NCA"):

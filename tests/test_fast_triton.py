@@ -130,13 +130,13 @@ def test_the_padding_is_what_lies_beyond_the_border():
 
 
 def test_fast_masks_are_the_pytorch_backends_draw_for_draw():
-    """masks='fast' unpacks the same random bytes as the PyTorch backend: the same states and gradients."""
+    """masks='bits' unpacks the same random bytes as the PyTorch backend: the same states and gradients."""
     model, state = make_model(), make_state((1, 12, 9, 11))
     upstream = torch.randn(state.shape)
     results = []
     for backend in ("torch", "triton"):
         results.append(final_and_gradients(model, state, STEPS, lambda s, backend=backend: fast.rollout(
-            model, s, STEPS, generator=torch.Generator().manual_seed(3), masks="fast", backend=backend), upstream))
+            model, s, STEPS, generator=torch.Generator().manual_seed(3), masks="bits", backend=backend), upstream))
     (torch_final, torch_grads), (triton_final, triton_grads) = results
     assert (torch_final - state).abs().max() > 0.05
     torch.testing.assert_close(triton_final, torch_final, atol=1e-5, rtol=0)

@@ -261,12 +261,12 @@ def test_interpolation_endpoints_reproduce_the_two_images():
 
 
 def test_the_encoder_stage_refuses_an_init_with_other_settings(tmp_path):
-    settings = manifold.Settings(method="stamp", iterations=0)
+    settings = manifold.Settings(method="stamp", iterations=1, pool_size=8)      # one step: a codes model to start from
     model, metadata = manifold.train(settings, out=tmp_path / "codes.pt", progress=False)
     assert json.loads((tmp_path / "codes.json").read_text())["settings"]["method"] == "stamp"
     with pytest.raises(ValueError, match="other settings"):
         manifold.train(manifold.Settings(method="hyper", stage="encoder", init=str(tmp_path / "codes.pt"),
-                                         iterations=0), progress=False)
+                                         iterations=1), progress=False)
     with pytest.raises(FileExistsError):
         manifold.train(settings, out=tmp_path / "codes.pt", progress=False)
 

@@ -249,7 +249,7 @@ def test_rollout_is_repeated_forward_and_keeps_frames():
 
 @pytest.mark.parametrize("steps", [-5, 2.0, "3", True, None])
 def test_rollout_steps_must_be_a_non_negative_int(steps):
-    with pytest.raises(ValueError, match="steps must be a non-negative int"):
+    with pytest.raises(ValueError, match="steps must be a whole number >= 0"):
         nca.NCA().rollout(nca.seed_state(1, 8), steps)
     state = nca.seed_state(1, 8)
     assert nca.NCA().rollout(state, 0) is state    # zero steps is allowed: nothing happens

@@ -85,7 +85,7 @@ def test_a_save_killed_while_writing_the_weights_leaves_the_previous_pair(tmp_pa
     assert leftovers(tmp_path) == []
 
 
-def test_a_save_killed_before_or_between_the_renames_never_loads_a_mixed_pair(tmp_path, monkeypatch):
+def test_a_save_killed_before_or_between_the_renames_loads_no_mixed_pair_and_keeps_the_new_one(tmp_path, monkeypatch):
     first = trained(0)
     path = models.save(first, tmp_path / "x.pt", {"note": "first"})
     real_replace = models.os.replace
@@ -105,15 +105,20 @@ def test_a_save_killed_before_or_between_the_renames_never_loads_a_mixed_pair(tm
         models.save(trained(1), path, {"note": "second"})
     assert same_weights(models.load(path), first) and models.load_metadata(path)["note"] == "first"
     assert leftovers(tmp_path) == []
-    # killed between the two renames: the new JSON beside the old weights is refused, not loaded
+    # stopped between the two renames: the new JSON beside the old weights, the new weights in a temporary
+    # that the error names; load finds them by the JSON's hash and finishes the save: the new pair, whole
     calls.clear()
     monkeypatch.setattr(models.os, "replace", dies_at(2))
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match=r"stopped between its files.*x\.pt is still in .*\.x\.pt\..*\.tmp"):
         models.save(trained(1), path, {"note": "second"})
     monkeypatch.setattr(models.os, "replace", real_replace)
+    with pytest.warns(UserWarning, match="finished a save that was stopped between its two files"):
+        assert same_weights(models.load(path), trained(1)) and models.load_metadata(path)["note"] == "second"
+    assert leftovers(tmp_path) == []
+    # the old weights put back beside the new JSON, with no temporary to finish: a mixed pair, refused
+    torch.save(first.state_dict(), path)
     with pytest.raises(ValueError, match="two different saves"):
         models.load(path)
-    assert leftovers(tmp_path) == []
 
 
 def test_non_finite_weights_are_not_saved(tmp_path):

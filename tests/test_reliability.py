@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import checks, display, fast, growing_nca, manifold_nca, meshes, nca
+from helpers import checks, display, fast, growing_nca, manifold_nca, meshes, models, nca
 from helpers import reaction_diffusion as rdm
 from helpers.tasks import mst, mst_graphs, mst_metrics
 
@@ -89,8 +89,7 @@ def test_every_rule_refuses_a_step_count_that_is_not_a_whole_number_from_zero(ba
 def test_every_rule_runs_zero_steps_as_the_identity_and_takes_numpy_integers():
     for name, run, start in rollouts():
         assert torch.equal(run(0), start), name
-        if name != "NCA.rollout":                 # chapter 03's rule takes plain ints only (its own check)
-            assert run(np.int64(2)).shape == start.shape, name
+        assert run(np.int64(2)).shape == start.shape, name
     assert checks.check_steps(np.int32(5)) == 5 and type(checks.check_steps(np.int32(5))) is int
 
 
@@ -193,3 +192,232 @@ def test_a_negative_lr_gamma_is_refused_by_the_command_line(tmp_path):
     assert not (tmp_path / "m.pt").exists()
     if isinstance(refused.value, SystemExit):
         assert refused.value.code != 0
+
+
+# ---------------------------------------------------------------------------- issue 35, round three:
+# no training without iterations, rule options, saves stopped between their two files, Ctrl-C then
+# --resume, NumPy step counts, models and training states of the wrong kind, the mask mode's new name
+
+MST_TINY = ["--min-steps", "2", "--max-steps", "4", "--pool-size", "4", "--batch-size", "2", "--canvas", "24",
+            "--min-points", "2", "--max-points", "3", "--margin", "4", "--eval-steps", "4", "--chapter-count", "1",
+            "--device", "cpu", "--no-progress"]
+
+
+@pytest.mark.parametrize("iterations", [0, -1])
+def test_no_iterations_is_refused_by_every_task_s_settings_and_command_line(iterations, tmp_path, capsys):
+    from helpers import cli
+    from helpers.tasks import TASKS
+    for name, task in TASKS.items():
+        with pytest.raises(ValueError, match="iterations must be a whole number >= 1"):
+            task.Settings(iterations=iterations)
+        out = tmp_path / f"{name}.pt"
+        with pytest.raises(SystemExit) as stop:
+            cli.main(["train", name, "--iterations", str(iterations), "--out", str(out)])
+        assert stop.value.code == 2 and "iterations must be a whole number >= 1" in capsys.readouterr().err, name
+        assert not out.exists() and not out.with_suffix(".json").exists(), name
+
+
+def test_the_real_command_line_refuses_zero_iterations_and_saves_nothing(tmp_path):
+    import subprocess
+    import sys
+    out = tmp_path / "untrained.pt"
+    done = subprocess.run([sys.executable, "-m", "helpers", "train", "growing", "--iterations", "0", "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "iterations must be a whole number >= 1" in done.stderr
+    assert not out.exists() and not out.with_suffix(".json").exists()
+
+
+def test_a_manifold_model_without_codes_is_refused_before_training(tmp_path, capsys):
+    from helpers import cli
+    from helpers.tasks import manifold
+    for size in (0, -2):
+        with pytest.raises(ValueError, match="code_size must be a whole number >= 1"):
+            manifold.Settings(code_size=size)
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["train", "manifold", "--code-size", "0", "--iterations", "1", "--out", str(tmp_path / "m.pt")])
+    assert stop.value.code == 2 and "code_size must be a whole number >= 1" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="stamp writes the code into the seed cell's 12 hidden channels"):
+        manifold.Settings(method="stamp", code_size=13)
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(fire_rate=0.0), "fire_rate .* must lie in \\(0, 1\\]"), (dict(fire_rate=float("nan")), "fire_rate"),
+    (dict(fire_rate=1.5), "fire_rate"), (dict(fire_rate="0.5"), "fire_rate"),
+    (dict(channels=3), "channels must be a whole number >= 4"), (dict(channels=8.0), "channels"),
+    (dict(hidden=0), "hidden must be a whole number >= 1"), (dict(code_size=0), "code_size .* >= 1"),
+    (dict(hyper_hidden=0), "hyper_hidden"), (dict(alive_threshold=float("nan")), "alive_threshold")])
+def test_the_conditioned_rule_refuses_what_chapter_06_s_rule_refuses(options, message):
+    with pytest.raises(ValueError, match=message):
+        manifold_nca.ConditionedRule("hyper", **options)
+    if "code_size" not in options and "hyper_hidden" not in options:
+        with pytest.raises(ValueError, match=message):
+            growing_nca.GrowingNCA(**options)
+
+
+def test_chapter_03_s_rule_and_the_fast_engine_take_numpy_step_counts():
+    torch.manual_seed(0)
+    model, state = nca.NCA(), torch.randn(1, 12, 8, 8) * 0.1
+    expected = model.rollout(state, 5, generator=torch.Generator().manual_seed(1))
+    for steps in (np.int64(5), np.int32(5), np.uint8(5)):
+        assert torch.equal(model.rollout(state, steps, generator=torch.Generator().manual_seed(1)), expected)
+        assert torch.equal(fast.rollout(model, state, steps, generator=torch.Generator().manual_seed(1),
+                                        backend="torch"), expected)
+    for bad in (5.0, np.float64(5), True, np.bool_(True)):
+        with pytest.raises(ValueError, match="steps must be a whole number >= 0"):
+            model.rollout(state, bad)
+        with pytest.raises(ValueError, match="steps must be a whole number >= 0"):
+            fast.rollout(model, state, bad)
+
+
+# saves stopped between their two files, and Ctrl-C then --resume (item 9)
+
+def random_rule(seed: int) -> nca.NCA:
+    torch.manual_seed(seed)
+    model = nca.NCA()
+    with torch.no_grad():
+        model.update.weight.normal_()
+    return model
+
+
+KILLED_BETWEEN_THE_RENAMES = """
+import os, sys, torch
+from helpers import models, nca
+torch.manual_seed(1)
+model = nca.NCA()
+with torch.no_grad():
+    model.update.weight.normal_()
+real = os.replace
+def die_after_the_first(source, target):
+    real(source, target)
+    os._exit(9)                                   # killed: no finally, no clean-up
+os.replace = die_after_the_first
+models.save(model, sys.argv[1])
+"""
+
+
+def test_a_save_killed_between_its_two_renames_leaves_a_pair_that_loads_as_the_new_model(tmp_path):
+    import subprocess
+    import sys
+    path = models.save(random_rule(0), tmp_path / "m.pt")
+    died = subprocess.run([sys.executable, "-c", KILLED_BETWEEN_THE_RENAMES, str(path)], capture_output=True,
+                          text=True, timeout=120)
+    assert died.returncode == 9, died.stderr
+    assert [p.name for p in tmp_path.glob(".m.pt.*.tmp")], "the new weights wait beside the pair"
+    with pytest.warns(UserWarning, match="finished a save that was stopped between its two files"):
+        loaded = models.load(path)
+    assert torch.equal(loaded.update.weight, random_rule(1).update.weight)      # the new model, whole
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
+    assert torch.equal(models.load(path).update.weight, random_rule(1).update.weight)
+
+
+def test_ctrl_c_between_the_two_renames_keeps_the_new_weights(tmp_path, monkeypatch):
+    path = models.save(random_rule(0), tmp_path / "m.pt")
+    real, calls = models.os.replace, []
+
+    def interrupted_after_the_first(source, target):
+        real(source, target)
+        calls.append(target)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(models.os, "replace", interrupted_after_the_first)
+    with pytest.raises(KeyboardInterrupt):
+        models.save(random_rule(1), path)
+    monkeypatch.undo()
+    assert len(calls) == 1
+    with pytest.warns(UserWarning, match="finished a save"):
+        assert torch.equal(models.load(path).update.weight, random_rule(1).update.weight)
+
+
+def test_ctrl_c_then_the_same_command_with_resume_finishes_the_run(tmp_path, monkeypatch, capsys):
+    from helpers import cli
+    from helpers.tasks import run
+    out, checkpoint = tmp_path / "model.pt", tmp_path / "ckpt.pt"
+    words = ["train", "mst", *MST_TINY, "--iterations", "120", "--checkpoint", str(checkpoint), "--out", str(out)]
+    count = run.Progress.__call__
+
+    def ctrl_c_at_110(self, iteration, loss):
+        count(self, iteration, loss)
+        if self.done == 110:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(run.Progress, "__call__", ctrl_c_at_110)
+    with pytest.raises(SystemExit) as stop:
+        cli.main(words)
+    assert stop.value.code == 130 and models.load_metadata(out)["partial"] is True
+    monkeypatch.undo()
+    cli.main([*words, "--resume"])                       # README: stopped? the same command + --resume
+    info = models.load_metadata(out)
+    assert "partial" not in info and info["resumed_at_iteration"] == 100 and info["settings"]["iterations"] == 120
+    models.load(out)
+    with pytest.raises(SystemExit) as stop:              # a finished model is never replaced by --resume
+        cli.main([*words, "--resume"])
+    assert stop.value.code == 2 and "replaces only the partial model" in capsys.readouterr().err
+    assert models.load_metadata(out) == info
+
+
+def test_resume_does_not_replace_a_partial_model_of_other_settings(tmp_path):
+    from helpers.tasks import mst, run
+    out = tmp_path / "model.pt"
+    models.save(random_rule(0), out, {"partial": True, "settings": mst.Settings(iterations=7).as_dict()})
+    assert run.check_out_path(out, resuming=mst.Settings(iterations=7)) == out
+    with pytest.raises(FileExistsError, match="replaces only the partial model"):
+        run.check_out_path(out, resuming=mst.Settings(iterations=8))
+    with pytest.raises(FileExistsError, match="already exists"):
+        run.check_out_path(out)
+
+
+# models and training states of the wrong kind (item 8)
+
+def test_evaluating_a_model_with_another_task_names_its_task(capsys):
+    from helpers import cli
+    texture_model = models.shipped_dir() / "texture_stripes.pt"
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["evaluate", "growing", str(texture_model)])
+    error = capsys.readouterr().err
+    assert stop.value.code == 2
+    assert "this is a texture model" in error and f"python -m helpers evaluate texture {texture_model}" in error
+
+
+def test_a_model_whose_json_records_no_task_is_not_evaluated(tmp_path, capsys):
+    from helpers import cli
+    path = models.save(random_rule(0), tmp_path / "bare.pt")
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["evaluate", "texture", str(path)])
+    assert stop.value.code == 2 and "records no task" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "garbage", "a list"])
+def test_resuming_from_a_broken_training_state_is_a_clear_error(tmp_path, capsys, damage):
+    from helpers import cli
+    from helpers.tasks import run
+    checkpoint = tmp_path / "ckpt.pt"
+    words = ["train", "mst", *MST_TINY, "--iterations", "100", "--checkpoint", str(checkpoint)]
+    cli.main([*words, "--out", str(tmp_path / "model.pt")])
+    state = run.state_path(checkpoint)
+    whole = state.read_bytes()
+    if damage == "a list":
+        torch.save([1, 2], state)
+    else:
+        broken = {"empty": b"", "truncated": whole[:len(whole) // 2], "garbage": b"\x00not a state" * 9}
+        state.write_bytes(broken[damage])
+    with pytest.raises(SystemExit) as stop:
+        cli.main([*words, "--out", str(tmp_path / "again.pt"), "--resume"])
+    error = capsys.readouterr().err
+    assert stop.value.code == 2 and str(state) in error and "without --resume" in error
+    assert not (tmp_path / "again.pt").exists()
+
+
+# the fast engine's mask modes named apart from its engines (issue 28)
+
+def test_bit_masks_are_named_bits_and_old_recorded_commands_still_read(tmp_path):
+    from helpers.tasks import mst, run
+    assert fast.MASK_MODES == ("exact", "bits")
+    assert mst.Settings(engine="fast", masks="bits").masks == "bits"
+    with pytest.raises(ValueError, match="now called masks='bits'"):
+        fast.make_rollout(masks="fast")
+    with pytest.raises(ValueError, match="masks must be one of"):
+        mst.Settings(engine="fast", masks="fast")
+    old = ["train", "mst", "--engine", "fast", "--masks", "fast", "--iterations", "3"]
+    assert run.current_command("mst", old) == [*old[:5], "bits", *old[6:]]
+    stored = {**mst.Settings(engine="fast", masks="bits").as_dict(), "masks": "fast"}
+    assert run.stored_settings("mst", mst.Settings, stored).masks == "bits"

@@ -20,7 +20,7 @@ def test_config_rejects_bad_values_and_serializes():
     with pytest.raises(ValueError, match="masks"):
         EngineSettings(masks="random")
     with pytest.raises(ValueError, match="plain engine draws exact masks"):
-        EngineSettings(engine="plain", masks="fast")
+        EngineSettings(engine="plain", masks="bits")
     with pytest.raises(ValueError, match="learning_rate"):
         train.TrainConfig(learning_rate=float("nan"))
     as_dict = train.TrainConfig(lr_milestones=[10, 20]).as_dict()

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..checks import check_steps
 from ..nca import CHANNELS, LAPLACIAN, NCA, SOBEL_X, SOBEL_Y
 
 INPUTS = 4 * CHANNELS  # relu(state), relu(perception), -relu(-state), -relu(-perception)
@@ -155,8 +156,7 @@ def rollout(model: NCA, state: torch.Tensor, steps: int, state_bits: int = 32, d
     rounded to the 255 levels (``quantize_state``). ``deterministic``: every value updates every
     step (the parity mode); otherwise the random masks come from ``generator``."""
     check_state_bits(state_bits)
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
-        raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+    steps = check_steps(steps)
     keep = quantize_state if state_bits == 8 else (lambda values: values)
     state = keep(state)
     everything = torch.ones(1, dtype=state.dtype, device=state.device)

@@ -47,9 +47,9 @@ Options of every backend:
 
 * **gradient checkpointing** (``checkpoint_every=k``): keep only every k-th state and recompute
   the others during the backward pass, trading one extra forward step per step for memory.
-* **fast masks** (``masks="fast"``, needs ``update_rate`` 0.5): the plain version draws one random
+* **bit masks** (``masks="bits"``, needs ``update_rate`` 0.5): the plain version draws one random
   float per value (``torch.rand(...) < 0.5``); in the PyTorch backend on a CPU that costs about as
-  much as the rest of the step. Fast masks draw random bits instead (the kernel hashes a per-step
+  much as the rest of the step. Bit masks draw random bits instead (the kernel hashes a per-step
   seed from the generator with the value's index): statistically the same, but a different random
   stream, so only ``masks="exact"`` (the default) reproduces the plain version's states draw for
   draw. With the C++ kernel, whose exact masks are already cheap, they gain little.
@@ -90,7 +90,7 @@ Usage::
     final = fast.rollout(model, states, steps, backend="torch")  # force the PyTorch backend
     final = fast.rollout(model, states.cuda(), steps, backend="triton")   # the Triton kernels (or an error)
     train_pool(model, make_samples, loss_fn, config, rollout=fast.make_rollout())
-    train_pool(..., rollout=fast.make_rollout(masks="fast"))     # faster, statistically the same
+    train_pool(..., rollout=fast.make_rollout(masks="bits"))     # faster, statistically the same
     final = fast.infer(model, states, steps)                     # inference: nothing is stored
     final = fast.run_rule(model.rule(), weight, bias, filters, states, steps)   # without a module
 """
@@ -99,13 +99,16 @@ from __future__ import annotations
 import torch
 
 from .. import nca
+from ..checks import check_steps
 from . import cpu_kernel, kernel_engine, triton_engine
 from .autograd import Rollout
 from .kernel_engine import KernelWorkspace
 from .torch_engine import TorchWorkspace
 from .triton_engine import TritonWorkspace
 
-MASK_MODES = ("exact", "fast")
+#: How a fast rollout draws its update masks: "exact" (the plain model's torch.rand draws) or "bits" (random
+#: bits: the same distribution, other draws; called "fast" until it was named apart from the engine).
+MASK_MODES = ("exact", "bits")
 #: The dtypes a state (and the model's weight and bias) may have; the kernel runs float32 only.
 STATE_DTYPES = (torch.float32, torch.float64)
 #: "auto": the fused C++ kernel on the CPU when it compiles, the Triton kernels on a CUDA GPU
@@ -119,12 +122,14 @@ def check_options(rule: nca.Rule | None, checkpoint_every, masks, backend="auto"
     """Clear errors for bad options (``rule`` may be None when only the options are known)."""
     if checkpoint_every is not None and (not nca.is_int(checkpoint_every) or checkpoint_every < 1):
         raise ValueError(f"checkpoint_every must be None or a positive integer, got {checkpoint_every!r}")
+    if masks == "fast":
+        raise ValueError("masks='fast' is now called masks='bits' (random bits; 'fast' names the engine only)")
     if masks not in MASK_MODES:
         raise ValueError(f"masks must be one of {MASK_MODES}, got {masks!r}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if masks == "fast" and rule is not None and rule.update_rate != 0.5:
-        raise ValueError(f"masks='fast' draws one random bit per value, so it needs update_rate 0.5 "
+    if masks == "bits" and rule is not None and rule.update_rate != 0.5:
+        raise ValueError(f"masks='bits' draws one random bit per value, so it needs update_rate 0.5 "
                          f"(this rule has {rule.update_rate}); use masks='exact'")
 
 
@@ -161,8 +166,7 @@ def check_inputs(rule: nca.Rule, weight: torch.Tensor, bias: torch.Tensor, filte
     if weight.device != state.device or bias.device != state.device:
         raise ValueError(f"the weight and bias ({weight.device}, {bias.device}) must be on the state's device "
                          f"({state.device}), as the plain model needs them")
-    if not nca.is_int(steps) or steps < 0:          # as model.rollout: True is not a step count
-        raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
+    check_steps(steps)                              # as model.rollout: True is not a step count, np.int64(3) is
 
 
 # ------------------------------------------------------------------------------ backends
@@ -219,6 +223,7 @@ def run_rule(rule: nca.Rule, weight: torch.Tensor, bias: torch.Tensor, filters: 
     with respect to ``weight``, ``bias`` and ``state``."""
     check_options(rule, checkpoint_every, masks, backend)
     check_inputs(rule, weight, bias, filters, state, steps)
+    steps = int(steps)                              # a NumPy integer as the plain int the kernels take
     if steps == 0:
         return state
     work = make_workspace(rule, filters.detach(), state, generator, masks, backend)

@@ -7,7 +7,7 @@ kernel pads by itself: wrapped around, or zeros) and masks are bytes (``bool``).
 
 Exact masks come from the kernel too when it can (``cpu_kernel.draw_rand_mask``: the generator's
 own Mersenne Twister, the same values as ``torch.rand`` about ten times faster), else from
-``masks.TorchRandMasks``. Fast masks hash a per-step seed from the generator with each value's index.
+``masks.TorchRandMasks``. Bit masks hash a per-step seed from the generator with each value's index.
 """
 from __future__ import annotations
 

@@ -12,8 +12,8 @@ sum of the per-block parameter gradients (deterministic: no atomics).
 
 The masks are the plain model's: ``masks="exact"`` draws ``torch.rand(shape, generator) < rate`` on
 the device with ``masks.TorchRandMasks`` (the same draws as ``helpers.nca.update_mask``);
-``masks="fast"`` draws random bytes and unpacks eight bits from each, as the PyTorch backend does,
-so the two backends draw the same fast masks too.
+``masks="bits"`` draws random bytes and unpacks eight bits from each, as the PyTorch backend does,
+so the two backends draw the same bit masks too.
 
 States are plain ``[B, C, H, W]`` float32 grids; the kernels wrap around or read zeros beyond the
 border by themselves (``rule.padding``). Without a GPU the same kernels run on CPU tensors under
@@ -296,7 +296,7 @@ class TritonWorkspace:
         if self.masks == "exact":
             self.exact_masks.draw(out=mask)              # = helpers.nca.update_mask, draw for draw
         else:
-            # One random byte gives eight fair bits, (byte >> i) & 1: the PyTorch backend's fast masks.
+            # One random byte gives eight fair bits, (byte >> i) & 1: the PyTorch backend's bit masks.
             self.random_bytes.random_(0, 256, generator=self.generator)
             bits = (self.random_bytes[:, None] >> self.bit_shifts) & 1
             mask.copy_(bits.view(-1)[:mask.numel()].view(self.mask_shape))

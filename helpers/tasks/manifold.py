@@ -39,7 +39,7 @@ from torch import nn
 
 from .. import data, models
 from ..growing_nca import to_rgb
-from ..manifold_nca import CODE_SIZE, METHODS, ManifoldNCA
+from ..manifold_nca import ALPHA, CHANNELS, CODE_SIZE, METHODS, ManifoldNCA
 from ..train import History, loss_curve, mean_of_last, setting, train_pool
 from . import run
 from .growing import RECOVERY_FACTOR, damage_masks
@@ -89,6 +89,13 @@ class Settings(run.CellNetworkSettings):
             raise ValueError(f"emoji_set must be one of {EMOJI_SETS}, got {self.emoji_set!r}")
         if self.stage == "encoder" and not self.init:
             raise ValueError("the encoder stage starts from a trained codes model: pass --init NAME.pt")
+        for name in ("hidden", "code_size", "hyper_hidden", "encoder_width"):     # 0 would train without codes
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a whole number >= 1, got {value!r} ({run.flag(name)})")
+        if self.method == "stamp" and self.code_size > CHANNELS - ALPHA - 1:
+            raise ValueError(f"the stamp writes the code into the seed cell's {CHANNELS - ALPHA - 1} hidden channels: "
+                             f"code_size must be at most that, got {self.code_size}")
         if self.target_size < 8 or self.margin < 1:
             raise ValueError(f"need target_size >= 8 and margin >= 1, got {self.target_size}, {self.margin}")
         if self.reseed_count < 0 or self.damage_count < 0 or self.reseed_count + self.damage_count > self.batch_size:

@@ -508,10 +508,10 @@ class Settings(run.EngineSettings):
 
 #: The recipes that were run: the defaults made the shipped ``mst.pt`` (8000 iterations on the 100 x 100
 #: task); ``comparison`` made the 1000-iteration models of chapter 05's comparisons (loss weights,
-#: padding, rule size) on a 64 x 64 canvas with 3 to 10 points, the fast engine with fast masks.
+#: padding, rule size) on a 64 x 64 canvas with 3 to 10 points, the fast engine with bit masks (``--masks bits``).
 PRESETS = {"comparison": Settings(iterations=1000, min_steps=48, max_steps=96, pool_size=256, batch_size=8, canvas=64,
                                   min_points=3, max_points=10, margin=6.0, lr_milestones=(625, 2500), eval_steps=256,
-                                  engine="fast", masks="fast")}
+                                  engine="fast", masks="bits")}
 
 
 def default_out(settings: Settings) -> str:
