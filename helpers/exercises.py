@@ -329,6 +329,69 @@ def _damped_step_cases(generator: torch.Generator) -> list[Case]:
                          "on target already: r = 0")]
 
 
+# ------------------------------------------------------------------- 03 · neural CA textures
+
+def perceive_reference(state: torch.Tensor) -> torch.Tensor:
+    """Chapter 03's perception of a state [B, 12, H, W]: each channel through its own fixed 3x3 filter
+    (Laplacian on 0..3, Sobel-x on 4..7, Sobel-y on 8..11, unnormalized), the grid wrapping around;
+    helpers.nca.perceive with helpers.nca.perception_filters()."""
+    from .nca import perceive, perception_filters
+
+    return perceive(state, perception_filters().to(state.dtype))
+
+
+def _perceive_cases(generator: torch.Generator) -> list[Case]:
+    cases = [Case((torch.randn(batch, 12, height, width, generator=generator),))
+             for batch, height, width in [(1, 5, 5), (2, 6, 9), (3, 4, 7)]]
+    corner = torch.zeros(1, 12, 6, 6)
+    corner[0, :, 0, 0] = 1.0                             # one bright cell in the corner, in every channel
+    ramp = torch.arange(7.0).repeat(1, 12, 5, 1)         # grows by 1 per cell to the right (and wraps)
+    return cases + [Case((corner,), "one bright cell in the corner: its neighbours wrap around"),
+                    Case((torch.full((2, 12, 4, 4), 0.3),), "a uniform grid: every filter sums to 0"),
+                    Case((ramp,), "a ramp from left to right: only Sobel-x sees a slope inside")]
+
+
+def split_signs_reference(values: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] -> [B, 2C, H, W]: the positive parts relu(y) first, then the negative parts -relu(-y)
+    (helpers.nca.split_signs); the two halves add back up to y."""
+    from .nca import split_signs
+
+    return split_signs(values)
+
+
+def _split_signs_cases(generator: torch.Generator) -> list[Case]:
+    cases = [Case((torch.randn(batch, channels, 3, 4, generator=generator),))
+             for batch, channels in [(1, 24), (2, 5), (3, 12)]]
+    return cases + [Case((torch.rand(1, 6, 2, 2, generator=generator) + 0.1,), "every value positive"),
+                    Case((-torch.rand(1, 6, 2, 2, generator=generator) - 0.1,), "every value negative"),
+                    Case((torch.zeros(1, 4, 2, 2),), "zeros: both parts 0")]
+
+
+def stochastic_update_reference(state: torch.Tensor, delta: torch.Tensor, draws: torch.Tensor,
+                                rate: float) -> torch.Tensor:
+    """One stochastic step: a value takes its change ``delta`` where its uniform draw is below ``rate``
+    (probability ``rate``) and keeps its old value elsewhere. ``draws`` is shaped like the mask: like
+    the state (per channel) or [B, 1, H, W] (per cell, broadcast over the channels), as helpers.nca's
+    update_mask and NCA.forward do it."""
+    return state + delta * (draws < rate).to(state.dtype)
+
+
+def _stochastic_update_cases(generator: torch.Generator) -> list[Case]:
+    def random_case(shape, mask_shape, rate, label="random input"):
+        return Case((torch.randn(*shape, generator=generator), torch.randn(*shape, generator=generator),
+                     torch.rand(*mask_shape, generator=generator), rate), label)
+    cases = [random_case((2, 12, 5, 5), (2, 12, 5, 5), 0.5), random_case((1, 12, 4, 6), (1, 12, 4, 6), 0.25),
+             random_case((3, 12, 3, 3), (3, 12, 3, 3), 0.8)]
+    state, delta = torch.randn(1, 12, 4, 4, generator=generator), torch.randn(1, 12, 4, 4, generator=generator)
+    return cases + [random_case((2, 12, 4, 4), (2, 1, 4, 4), 0.5, "per cell: draws [B, 1, H, W]"),
+                    Case((state, delta, torch.full((1, 12, 4, 4), 0.5), 0.5),
+                         "every draw exactly at the rate: no value updates (draw < rate)"),
+                    Case((state, delta, torch.rand(1, 12, 4, 4, generator=generator), 0.0),
+                         "rate 0: nothing changes"),
+                    Case((state, delta, torch.rand(1, 12, 4, 4, generator=generator), 1.0),
+                         "rate 1: every value updates")]
+
+
 # ------------------------------------------------------------------------ 04 · export shaders
 
 def quantize_weights_reference(weights: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -524,6 +587,19 @@ def _turned(angle: float, sign: float = 1.0, scale: float = 8.0) -> torch.Tensor
     return torch.stack([identity, c * sobel_x - s * sobel_x.T, s * sobel_x + c * sobel_x.T])
 
 
+def _texture_filters(swap: bool = False, normalized: bool = False) -> torch.Tensor:
+    """Chapter 03's [12, 1, 3, 3] filters, with a planted mistake (see 03.perceive)."""
+    laplacian = torch.tensor([[1.0, 2.0, 1.0], [2.0, -12.0, 2.0], [1.0, 2.0, 1.0]]) / (16 if normalized else 1)
+    sobel_x = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / (8 if normalized else 1)
+    first, second = (sobel_x.T, sobel_x) if swap else (sobel_x, sobel_x.T)
+    return torch.stack([laplacian] * 4 + [first] * 4 + [second] * 4)[:, None]
+
+
+def _texture_perceive(state: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
+    padded = torch.nn.functional.pad(state, (1, 1, 1, 1), mode="circular")
+    return torch.nn.functional.conv2d(padded, filters.to(state.dtype), groups=12)
+
+
 # ======================================================================== the registry
 
 EXERCISES: dict[str, Exercise] = {exercise.id: exercise for exercise in [
@@ -589,6 +665,49 @@ EXERCISES: dict[str, Exercise] = {exercise.id: exercise for exercise in [
             "the damping forgotten": lambda j, r, d: -torch.linalg.pinv(j) @ r,
             "damping added to every entry": lambda j, r, d: -j.T @ torch.linalg.solve(j @ j.T + d, r),
             "a plain gradient step": lambda j, r, d: -j.T @ r / d,
+        }),
+    Exercise(
+        "03.perceive",
+        "return [B, 12, H, W]: channels 0-3 through the Laplacian, 4-7 Sobel-x, 8-11 Sobel-y, the grid wrapping "
+        "around.",
+        perceive_reference, _perceive_cases,
+        "stack the 12 kernels ([LAPLACIAN] * 4 + [SOBEL_X] * 4 + [SOBEL_Y] * 4) into [12, 1, 3, 3]; pad with "
+        "F.pad(state, (1, 1, 1, 1), mode=\"circular\") (wrap around, not zeros); then F.conv2d(padded, filters, "
+        "groups=12), one filter per channel. The filters are used as written: no division by 16 or 8.",
+        rtol=1e-5, atol=1e-5,
+        mistakes={
+            "zero padding": lambda s: torch.nn.functional.conv2d(
+                s, _texture_filters(), padding=1, groups=12),
+            "Sobel-x and Sobel-y swapped": lambda s: _texture_perceive(s, _texture_filters(swap=True)),
+            "normalized filters (/ 16 and / 8)": lambda s: _texture_perceive(s, _texture_filters(normalized=True)),
+            "the Laplacian on every channel": lambda s: _texture_perceive(
+                s, _texture_filters()[:1].repeat(12, 1, 1, 1)),
+            "the kernels flipped (a true convolution)": lambda s: _texture_perceive(
+                s, _texture_filters().flip(-1, -2)),
+        }),
+    Exercise(
+        "03.split_signs",
+        "return [B, 2C, H, W]: relu(values) for the C positive parts, then -relu(-values) for the C negative parts.",
+        split_signs_reference, _split_signs_cases,
+        "torch.cat([F.relu(values), -F.relu(-values)], dim=1): the positive parts first, then the negative parts "
+        "WITH their sign (each is <= 0), joined along the channels (dim=1), so that the two halves add up to values.",
+        mistakes={
+            "the negative part's sign lost": lambda v: torch.cat([torch.relu(v), torch.relu(-v)], dim=1),
+            "the halves swapped": lambda v: torch.cat([-torch.relu(-v), torch.relu(v)], dim=1),
+            "the values and their magnitudes": lambda v: torch.cat([v, v.abs()], dim=1),
+            "joined along the batch (dim=0)": lambda v: torch.cat([torch.relu(v), -torch.relu(-v)], dim=0),
+        }),
+    Exercise(
+        "03.stochastic_update",
+        "return the next state: state + delta where the draw is below rate, the old state elsewhere.",
+        stochastic_update_reference, _stochastic_update_cases,
+        "the mask is (draws < rate) as 0/1 floats (.float()); multiply the CHANGE by it and add: state + delta * "
+        "mask. A per-cell draws [B, 1, H, W] broadcasts over the 12 channels by itself.",
+        mistakes={
+            "updates where the draw is above the rate": lambda s, d, u, r: s + d * (u > r).float(),
+            "the expected change, no randomness": lambda s, d, u, r: s + d * r,
+            "the mask on the state, not the change": lambda s, d, u, r: s * (u < r).float() + d,
+            "draw <= rate": lambda s, d, u, r: s + d * (u <= r).float(),
         }),
     Exercise(
         "04.quantize_weights",
