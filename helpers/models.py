@@ -2,8 +2,9 @@
 
 A saved model is a pair: NAME.pt (the ``state_dict``, tensors only, loaded with ``weights_only=True``)
 and NAME.json (the architecture, its config and the metadata: the command, the settings, the
-measurements). The JSON records the SHA-256 of the exact .pt bytes, so a pair mixed from two saves
-is caught on load. ``ARCHITECTURES`` maps the name a JSON records to its class::
+measurements). The JSON records a SHA-256 of the exact .pt bytes together with the config
+(``pair_hash``), so a pair mixed from two saves, or a config edited by hand, is caught on load.
+``ARCHITECTURES`` maps the name a JSON records to its class::
 
     path = models.save(model, "outputs/mine.pt", {"note": "..."})
     model = models.load(path)
@@ -37,12 +38,23 @@ ARCHITECTURES = {"NCA": NCA, "GrowingNCA": GrowingNCA, "ReactionDiffusionNCA": R
                  "ManifoldNCA": ManifoldNCA}
 
 
-RESERVED_KEYS = ("architecture", "config", "parameters", "weights_sha256")   # written by save itself
+#: The format of a saved pair's JSON. 2: ``weights_sha256`` covers the weights AND the config and is
+#: required. A JSON without ``format_version`` is format 1 (saved before 2026-12): its hash, where it has
+#: one, covers the weights only; it loads with a warning naming the file and ``upgrade_format``.
+FORMAT_VERSION = 2
+RESERVED_KEYS = ("architecture", "config", "parameters", "format_version", "weights_sha256")   # written by save
 CHECKPOINT_KEYS = ("model", "model_state_dict", "state_dict", "optimizer", "optimizer_state_dict", "epoch")
 
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def pair_hash(weights: bytes, config: dict) -> str:
+    """What a format-2 JSON records as ``weights_sha256``: the SHA-256 of the .pt's bytes followed by the
+    canonical config (``json.dumps(config, sort_keys=True)``), so that neither can be changed alone (an
+    edited ``update_rate`` or ``fire_rate`` would otherwise load another rule with the same weights)."""
+    return sha256(weights + b"\n" + json.dumps(config, sort_keys=True).encode())
 
 
 def write_atomically(files: dict[Path, bytes]) -> None:
@@ -124,10 +136,11 @@ def save(model: nn.Module, path: str | Path, metadata: dict | None = None) -> Pa
     buffer = io.BytesIO()
     torch.save(state_dict, buffer)
     weights = buffer.getvalue()
-    info = {"architecture": getattr(model, "architecture", "NCA"), "config": model.config(),
-            "parameters": count_parameters(model),
-            "saved": datetime.date.today().isoformat(), **metadata, "weights_sha256": sha256(weights)}
     try:
+        config = model.config()
+        info = {"architecture": getattr(model, "architecture", "NCA"), "config": config,
+                "parameters": count_parameters(model), "saved": datetime.date.today().isoformat(), **metadata,
+                "format_version": FORMAT_VERSION, "weights_sha256": pair_hash(weights, config)}
         text = json.dumps(info, indent=2) + "\n"
     except (TypeError, ValueError) as error:
         raise TypeError(f"the metadata for {path.name} must be JSON-serializable ({error}); nothing was written") \
@@ -177,12 +190,68 @@ def architecture(name, json_name: str = "the JSON") -> type:
     return ARCHITECTURES[name]
 
 
+def verified_weights(path: Path, info: dict, weights: bytes) -> bytes:
+    """The weights of ``path`` once its JSON's hash vouches for them (and for the config, format 2), or those
+    of a save stopped between its two files (``finish_interrupted_save``); else a ValueError that says why.
+    A format-1 JSON (no ``format_version``) loads with a warning: its config is not covered by a hash."""
+    json_name = path.with_suffix(".json").name
+    version, expected = info.get("format_version", 1), info.get("weights_sha256")
+    upgrade = f"if you trust both files, protect them with helpers.models.upgrade_format('{path}')"
+    if version == FORMAT_VERSION and not isinstance(expected, str):
+        raise ValueError(f"{json_name} records no weights_sha256, which its format {FORMAT_VERSION} requires: nothing "
+                         f"shows that {path.name} and this config were saved together, so the pair is refused. Save "
+                         "the model again with helpers.models.save")
+    if version == FORMAT_VERSION:
+        def belongs(data: bytes) -> bool:
+            return pair_hash(data, info["config"]) == expected
+    elif version == 1 and expected is None:
+        warnings.warn(f"{json_name} predates weight hashes (format 1, no weights_sha256): nothing shows that "
+                      f"{path.name} is the pair saved with it; {upgrade}", stacklevel=3)
+        return weights
+    elif version == 1:
+        warnings.warn(f"{json_name} is in format 1: its hash covers the weights but not the config; {upgrade}",
+                      stacklevel=3)
+
+        def belongs(data: bytes) -> bool:
+            return sha256(data) == expected
+    else:
+        raise ValueError(f"{json_name} has format_version {version!r}; these helpers read formats 1 and "
+                         f"{FORMAT_VERSION}: update the course's helpers")
+    if belongs(weights):
+        return weights
+    recovered = finish_interrupted_save(path, belongs)
+    if recovered is None:
+        edited = " or its config was edited after saving" if version == FORMAT_VERSION else ""
+        raise ValueError(f"{path.name} does not match {json_name}: the pair is from two different saves (a save "
+                         f"interrupted between its two files, or one file replaced alone){edited}; save the model "
+                         "again")
+    return recovered
+
+
+def upgrade_format(path: str | Path) -> Path:
+    """Rewrite a format-1 pair's JSON in today's format, for a pair you trust: ``format_version`` and a
+    ``weights_sha256`` over the weights and the config; nothing else in it changes. The pair must load
+    (a format-1 hash, where there is one, must still match the weights). A format-2 pair is left as it is."""
+    path = Path(path)
+    info = load_metadata(path)
+    if info.get("format_version", 1) == FORMAT_VERSION:
+        return path
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)      # the format-1 warning this call answers
+        load(path)
+    info.pop("weights_sha256", None)
+    info.update(format_version=FORMAT_VERSION, weights_sha256=pair_hash(path.read_bytes(), info.get("config", {})))
+    write_atomically({path.with_suffix(".json"): (json.dumps(info, indent=2) + "\n").encode()})
+    return path
+
+
 def load(path: str | Path, device=None) -> nn.Module:
     """Load a model saved by ``save`` (weights only, never pickled code).
 
-    Refused with an error that says why: a missing file; a .pt and .json from two different saves;
-    a file that is not a state_dict (a list, a tensor, a training checkpoint); weights of another
-    architecture; NaN or inf weights; perception filters that contradict the config.
+    Refused with an error that says why: a missing file; a .pt and .json from two different saves, or
+    a config edited after saving (``verified_weights``); a file that is not a state_dict (a list, a
+    tensor, a training checkpoint); weights of another architecture; NaN or inf weights; perception
+    filters that contradict the config.
     """
     path = Path(path)
     if not path.is_file():
@@ -191,16 +260,10 @@ def load(path: str | Path, device=None) -> nn.Module:
         raise FileNotFoundError(f"no model file {path}; available in {folder}: {', '.join(available) or 'none'}")
     info = load_metadata(path)
     json_name = path.with_suffix(".json").name
-    weights = path.read_bytes()     # hashed and loaded from the same bytes
-    expected_hash = info.get("weights_sha256")     # absent in files saved before it was recorded
-    if expected_hash is not None and expected_hash != sha256(weights):
-        weights = finish_interrupted_save(path, lambda data: sha256(data) == expected_hash)
-        if weights is None:
-            raise ValueError(f"{path.name} does not match {json_name}: the pair is from two different saves (a save "
-                             f"interrupted between its two files, or one file replaced alone); save the model again")
     config = info.get("config", {})
     if not isinstance(config, dict):
         raise ValueError(f"{json_name}: 'config' must be an object of NCA options, got {type(config).__name__}")
+    weights = verified_weights(path, info, path.read_bytes())     # hashed and loaded from the same bytes
     model = architecture(info.get("architecture", "NCA"), json_name)(**config)    # each checks its options
     try:
         state_dict = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)

@@ -97,9 +97,12 @@ def test_a_model_saved_before_padding_existed_loads_with_wrap_around(tmp_path):
     path = models.save(model, tmp_path / "m.pt")
     assert models.load(path).padding == "zeros"
     info = json.loads(path.with_suffix(".json").read_text())
-    del info["config"]["padding"]                  # what the JSON of an older save holds
+    del info["config"]["padding"]                  # what the JSON of an older save holds (format 1: its hash
+    del info["format_version"]                     # covered the weights only)
+    info["weights_sha256"] = models.sha256(path.read_bytes())
     path.with_suffix(".json").write_text(json.dumps(info))
-    assert models.load(path).rule().padding == "circular"
+    with pytest.warns(UserWarning, match="format 1"):
+        assert models.load(path).rule().padding == "circular"
 
 
 def test_perceive_rejects_bad_states():
@@ -292,7 +295,11 @@ def test_loading_another_architecture_is_a_clear_error(tmp_path):
     info = json.loads(path.with_suffix(".json").read_text())
     info["config"]["split_relu"] = True  # metadata claims the 588-parameter rule
     path.with_suffix(".json").write_text(json.dumps(info))
-    with pytest.raises(ValueError, match="does not hold this architecture"):
+    with pytest.raises(ValueError, match="does not match small.json.*config was edited"):     # the hash says so
+        models.load(path)
+    del info["format_version"], info["weights_sha256"]          # an older save without a hash: the shapes say so
+    path.with_suffix(".json").write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="does not hold this architecture"), pytest.warns(UserWarning):
         models.load(path)
     torch.save({"conv.weight": torch.zeros(3)}, tmp_path / "other.pt")
     (tmp_path / "other.json").write_text(json.dumps({"config": {}}))

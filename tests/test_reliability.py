@@ -421,3 +421,80 @@ def test_bit_masks_are_named_bits_and_old_recorded_commands_still_read(tmp_path)
     assert run.current_command("mst", old) == [*old[:5], "bits", *old[6:]]
     stored = {**mst.Settings(engine="fast", masks="bits").as_dict(), "masks": "fast"}
     assert run.stored_settings("mst", mst.Settings, stored).masks == "bits"
+
+
+# the hash covers the weights and the config; a JSON without one is refused unless it predates hashes (item 2)
+
+@pytest.mark.parametrize("model, key, value", [
+    (nca.NCA(), "update_rate", 0.9), (nca.NCA(), "update_per", "cell"), (nca.NCA(), "padding", "zeros"),
+    (growing_nca.GrowingNCA(hidden=8), "alive_threshold", 0.3), (growing_nca.GrowingNCA(hidden=8), "fire_rate", 1.0),
+    (manifold_nca.ManifoldNCA(image_count=2, hidden=8), "fire_rate", 0.9)])
+def test_a_config_edited_after_saving_is_refused(tmp_path, model, key, value):
+    import json
+    path = models.save(model, tmp_path / "m.pt")
+    info = models.load_metadata(path)
+    assert info["config"][key] != value
+    info["config"][key] = value
+    path.with_suffix(".json").write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="does not match m.json.*config was edited after saving"):
+        models.load(path)
+
+
+@pytest.mark.parametrize("missing", ["absent", "null"])
+def test_a_json_of_today_s_format_without_its_hash_is_refused(tmp_path, missing):
+    import json
+    path = models.save(random_rule(0), tmp_path / "m.pt")
+    info = models.load_metadata(path)
+    if missing == "absent":
+        del info["weights_sha256"]
+    else:
+        info["weights_sha256"] = None
+    path.with_suffix(".json").write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="m.json records no weights_sha256.*the pair is refused"):
+        models.load(path)
+
+
+def test_an_older_pair_loads_with_a_warning_and_upgrade_format_protects_its_config(tmp_path):
+    import json
+    import warnings
+    path = models.save(random_rule(0), tmp_path / "m.pt")
+    info = models.load_metadata(path)
+    del info["format_version"]
+    info["weights_sha256"] = models.sha256(path.read_bytes())          # format 1: the weights' hash alone
+    path.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
+    with pytest.warns(UserWarning, match="m.json is in format 1.*upgrade_format"):
+        models.load(path)
+    before = models.load_metadata(path)
+    models.upgrade_format(path)
+    after = models.load_metadata(path)
+    assert after["format_version"] == models.FORMAT_VERSION
+    assert {key: value for key, value in after.items() if key not in ("format_version", "weights_sha256")} == \
+        {key: value for key, value in before.items() if key != "weights_sha256"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(models.load(path).update.weight, random_rule(0).update.weight)
+    after["config"]["update_rate"] = 0.9
+    path.with_suffix(".json").write_text(json.dumps(after))
+    with pytest.raises(ValueError, match="config was edited"):
+        models.load(path)
+
+
+def test_a_format_from_the_future_is_refused(tmp_path):
+    import json
+    path = models.save(random_rule(0), tmp_path / "m.pt")
+    info = models.load_metadata(path)
+    info["format_version"] = 3
+    path.with_suffix(".json").write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="format_version 3.*update the course's helpers"):
+        models.load(path)
+
+
+def test_every_shipped_model_is_in_today_s_format_and_loads_without_a_warning():
+    import warnings
+    paths = sorted(models.shipped_dir().rglob("*.pt"))
+    assert len(paths) >= 40
+    for path in paths:
+        assert models.load_metadata(path).get("format_version") == models.FORMAT_VERSION, path
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            models.load(path)
