@@ -494,7 +494,8 @@ def test_every_shipped_model_is_in_today_s_format_and_loads_without_a_warning():
     paths = sorted(models.shipped_dir().rglob("*.pt"))
     assert len(paths) >= 40
     for path in paths:
-        assert models.load_metadata(path).get("format_version") == models.FORMAT_VERSION, path
+        assert models.load_metadata(path).get("format_version") == models.FORMAT_VERSION, \
+            f"{path} is in an older format: if you trust the pair, run helpers.models.upgrade_format on it"
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             models.load(path)
