@@ -164,17 +164,6 @@ def plaid():
     return canvas
 
 
-TEXTURES = {
-    "mondrian": mondrian, "polka_dots": polka_dots, "stripes": stripes, "checkerboard": checkerboard,
-    "bubbles": bubbles, "voronoi": voronoi, "weave": weave, "zigzag": zigzag, "plaid": plaid,
-}
-
-
-# ------------------------------------------------------------------ held-out textures
-# Never trained on while the texture recipe was chosen: they measure how the default recipe does on a
-# texture nobody tuned it for (data/README.md). Written to data/textures_held_out/, not data/textures/,
-# so that the texture check treats them as a learner's own image.
-
 def band_pass_noise(seed: int, period: float, size: int = SIZE) -> np.ndarray:
     """Periodic random field whose features are about ``period`` pixels across: white noise
     filtered in Fourier space to a ring of wavelengths around ``period`` (seamless by construction)."""
@@ -185,6 +174,27 @@ def band_pass_noise(seed: int, period: float, size: int = SIZE) -> np.ndarray:
     field = np.fft.ifft2(np.fft.fft2(rng.standard_normal((size, size))) * ring).real
     return field / field.std()
 
+
+def waves():
+    """Wavy horizontal bands in teal, cream and purple (a sine displaces the bands; two waves per tile)."""
+    y, x = grid()
+    phase = (y * 6 + 0.08 * np.sin(2 * np.pi * 2 * x) * 6) % 1.0
+    canvas = solid("cream")
+    canvas = paint(canvas, smooth_mask((np.abs(phase - 0.25) - 0.14) / 6), "teal")
+    return paint(canvas, smooth_mask((np.abs(phase - 0.72) - 0.1) / 6), "purple")
+
+
+TEXTURES = {
+    "mondrian": mondrian, "polka_dots": polka_dots, "stripes": stripes, "checkerboard": checkerboard,
+    "bubbles": bubbles, "voronoi": voronoi, "weave": weave, "zigzag": zigzag, "plaid": plaid,
+    "waves": waves,
+}
+
+
+# ------------------------------------------------------------------ held-out textures
+# Never trained on while the texture recipe was chosen: they measure how the default recipe does on a
+# texture nobody tuned it for (data/README.md). Written to data/textures_held_out/, not data/textures/,
+# so that the texture check treats them as a learner's own image.
 
 def maze(seed=5):
     """A labyrinth of teal worms on cream, as reaction-diffusion systems draw them (thresholded noise)."""
