@@ -132,3 +132,13 @@ def test_a_texture_training_saves_its_best_checkpoint_and_a_resumed_run_remember
     assert torch.equal(again.update.weight, model.update.weight)
     with pytest.raises(ValueError, match="select_every"):
         texture.Settings(select_every=-1)
+
+
+def test_update_per_cell_trains_a_rule_whose_cells_update_whole():
+    settings = texture.Settings(target="stripes", size=10, target_size=16, iterations=2, batch_size=2, pool_size=4,
+                                min_steps=2, max_steps=4, lr_milestones=(1,), update_per="cell")
+    model, info = texture.train(settings, progress=False)
+    assert model.rule().update_per == "cell" and info["settings"]["update_per"] == "cell"
+    assert texture.Settings().update_per == "channel"          # the shipped models' rule stays the default
+    with pytest.raises(ValueError, match="update_per must be one of"):
+        texture.Settings(update_per="pixel")

@@ -49,6 +49,8 @@ class Settings(run.EngineSettings):
     scales: int = setting(4, "levels of the swd loss's image pyramid (full, half, quarter ... resolution)")
     colour_weight: float = setting(1.0, "weight of the swd loss's single-pixel colour term (0: patches only)")
     vgg_weights: str = setting("", "local VGG16 state_dict file (else $DSOS_VGG16_WEIGHTS or a download)")
+    update_per: str = setting("channel", "the rule's random updates: channel (each value decides alone) or cell "
+                                         "(all channels of a cell update together)")
     select_every: int = setting(0, "every N iterations grow the rule for 2000 steps, judge it with the texture "
                                    "check and save the best weights seen, not the last (0: the last)")
     # the pool loop's sizes for this task
@@ -72,6 +74,8 @@ class Settings(run.EngineSettings):
         if not 1 <= self.scales <= 8 or self.patch_size < 1 or self.patch_size % 2 == 0:
             raise ValueError(f"need 1 <= scales <= 8 and an odd patch_size >= 1, got scales={self.scales}, "
                              f"patch_size={self.patch_size}")
+        if self.update_per not in nca.UPDATE_PER:
+            raise ValueError(f"update_per must be one of {nca.UPDATE_PER}, got {self.update_per!r}")
         if self.select_every < 0:
             raise ValueError(f"select_every must be >= 0 (0: keep the last weights), got {self.select_every}")
         if self.size < 3 or self.target_size < 0:
@@ -109,7 +113,7 @@ def visible(state: torch.Tensor) -> torch.Tensor:
 
 def new_model(settings: Settings) -> nca.NCA:
     """The untrained 588-parameter rule of chapter 03 (its initial weights come from torch's seed)."""
-    return nca.NCA()
+    return nca.NCA(update_per=settings.update_per)
 
 
 def training_hooks(settings: Settings, model: nn.Module, device=None) -> dict:
