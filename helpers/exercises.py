@@ -514,6 +514,132 @@ def _interpolate_cases(generator: torch.Generator) -> list[Case]:
                          "from 0 to 1 in steps of 0.1")]
 
 
+# ------------------------------------------------------------------ 05 · minimum spanning tree
+
+def kruskal_reference(points) -> list[tuple[int, int]]:
+    """The Euclidean minimum spanning tree of ``points`` [n, 2], as sorted pairs (i, j) with i < j
+    (helpers.tasks.mst.minimum_spanning_tree)."""
+    from .tasks.mst import minimum_spanning_tree  # here: the other chapters' exercises do not need it
+
+    return minimum_spanning_tree(points)
+
+
+def _sorted_edges(kruskal: Callable, points) -> list[tuple[int, int]]:
+    """What a learner's ``kruskal`` returns, in one order: each pair (small, large), the pairs sorted."""
+    return sorted(tuple(sorted(int(index) for index in edge)) for edge in kruskal(points))
+
+
+def _kruskal_cases(generator: torch.Generator) -> list[Case]:
+    def points(count: int, scale: float = 99.0):
+        return (torch.rand(count, 2, generator=generator, dtype=torch.float64) * scale).numpy()
+
+    import numpy as np
+
+    cases = [Case((points(count),)) for count in (5, 9, 15)]
+    triangle = np.array([[0.0, 0.0], [10.0, 0.0], [5.0, 8.0], [40.0, 40.0]])   # the 3rd shortest pair closes a cycle
+    line = np.array([[0.0, 0.0], [7.0, 0.0], [1.0, 0.0], [20.0, 0.0], [12.0, 0.0]])
+    return cases + [Case((np.array([[3.0, 4.0], [60.0, 80.0]]),), "two points: one edge"),
+                    Case((triangle,), "a near triangle: the third shortest pair would close a cycle"),
+                    Case((line,), "points on a line, not in order: each joined to its neighbours")]
+
+
+def _kruskal_without_cycle_check(points) -> list[tuple[int, int]]:
+    """A planted mistake: the n - 1 shortest pairs, whether or not they close a cycle."""
+    import itertools
+
+    import numpy as np
+
+    pairs = sorted(itertools.combinations(range(len(points)), 2),
+                   key=lambda pair: np.linalg.norm(np.subtract(points[pair[0]], points[pair[1]])))
+    return pairs[:len(points) - 1]
+
+
+def _nearest_neighbours(points) -> list[tuple[int, int]]:
+    """A planted mistake: every point joined to its nearest neighbour (a forest, not always a tree)."""
+    import numpy as np
+
+    gaps = np.linalg.norm(np.asarray(points)[:, None] - np.asarray(points)[None], axis=-1)
+    np.fill_diagonal(gaps, np.inf)
+    return sorted({tuple(sorted((i, int(np.argmin(row))))) for i, row in enumerate(gaps)})
+
+
+def asymmetric_loss_reference(drawn: torch.Tensor, target: torch.Tensor, extra_ink_weight: float) -> torch.Tensor:
+    """The mean over pixels of w (drawn - target)^2, w = extra_ink_weight where drawn > target, else 1
+    (helpers.tasks.mst.asymmetric_loss)."""
+    from .tasks.mst import asymmetric_loss
+
+    return asymmetric_loss(drawn, target, extra_ink_weight)
+
+
+def _asymmetric_loss_cases(generator: torch.Generator) -> list[Case]:
+    cases = []
+    for shape, weight in [((2, 1, 5, 5), 0.5), ((1, 1, 8, 6), 0.25), ((3, 1, 4, 4), 1.0)]:
+        target = (torch.rand(shape, generator=generator, dtype=torch.float64) > 0.7).to(torch.float64)
+        cases.append(Case((torch.rand(shape, generator=generator, dtype=torch.float64), target, weight)))
+    target = torch.zeros(1, 1, 2, 2, dtype=torch.float64)
+    target[..., 0, 0] = 1.0
+    extra = target.clone()
+    extra[..., 1, 1] = 1.0
+    return cases + [Case((torch.zeros_like(target), target, 0.5), "one pixel of ink missing"),
+                    Case((extra, target, 0.5), "one pixel of ink extra: half the price"),
+                    Case((target.clone(), target, 0.5), "a perfect drawing: loss 0")]
+
+
+def graph_verdict_reference(drawn: list, tree: list, count: int) -> tuple[float, float, float, float]:
+    """(edge precision, edge recall, 1.0 if the drawn graph is exactly the tree, 1.0 if it has a cycle) of
+    the ``drawn`` edges of ``count`` points against their minimum spanning tree ``tree``
+    (helpers.tasks.mst_graphs.graph_scores)."""
+    from .tasks.mst_graphs import graph_scores
+
+    scores = graph_scores(set(map(tuple, drawn)), tree, count)
+    return scores["edge_precision"], scores["edge_recall"], float(scores["exact"]), float(scores["cycle"])
+
+
+def _run_graph_verdict(verdict: Callable, drawn, tree, count):
+    """The learner's four answers as numbers (True and False count as 1 and 0)."""
+    return tuple(float(value) for value in verdict(drawn, tree, count))
+
+
+def _graph_verdict_cases(generator: torch.Generator) -> list[Case]:
+    from .tasks.mst import minimum_spanning_tree
+    from .tasks.mst_graphs import pairs
+
+    cases = []
+    for count in (6, 9, 12):
+        points = (torch.rand(count, 2, generator=generator, dtype=torch.float64) * 99).numpy()
+        tree = minimum_spanning_tree(points)
+        others = [pair for pair in pairs(count) if pair not in tree]
+        keep = torch.rand(len(tree), generator=generator) > 0.3           # most tree edges drawn ...
+        extra = torch.randperm(len(others), generator=generator)[:2].tolist()   # ... and two wrong ones
+        drawn = [edge for edge, kept in zip(tree, keep) if kept] + [others[index] for index in extra]
+        cases.append(Case((drawn, tree, count)))
+    tree = [(0, 1), (1, 2), (2, 3)]
+    return cases + [Case((list(tree), tree, 4), "exactly the tree"),
+                    Case(([], tree, 4), "nothing drawn: precision 1 by convention, recall 0"),
+                    Case(([(0, 1), (1, 2), (0, 2)], tree, 4), "a triangle: a cycle, though point 3 is left out"),
+                    Case(([(0, 1), (2, 3), (1, 2), (0, 3)], tree, 4), "the tree and one edge more: a cycle")]
+
+
+def _verdict_with(precision_when_empty: float = 1.0, cycle=None):
+    """A planted mistake in graph_verdict (see 05.graph_verdict)."""
+    def verdict(drawn, tree, count):
+        drawn, tree = set(map(tuple, drawn)), set(map(tuple, tree))
+        right = len(drawn & tree)
+        parent = list(range(count))
+
+        def root(node):
+            while parent[node] != node:
+                node = parent[node]
+            return node
+        for i, j in drawn:
+            parent[root(i)] = root(j)
+        parts = len({root(node) for node in range(count)})
+        has_cycle = cycle(drawn, count, parts) if cycle else len(drawn) > count - parts
+        return (right / len(drawn) if drawn else precision_when_empty, right / len(tree), float(drawn == tree),
+                float(has_cycle))
+    return verdict
+
+
 # ------------------------------------------------------------------------------ 06 · growing NCA
 
 def alive_mask_reference(state: torch.Tensor) -> torch.Tensor:
@@ -826,5 +952,43 @@ EXERCISES: dict[str, Exercise] = {exercise.id: exercise for exercise in [
             "averaged over time, not states": lambda d, t, f: (d <= f * t).double().mean(dim=0),
             "strictly below the bound": lambda d, t, f: (d < f * t).double().mean(dim=1),
             "medians compared, not states": lambda d, t, f: (d.median(1).values <= f * t.median(1).values).double(),
+        }),
+    Exercise(
+        "05.kruskal",
+        "return the minimum spanning tree of points [n, 2] as pairs (i, j): Kruskal's algorithm with a union-find.",
+        kruskal_reference, _kruskal_cases,
+        "sort all pairs by length, shortest first; keep a pair unless find(i) == find(j) (its points are already "
+        "connected: it would close a cycle), and after keeping it join the two roots; stop at n - 1 edges.",
+        run=_sorted_edges,
+        mistakes={
+            "no cycle check (the n - 1 shortest pairs)": _kruskal_without_cycle_check,
+            "each point joined to its nearest neighbour": _nearest_neighbours,
+            "one edge too few": lambda points: kruskal_reference(points)[:-1],
+        }),
+    Exercise(
+        "05.asymmetric_loss",
+        "return the mean over pixels of w (drawn - target)^2, with w = extra_ink_weight where drawn > target, else 1.",
+        asymmetric_loss_reference, _asymmetric_loss_cases,
+        "error = drawn - target; torch.where(error > 0, extra_ink_weight, 1.0) is the weight of each pixel (extra "
+        "ink is error > 0); multiply it by error ** 2 (the weight goes on the squared error), then .mean().",
+        mistakes={
+            "the weights swapped": lambda d, t, w: torch.where(d - t > 0, 1.0, w).mul((d - t) ** 2).mean(),
+            "the weight inside the square": lambda d, t, w: (torch.where(d - t > 0, w, 1.0) * (d - t)).pow(2).mean(),
+            "summed, not averaged": lambda d, t, w: (torch.where(d - t > 0, w, 1.0) * (d - t) ** 2).sum(),
+            "the symmetric loss": lambda d, t, w: ((d - t) ** 2).mean(),
+        }),
+    Exercise(
+        "05.graph_verdict",
+        "return (edge precision, edge recall, is exactly the tree, has a cycle) of drawn edges against the tree.",
+        graph_verdict_reference, _graph_verdict_cases,
+        "precision = drawn edges in the tree / drawn edges (1 when nothing is drawn), recall = tree edges drawn / "
+        "tree edges; a graph with c connected components (union-find) has a cycle when it has more than "
+        "count - c edges.",
+        run=_run_graph_verdict,
+        mistakes={
+            "precision 0 when nothing is drawn": _verdict_with(precision_when_empty=0.0),
+            "a cycle only when there are more edges than a tree has": _verdict_with(
+                cycle=lambda drawn, count, parts: len(drawn) > count - 1),
+            "a cycle whenever the graph is not connected": _verdict_with(cycle=lambda drawn, count, parts: parts > 1),
         }),
 ]}

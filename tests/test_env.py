@@ -202,7 +202,7 @@ CHAPTERS = [path for path in LESSONS if not path.name.startswith("00_")]   # 00 
 #: 2 to 4 exercises, the deeper material in NN_name_appendix.ipynb).
 LESSON_CELLS, EXERCISES_PER_LESSON = 35, (2, 4)
 #: Chapters not converted yet, each with the issue that converts it: they keep the older skeleton until then.
-PENDING_LESSONS = {"05": "issue 31", "08": "issue 34"}
+PENDING_LESSONS: dict[str, str] = {}
 
 
 def _sources(path):

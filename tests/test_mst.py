@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import cli, models, nca
+from helpers import cli, env, models, nca
 from helpers.tasks import mst, mst_graphs, mst_metrics, run
 
 # ----------------------------------------------------------------------------- the MST
@@ -280,6 +280,20 @@ def test_hallucinated_blobs_are_components_touching_no_input():
     drawn[10:12, 0:3] = 1.0                      # another
     assert mst_metrics.hallucinated_blobs(drawn, inputs) == 2
     assert mst_metrics.hallucinated_blobs(inputs, inputs) == 0
+
+
+def test_stray_blobs_are_ink_away_from_every_true_point_and_edge():
+    target = np.zeros((20, 20), np.float32)
+    target[10, 2:18] = 1.0                      # one tree line
+    drawn = target.copy()
+    drawn[12, 5] = 1.0                          # a speck 2 pixels beside the line: not stray
+    drawn[3:5, 3:5] = 1.0                       # a 2x2 blob 5 pixels away: stray
+    drawn[17, 17] = 1.0                         # a single pixel 7 pixels away: stray
+    assert sorted(mst_metrics.stray_blobs(drawn, target)) == [1, 4]
+    assert mst_metrics.stray_blobs(target, target) == []
+    assert sorted(mst_metrics.stray_blobs(drawn, target, distance=0)) == [1, 1, 4]   # the speck too, at distance 0
+    with pytest.raises(ValueError, match="distance"):
+        mst_metrics.stray_blobs(drawn, target, distance=-1)
 
 
 def test_edges_drawn_needs_most_of_the_segment():
@@ -613,3 +627,29 @@ def test_a_wider_rule_is_refused_when_continuing_a_narrower_one(tmp_path):
                            chapter_count=1, batch_size=1, pool_size=2), out=out, progress=False)
     with pytest.raises(ValueError, match="pass --channels 12"):
         mst.new_model(mst.Settings(init=str(out), channels=24))
+
+
+# ------------------------------------------------------------------ chapter 05's claims measure the run
+
+CHAPTER_05 = [env.REPO_ROOT / "notebooks" / name for name in
+              ("05_minimum_spanning_tree.ipynb", "05_minimum_spanning_tree_appendix.ipynb")]
+#: What a claim cell of chapter 05 calls to measure this run's model (a rollout, a score, a count).
+MEASURING_CALLS = ("draw_with(", "score_drawings(", "score_graphs(", "scores_over_rollout(", "judge(", "fast.infer(",
+                   "edge_rates(", "minimum_spanning_tree(", "count_parameters(", "heldout_loss(", "graded_ages(",
+                   "best_constant(", "exercises.check(")
+
+
+@pytest.mark.parametrize("path", CHAPTER_05, ids=lambda p: p.name)
+def test_no_claim_cell_of_chapter_05_asserts_only_stored_figures(path):
+    """A cell that reads a model's JSON (stored figures) and asserts something must also measure: stored
+    figures may be printed and compared with, never asserted instead of a measurement."""
+    cells = json.loads(path.read_text())["cells"]
+    for index, cell in enumerate(cells):
+        source = "".join(cell["source"])
+        if cell["cell_type"] != "code" or "assert " not in source:
+            continue
+        if any(word in source for word in ("metadata[", "load_metadata(", "stored[")):      # it reads stored figures
+            assert any(call in source for call in MEASURING_CALLS), f"{path.name} cell {index} measures nothing"
+            asserted = [line for line in source.splitlines() if line.strip().startswith("assert ")]
+            assert any(not any(word in line for word in ("metadata[", "stored[")) for line in asserted), \
+                f"{path.name} cell {index}: every assert reads the JSON"

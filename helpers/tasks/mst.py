@@ -587,6 +587,10 @@ def summary_line(metadata: dict) -> str:
 def evaluate_arguments(parser) -> None:
     parser.add_argument("--steps", type=int, help="rollout steps (default: as stored)")
     parser.add_argument("--chapter-count", type=int, help="tasks of the 100x100 measurement (default: as stored)")
+    parser.add_argument("--choose-steps", action="store_true",
+                        help="choose the rollout length on validation tasks (mst.choose_eval_steps, stored as "
+                             "evaluation_length) and measure the held-out sets at it, without --full's surprises "
+                             "and long rollout (chapter 05's rule for its comparison models)")
     parser.add_argument("--full", action="store_true",
                         help="also choose the rollout length on validation tasks (unless --steps is given) and "
                              "measure the surprises and the long rollout: all of chapter 05's stored figures "
@@ -601,12 +605,17 @@ def evaluate_saved(model: nn.Module, metadata: dict, args) -> tuple[dict, str]:
         raise ValueError(f"{args.model} has no held-out MST measurements in its JSON: is it an MST model?")
     task_settings = {key: stored[key] for key in ("canvas", "min_points", "max_points", "margin")}
     chapter_count = args.chapter_count or metadata.get("heldout_chapter_task", {}).get("count", 50)
+    choose = getattr(args, "choose_steps", False) and not args.steps
     if args.full:
         measured = full_metadata(model, task_settings, args.steps, chapter_count=chapter_count)
+    elif choose:
+        measured = {"evaluation_length": choose_eval_steps(model, task_settings)}
+        measured.update(heldout_metadata(model, task_settings, measured["evaluation_length"]["steps"],
+                                         chapter_count=chapter_count))
     else:
         measured = heldout_metadata(model, task_settings, args.steps or stored["steps"], chapter_count=chapter_count)
-    flags = ["--full"] if args.full else []
-    if args.steps or not args.full:
+    flags = ["--full"] if args.full else ["--choose-steps"] if choose else []
+    if args.steps or not (args.full or choose):
         flags.append(f"--steps {measured['heldout']['steps']}")
     measured["metrics_command"] = (f"python -m helpers evaluate mst {args.model} {' '.join(flags)} "
                                    f"--chapter-count {chapter_count} --write")

@@ -4,7 +4,9 @@ They read images only (no model, no task generation), so they can be checked on 
 
 * ``pixel_scores``     pixel precision, recall and F1 of the edges (strict, or with a tolerance)
 * ``edges_drawn``      which tree edges are drawn over their whole length
-* ``label_components`` / ``hallucinated_blobs``   ink that touches no input point
+* ``label_components`` / ``hallucinated_blobs``   ink components that touch no input point (most are specks
+                        on or beside a tree line: not made-up ink)
+* ``stray_blobs``      ink components away from every true point and edge: ink the rule made up
 * ``border_ink``       ink in the band along the canvas's border, where no target ever has any
 * ``score_drawings``   all of them for a batch of drawings, pooled; ``summary`` for JSON
 * ``overlay``          a picture: black where right, blue where missing, red where extra
@@ -18,6 +20,7 @@ import torch
 
 THRESHOLD = 0.5          # a pixel "has ink" when its value is at least this
 BORDER_BAND = 3          # pixels from the edge: targets never have ink there (points keep a margin of 6 or more)
+STRAY_DISTANCE = 2       # ink farther than this from every pixel of the target's ink is stray (``stray_blobs``)
 
 
 def check_image(image, name: str, canvas: int | None = None) -> np.ndarray:
@@ -168,6 +171,22 @@ def hallucinated_blobs(drawn, inputs, threshold: float = THRESHOLD) -> int:
     return count - len(touching)
 
 
+def stray_blobs(drawn, target, threshold: float = THRESHOLD, distance: int = STRAY_DISTANCE) -> list[int]:
+    """The sizes (pixels) of the ink components of ``drawn`` (8-neighbourhood) with no pixel within
+    ``distance`` pixels of the target's ink (its points or its tree edges): ink made up away from every
+    true edge. A speck beside a tree line, or a line drawn a pixel too thick, is not stray (it is
+    ``hallucinated_blobs``'s count when it touches no input disc); a wrong edge between two points is
+    not stray either (the graph scores count it)."""
+    threshold = check_threshold(threshold)
+    drawn = check_image(drawn, "drawn")
+    target = check_image(target, "target", drawn.shape[0])
+    if not (isinstance(distance, (int, np.integer)) and not isinstance(distance, bool) and distance >= 0):
+        raise ValueError(f"distance must be a whole number of pixels >= 0, got {distance!r}")
+    labels, count = label_components(drawn >= threshold)
+    near_target = set(np.unique(labels[dilate(target >= threshold, int(distance))]).tolist()) - {0}
+    return [int((labels == label).sum()) for label in range(1, count + 1) if label not in near_target]
+
+
 def border_ink(drawn, band: int = BORDER_BAND, threshold: float = THRESHOLD) -> float:
     """The fraction of the pixels within ``band`` pixels of the canvas's edge that have ink.
 
@@ -208,7 +227,7 @@ def score_drawings(drawings: torch.Tensor, tasks, threshold: float = THRESHOLD) 
     if drawings.shape != tasks.targets.shape:
         raise ValueError(f"drawings {tuple(drawings.shape)} do not match the tasks {tuple(tasks.targets.shape)}")
     totals = {0: np.zeros(4, int), 1: np.zeros(4, int)}
-    per_task = {"f1": [], "all_edges": [], "blobs": [], "border_ink": []}
+    per_task = {"f1": [], "all_edges": [], "blobs": [], "stray_blobs": [], "border_ink": []}
     keys = ("true_drawn", "drawn", "found_target", "target")
     for drawing, image, target, points, edges in zip(drawings, tasks.inputs, tasks.targets, tasks.points, tasks.edges):
         drawing = drawing[0].float().clamp(0, 1).numpy()
@@ -219,6 +238,7 @@ def score_drawings(drawings: torch.Tensor, tasks, threshold: float = THRESHOLD) 
                 per_task["f1"].append(scores["f1"])
         per_task["all_edges"].append(all(edges_drawn(drawing, points, edges, tasks.point_radius, threshold)))
         per_task["blobs"].append(hallucinated_blobs(drawing, image, threshold))
+        per_task["stray_blobs"].append(len(stray_blobs(drawing, target, threshold)))
         per_task["border_ink"].append(border_ink(drawing, threshold=threshold))
     strict, tolerant = (scores_from_counts(*map(int, totals[t])) for t in (0, 1))
     return {"precision": strict["precision"], "recall": strict["recall"], "f1": strict["f1"],
@@ -226,6 +246,8 @@ def score_drawings(drawings: torch.Tensor, tasks, threshold: float = THRESHOLD) 
             "all_edges_drawn": float(np.mean(per_task["all_edges"])),
             "hallucinated_blobs": int(np.sum(per_task["blobs"])),
             "tasks_with_blobs": float(np.mean(np.array(per_task["blobs"]) > 0)),
+            "stray_blobs": int(np.sum(per_task["stray_blobs"])),
+            "tasks_with_stray_blobs": float(np.mean(np.array(per_task["stray_blobs"]) > 0)),
             "border_ink": float(np.mean(per_task["border_ink"])),
             "tasks_with_border_ink": float(np.mean(np.array(per_task["border_ink"]) > 0)),
             "tasks": len(tasks), "threshold": threshold, "per_task": per_task}
