@@ -26,7 +26,7 @@ from typing import Callable
 
 import torch
 
-from . import toys
+from . import reaction_diffusion, toys
 from .export.quantize import quantize_state
 
 SOLUTION_TITLE = "#@title Solution (double-click to show)"
@@ -704,6 +704,128 @@ def _recovered_curve_cases(generator: torch.Generator) -> list[Case]:
                          "perfect states and twins (loss 0)")]
 
 
+# ----------------------------------------------------------------------- 08 · reaction-diffusion
+
+def gray_scott_step_reference(state: torch.Tensor, feed: float, kill: float) -> torch.Tensor:
+    """One Gray-Scott step of a batch [B, 2, H, W] of (u, v) with D_u = 0.2, D_v = 0.1 (cells^2 per step):
+    u += D_u lap(u) - u v^2 + feed (1 - u);  v += D_v lap(v) + u v^2 - (feed + kill) v
+    (helpers.reaction_diffusion.gray_scott_step)."""
+    return reaction_diffusion.gray_scott_step(state, feed, kill)
+
+
+def _gray_scott_cases(generator: torch.Generator) -> list[Case]:
+    cases = []
+    for batch, height, width in [(1, 8, 8), (2, 6, 9), (3, 5, 5)]:
+        state = torch.rand(batch, 2, height, width, generator=generator, dtype=torch.float64)
+        feed, = _floats(generator, 1, 0.01, 0.06)
+        kill, = _floats(generator, 1, 0.04, 0.07)
+        cases.append(Case((state, feed, kill)))
+    rest = torch.zeros(1, 2, 6, 6, dtype=torch.float64)
+    rest[:, 0] = 1.0
+    seeded = rest.clone()
+    seeded[:, :, 2:4, 2:4] = 0.5
+    return cases + [Case((rest, 0.03, 0.06), "u = 1, v = 0 everywhere: the resting state stays"),
+                    Case((seeded, 0.03, 0.06), "a square of v in u: the reaction starts there"),
+                    Case((seeded, 0.0, 0.0), "no feed and no kill: reaction and diffusion only")]
+
+
+def _gray_scott_mistake(state, feed, kill, rates=(0.2, 0.1), removal="feed + kill", power=2, change_only=False):
+    """A Gray-Scott step with a planted mistake (see 08.gray_scott_step)."""
+    u, v = state[:, 0], state[:, 1]
+    lap = reaction_diffusion.laplacian(state)
+    reaction = u * v ** power
+    removed = (feed + kill) if removal == "feed + kill" else kill
+    du = rates[0] * lap[:, 0] - reaction + feed * (1 - u)
+    dv = rates[1] * lap[:, 1] + reaction - removed * v
+    change = torch.stack([du, dv], dim=1)
+    return change if change_only else state + change
+
+
+def laplacian_reference(field: torch.Tensor) -> torch.Tensor:
+    """The isotropic 9-point Laplacian (edges 4/6, corners 1/6, centre -20/6) of every channel of
+    field [B, C, H, W] on a grid that wraps around (helpers.reaction_diffusion.laplacian)."""
+    return reaction_diffusion.laplacian(field)
+
+
+def _stencil_conv(field: torch.Tensor, stencil: list, scale: float = 6.0, padding: str = "circular",
+                  mix_channels: bool = False) -> torch.Tensor:
+    """Each channel convolved with a 3x3 stencil (a planted mistake can pad with zeros or mix channels)."""
+    channels = field.shape[1]
+    kernel = torch.tensor(stencil, dtype=field.dtype) / scale
+    padded = torch.nn.functional.pad(field, (1, 1, 1, 1), mode=padding)
+    if mix_channels:
+        return torch.nn.functional.conv2d(padded, kernel.expand(channels, channels, 3, 3))
+    return torch.nn.functional.conv2d(padded, kernel.expand(channels, 1, 3, 3), groups=channels)
+
+
+_NINE_POINT = [[1.0, 4.0, 1.0], [4.0, -20.0, 4.0], [1.0, 4.0, 1.0]]
+_FIVE_POINT = [[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]
+
+
+def _laplacian_cases(generator: torch.Generator) -> list[Case]:
+    cases = [Case((_randn(generator, batch, channels, height, width),))
+             for batch, channels, height, width in [(1, 1, 7, 7), (2, 3, 6, 9), (1, 4, 5, 5), (3, 2, 8, 4)]]
+    corner = torch.zeros(1, 1, 6, 6, dtype=torch.float64)
+    corner[..., 0, 0] = 1.0
+    checkerboard = ((torch.arange(6)[:, None] + torch.arange(6)[None, :]) % 2 * 2 - 1).to(torch.float64)
+    return cases + [Case((corner,), "one hot cell in a corner: its neighbours wrap around the edges"),
+                    Case((torch.full((1, 2, 5, 5), 0.7, dtype=torch.float64),), "a constant field: no diffusion"),
+                    Case((checkerboard[None, None],), "the finest checkerboard (the stencil's largest eigenvalue)")]
+
+
+def turn_gap_reference(step: Callable, state: torch.Tensor) -> torch.Tensor:
+    """The largest |turn(step(state)) - step(turn(state))|, turn = one quarter turn of the grid plane
+    (torch.rot90(x, 1, dims=(-2, -1))): 0 for a step that has no favourite direction."""
+    turn = lambda x: torch.rot90(x, 1, dims=(-2, -1))        # noqa: E731 (a one-line name for the turn)
+    return (turn(step(state)) - step(turn(state))).abs().max()
+
+
+class _Step:
+    """A step function with a readable name in the check's verdicts."""
+
+    def __init__(self, name: str, function: Callable):
+        self.name, self.function = name, function
+
+    def __call__(self, state: torch.Tensor) -> torch.Tensor:
+        return self.function(state)
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def _small_rd_rule(state: torch.Tensor) -> torch.Tensor:
+    """One step of a small neural reaction-diffusion rule with fixed random weights (float64)."""
+    rule = reaction_diffusion.ReactionDiffusionNCA(state.shape[1], 8).to(state.dtype)
+    weights = torch.Generator().manual_seed(8)
+    with torch.no_grad():
+        for parameter in rule.parameters():
+            parameter.copy_(0.3 * torch.randn(parameter.shape, generator=weights, dtype=state.dtype))
+        return rule.step(state)
+
+
+_STEPS = {
+    "diffusion (9-point)": lambda s: s + 0.2 * _stencil_conv(s, _NINE_POINT),
+    "diffusion (5-point)": lambda s: s + 0.2 * _stencil_conv(s, _FIVE_POINT, scale=1.0),
+    "a neural RD rule": _small_rd_rule,
+    "shift one cell right": lambda s: torch.roll(s, 1, dims=-1),
+    "add the x-gradient (Sobel)": lambda s: s + 0.1 * _stencil_conv(s, [[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0],
+                                                                        [-1.0, 0.0, 1.0]], scale=8.0),
+}
+
+
+def _turn_gap_cases(generator: torch.Generator) -> list[Case]:
+    cases = [Case((_Step(name, step), _randn(generator, 2, 4, 7, 7))) for name, step in _STEPS.items()]
+    tall = _randn(generator, 1, 4, 6, 9)
+    constant = torch.full((1, 4, 5, 5), 0.3, dtype=torch.float64)
+    return cases + [
+        Case((_Step("shift one cell right", _STEPS["shift one cell right"]), tall),
+             "a grid that is not square: the turn changes its shape"),
+        Case((_Step("diffusion (9-point)", _STEPS["diffusion (9-point)"]), tall),
+             "diffusion on a grid that is not square"),
+        Case((_Step("shift one cell right", _STEPS["shift one cell right"]), constant),
+             "a constant state: even a shift commutes with the turn")]
+
+
 def _turned(angle: float, sign: float = 1.0, scale: float = 8.0) -> torch.Tensor:
     """Turned kernels with a planted mistake (see 06.turned_kernels)."""
     sobel_x = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / scale
@@ -990,5 +1112,46 @@ EXERCISES: dict[str, Exercise] = {exercise.id: exercise for exercise in [
             "a cycle only when there are more edges than a tree has": _verdict_with(
                 cycle=lambda drawn, count, parts: len(drawn) > count - 1),
             "a cycle whenever the graph is not connected": _verdict_with(cycle=lambda drawn, count, parts: parts > 1),
+        }),
+    Exercise(
+        "08.gray_scott_step",
+        "return the state [B, 2, H, W] after one Gray-Scott step (D_u = 0.2, D_v = 0.1, lap = rdm.laplacian).",
+        gray_scott_step_reference, _gray_scott_cases,
+        "u, v = state[:, 0], state[:, 1]; lap = rdm.laplacian(state) (then lap[:, 0] is u's); the new u is "
+        "u + 0.2 lap_u - u*v*v + feed*(1 - u), the new v is v + 0.1 lap_v + u*v*v - (feed + kill)*v; "
+        "torch.stack([u_new, v_new], dim=1).",
+        mistakes={
+            "the same diffusion rate for both": lambda s, f, k: _gray_scott_mistake(s, f, k, rates=(0.2, 0.2)),
+            "v removed at rate kill, not feed + kill": lambda s, f, k: _gray_scott_mistake(s, f, k, removal="kill"),
+            "u v instead of u v squared": lambda s, f, k: _gray_scott_mistake(s, f, k, power=1),
+            "the change, not the new state": lambda s, f, k: _gray_scott_mistake(s, f, k, change_only=True),
+        }),
+    Exercise(
+        "08.laplacian",
+        "return the 9-point Laplacian [B, C, H, W] of every channel, on a grid that wraps around.",
+        laplacian_reference, _laplacian_cases,
+        "the stencil [[1, 4, 1], [4, -20, 4], [1, 4, 1]] / 6 as a [C, 1, 3, 3] kernel (.repeat(C, 1, 1, 1)); "
+        "pad with F.pad(field, (1, 1, 1, 1), mode='circular') so the grid wraps, then F.conv2d(..., groups=C) "
+        "so that each channel diffuses on its own.",
+        rtol=1e-6, atol=1e-6,           # a stencil written in float32 (1/6 rounded) is right too
+        mistakes={
+            "the 5-point stencil": lambda f: _stencil_conv(f, _FIVE_POINT, scale=1.0),
+            "zero padding: no wrap-around": lambda f: _stencil_conv(f, _NINE_POINT, padding="constant"),
+            "the weights not divided by 6": lambda f: _stencil_conv(f, _NINE_POINT, scale=1.0),
+            "channels mixed (no groups)": lambda f: _stencil_conv(f, _NINE_POINT, mix_channels=True),
+        }),
+    Exercise(
+        "08.turn_gap",
+        "return the largest |turn(step(state)) - step(turn(state))|, turn = torch.rot90(x, 1, dims=(-2, -1)).",
+        turn_gap_reference, _turn_gap_cases,
+        "turn the grid plane only (dims=(-2, -1): the last two axes; batch and channels stay); compute both "
+        "orders, step then turn and turn then step, and return (a - b).abs().max(), the largest difference.",
+        rtol=1e-6, atol=1e-9,
+        mistakes={
+            "the batch and channel axes turned": lambda step, s: (torch.rot90(step(s), 1, dims=(0, 1))
+                                                                   - step(torch.rot90(s, 1, dims=(0, 1)))).abs().max(),
+            "the turn on one side only": lambda step, s: (step(s) - step(torch.rot90(s, 1, dims=(-2, -1)))).abs().max(),
+            "the mean, not the largest difference": lambda step, s: (torch.rot90(step(s), 1, dims=(-2, -1)) - step(
+                torch.rot90(s, 1, dims=(-2, -1)))).abs().mean(),
         }),
 ]}

@@ -311,3 +311,24 @@ def test_a_short_training_saves_a_model_with_its_measurements(tmp_path, monkeypa
     models.write_atomically({path.with_suffix(".json"): json.dumps(stored).encode()})
     cli.main(["evaluate", "rd", str(path), "--write"])
     assert models.load_metadata(path)["eval"] == json.loads(json.dumps(measured))
+
+
+@pytest.mark.parametrize("speed", [1.5, 1.6, 3.0])
+def test_grow_refuses_a_diffusion_speed_at_or_beyond_the_stability_limit_instead_of_returning_nan(speed):
+    """rd.grow with diffusion_speed at or past 2 / (fastest rate x 16/3) = 1.5 (the chapter's rates): the finest
+    checkerboard would grow at every step until the state is NaN; grow refuses it, naming the limit."""
+    rule = rd.new_model(rd.Settings(channels=4, hidden=8))
+    weights = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        rule.reaction_out.weight.copy_(0.1 * torch.randn(rule.reaction_out.weight.shape, generator=weights))
+    with pytest.raises(ValueError, match=r"diffusion_speed .* stability limit 1\.5"):
+        rd.grow(rule, 16, 50, batch=1, diffusion_speed=speed)
+    # just below the limit the same call returns a finite state, and unchecked steps at the limit do diverge
+    assert torch.isfinite(rd.grow(rule, 16, 50, batch=1, diffusion_speed=1.4)).all()
+    state = rdm.random_field(1, 16, 4, torch.Generator().manual_seed(0))
+    checkerboard = (torch.arange(16)[:, None] + torch.arange(16)[None, :]) % 2 * 0.01
+    state = state + checkerboard
+    with torch.no_grad():
+        for _ in range(400):
+            state = rule.step(state, diffusion_speed=3.0)
+    assert not torch.isfinite(state).all() or state.abs().max() > 1e6
