@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import data, losses
-from helpers.tasks import texture_quality
+from helpers import data, losses, models
+from helpers.tasks import texture, texture_quality
 
 LABELLED = Path(__file__).resolve().parent / "fixtures" / "textures"
 SIZE = 64
@@ -135,3 +135,14 @@ def test_evaluate_texture_prints_a_verdict_per_part_and_writes_only_when_asked(t
     cli.main(["evaluate", "texture", str(model), "--write"])
     stored = json.loads(record.read_text())["eval"]
     assert stored["passed"] and set(texture_quality.PARTS) == set(stored["quality"])
+
+
+@pytest.mark.xfail(strict=True, reason="a known false positive of the check (issue 30): the shipped recipe with "
+                                       "per-cell updates grows orange and white zigzag streaks on navy for the "
+                                       "bubbles, no discs, and every part passes (colour shares, spectrum and "
+                                       "layout match; nothing measures the roundness of a blob yet). Strict: when "
+                                       "a new part rejects it, this test fails and must become a plain test")
+def test_the_check_rejects_streaks_grown_for_bubbles():
+    model = models.load(LABELLED.parent / "texture_bubbles_streaks_per_cell.pt")
+    for seed in (1, 2):
+        assert not texture.judge(model, "bubbles", SIZE, SIZE, steps=2000, seed=seed, batch=2)["passed"]
