@@ -34,7 +34,10 @@ and every threshold below was chosen on that set:
    target's must be below ``NEIGHBOUR_FRACTION`` of that of the target blurred. Dots half red half
    navy (red touches navy, never so in the target), streaks for discs, smears for cells fail here.
 6. **Shapes** (``shapes``): each main colour's edge length per area, against the target's: round dots
-   against crescents and slivers (the half red, half navy dots fail here).
+   against crescents and slivers (the half red, half navy dots fail here). And for a texture made of
+   separate blobs (discs, squares, cells: the target's blobs are compact, ``BLOB_TEXTURE_LIMIT``), how
+   elongated the grown blobs are (``blob_elongation``): streaks where the target has discs fail here,
+   and so do blobs that vanish into pixel noise.
 
 ``check_shipped(images, name, size)`` (or ``check(images, target, distances)``) returns the
 figures, ``passed`` and the ``reasons`` of a failure.
@@ -97,6 +100,12 @@ BLUR_PIXELS, SHUFFLE_BLOCK = 2.0, 8
 #: area may differ from the target's by a factor exp(SHAPE_TOLERANCE) (labelled set: right <= 0.72, a
 #: new Voronoi instance; the grown Voronoi smears >= 1.09, the half red, half navy dots >= 1.25).
 SHAPE_MIN_SHARE, SHAPE_TOLERANCE = 0.08, 0.85
+#: Blobs: the mean elongation of the grown blobs may differ from the target's by a factor
+#: exp(BLOB_TOLERANCE) (labelled set: right cases within 0.33, e.g. polka dots warped; the streaks
+#: grown for the bubbles 0.54 to 0.72, the first grown bubbles 0.82 and more), for targets whose blobs
+#: are compact (mean elongation below BLOB_TEXTURE_LIMIT; stripes and bands have none). Blobs
+#: smaller than BLOB_MIN_AREA pixels (after erosion) are specks, not shapes.
+BLOB_TOLERANCE, BLOB_TEXTURE_LIMIT, BLOB_MIN_AREA = 0.4, 3.0, 6
 #: The parts of the check, in the order it reports them.
 PARTS = ("patch", "palette", "structure", "layout", "neighbours", "shapes")
 
@@ -438,10 +447,65 @@ def edge_per_area(images: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
     return steps / maps.mean(dim=(0, 2, 3)).clamp(min=1e-6)
 
 
+def components(mask: torch.Tensor) -> torch.Tensor:
+    """Label the 4-connected pieces of a boolean mask [H, W] on a grid that wraps around: [H, W]
+    integers, 0 outside the mask, one number per piece. Every pixel starts with a label of its own and
+    takes the largest label among itself and its neighbours until nothing changes."""
+    height, width = mask.shape
+    labels = torch.where(mask, torch.arange(1, height * width + 1, dtype=torch.float32).view(height, width), 0.0)
+    while True:
+        padded = F.pad(labels[None, None], (1, 1, 1, 1), mode="circular")[0, 0]
+        around = torch.stack([padded[1:-1, 1:-1], padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2],
+                              padded[1:-1, 2:]])
+        spread = torch.where(mask, around.max(dim=0).values, labels)
+        if torch.equal(spread, labels):
+            return labels.long()
+        labels = spread
+
+
+def eroded(mask: torch.Tensor) -> torch.Tensor:
+    """The mask [H, W] without its border pixels (a pixel stays if its four neighbours are in the mask,
+    wrapping): pieces that touch at a corner or by a thread come apart, specks vanish."""
+    padded = F.pad(mask[None, None].float(), (1, 1, 1, 1), mode="circular")[0, 0]
+    return (padded[1:-1, 1:-1] * padded[:-2, 1:-1] * padded[2:, 1:-1] * padded[1:-1, :-2] * padded[1:-1, 2:]) > 0
+
+
+def piece_elongations(mask: torch.Tensor) -> list[tuple[int, float]]:
+    """``(area, elongation)`` of each piece of the eroded ``mask`` [H, W] of at least ``BLOB_MIN_AREA``
+    pixels: the square root of the ratio of the principal variances of its pixel positions (1 for a
+    disc or a square, large for a streak). A piece that runs across the whole (wrapping) grid, as a
+    stripe does, counts as elongation 10."""
+    labels = components(eroded(mask))
+    height, width = mask.shape
+    pieces = []
+    for label in labels.unique()[1:]:
+        rows, columns = (coordinate.float() for coordinate in torch.nonzero(labels == label, as_tuple=True))
+        if len(rows) < BLOB_MIN_AREA:
+            continue
+        for coordinate, side in ((rows, height), (columns, width)):
+            if coordinate.max() - coordinate.min() > side / 2:      # it wraps: bring its far side over
+                coordinate[coordinate < side / 2] += side
+        variances = torch.linalg.eigvalsh(torch.cov(torch.stack([rows, columns])))
+        across_the_grid = variances[1] > (min(height, width) / 3) ** 2
+        pieces.append((len(rows), 10.0 if across_the_grid else math.sqrt(variances[1] / variances[0].clamp(min=0.05))))
+    return pieces
+
+
+def blob_elongation(images: torch.Tensor, colours: torch.Tensor) -> float:
+    """The area-weighted mean elongation of the blobs of every palette colour but the first (the most
+    common, the ground) in ``images`` [B, 3, H, W], each pixel given its nearest colour; 0 if none."""
+    nearest = colour_maps(images, colours).argmax(dim=1)
+    pieces = [piece for image in nearest for k in range(1, len(colours)) for piece in piece_elongations(image == k)]
+    area = sum(size for size, _ in pieces)
+    return sum(size * elongation for size, elongation in pieces) / area if area else 0.0
+
+
 def shape_check(images: torch.Tensor, target: torch.Tensor) -> dict:
     """Each main colour of the target (a share of at least ``SHAPE_MIN_SHARE``) must have about the
-    target's edge length per area in ``images``: within a factor exp(``SHAPE_TOLERANCE``). The same for
-    every turn, so it needs no ``angles``."""
+    target's edge length per area in ``images``: within a factor exp(``SHAPE_TOLERANCE``); and where the
+    target is made of compact blobs, the grown blobs must be about as elongated as the target's: within
+    a factor exp(``BLOB_TOLERANCE``) (``blob_elongation``). The same for every turn, so it needs no
+    ``angles``."""
     colours, shares = target_palette(target)
     main = shares >= SHAPE_MIN_SHARE
     wanted = _of_target("shapes", target, (), lambda: edge_per_area(target[None], colours[main]))
@@ -450,9 +514,21 @@ def shape_check(images: torch.Tensor, target: torch.Tensor) -> dict:
     reasons = [f"colour {_colour_name(colour)} has {g:.2f} pixels of edge per pixel of area, the target {w:.2f}"
                for colour, g, w, d in zip(colours[main], grown.tolist(), wanted.tolist(), deviations.tolist())
                if d > SHAPE_TOLERANCE]
+    target_blobs = _of_target("blobs", target, (), lambda: blob_elongation(target[None], colours))
+    blobs = {}
+    if 0 < target_blobs < BLOB_TEXTURE_LIMIT:
+        grown_blobs = blob_elongation(images, colours)
+        deviation = abs(math.log(max(grown_blobs, 1e-3) / target_blobs))
+        blobs = {"grown_blob_elongation": round(grown_blobs, 3), "target_blob_elongation": round(target_blobs, 3),
+                 "blob_log_ratio": round(deviation, 4)}
+        if deviation > BLOB_TOLERANCE:
+            grown_text = ("no blobs grew, only specks" if grown_blobs == 0 else
+                          f"the blobs are {grown_blobs:.2f} times as long as wide")
+            reasons.append(f"{grown_text}, the target's {target_blobs:.2f} (allowed within a factor "
+                           f"{math.exp(BLOB_TOLERANCE):.2f}): streaks or specks where the target has compact shapes")
     return {"grown_edge_per_area": [round(v, 3) for v in grown.tolist()],
             "target_edge_per_area": [round(v, 3) for v in wanted.tolist()],
-            "largest_log_ratio": round(deviations.max().item(), 4) if len(deviations) else 0.0,
+            "largest_log_ratio": round(deviations.max().item(), 4) if len(deviations) else 0.0, **blobs,
             "passed": not reasons, "reasons": reasons}
 
 
