@@ -238,7 +238,7 @@ def compile_library(compiler: str, flags: list[str], folder: Path | None = None)
     message, CompileTimeout when it runs too long."""
     folder = build_dir() if folder is None else Path(folder)
     key = build_key(compiler, flags)
-    target = folder / f"nca_cpu_{key[:16]}.so"
+    target = library_path(compiler, flags, folder)
     if untrusted_because(target, key) is None:
         return target
     # Build under temporary names in a private subfolder, then rename: the library first, its record
