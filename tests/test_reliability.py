@@ -2,6 +2,9 @@
 
 MST scores of degenerate tasks, step counts and speeds of every rule, downloads that lie or trickle,
 emoji files of the wrong kind, and the small wrong-kind exceptions (Triton without a GPU, an empty image)."""
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -279,6 +282,15 @@ def random_rule(seed: int) -> nca.NCA:
     return model
 
 
+def pair_with_edited_json(tmp_path, edit) -> Path:
+    """A saved pair m.pt/m.json whose JSON ``edit(info, path)`` changed in place afterwards."""
+    path = models.save(random_rule(0), tmp_path / "m.pt")
+    info = models.load_metadata(path)
+    edit(info, path)
+    path.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
+    return path
+
+
 KILLED_BETWEEN_THE_RENAMES = """
 import os, sys, torch
 from helpers import models, nca
@@ -442,26 +454,23 @@ def test_a_config_edited_after_saving_is_refused(tmp_path, model, key, value):
 
 @pytest.mark.parametrize("missing", ["absent", "null"])
 def test_a_json_of_today_s_format_without_its_hash_is_refused(tmp_path, missing):
-    import json
-    path = models.save(random_rule(0), tmp_path / "m.pt")
-    info = models.load_metadata(path)
-    if missing == "absent":
-        del info["weights_sha256"]
-    else:
-        info["weights_sha256"] = None
-    path.with_suffix(".json").write_text(json.dumps(info))
+    def without_hash(info, path):
+        if missing == "absent":
+            del info["weights_sha256"]
+        else:
+            info["weights_sha256"] = None
+    path = pair_with_edited_json(tmp_path, without_hash)
     with pytest.raises(ValueError, match="m.json records no weights_sha256.*the pair is refused"):
         models.load(path)
 
 
 def test_an_older_pair_loads_with_a_warning_and_upgrade_format_protects_its_config(tmp_path):
-    import json
     import warnings
-    path = models.save(random_rule(0), tmp_path / "m.pt")
-    info = models.load_metadata(path)
-    del info["format_version"]
-    info["weights_sha256"] = models.sha256(path.read_bytes())          # format 1: the weights' hash alone
-    path.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
+
+    def format_1(info, path):
+        del info["format_version"]
+        info["weights_sha256"] = models.sha256(path.read_bytes())      # format 1: the weights' hash alone
+    path = pair_with_edited_json(tmp_path, format_1)
     with pytest.warns(UserWarning, match="m.json is in format 1.*upgrade_format"):
         models.load(path)
     before = models.load_metadata(path)
@@ -480,11 +489,7 @@ def test_an_older_pair_loads_with_a_warning_and_upgrade_format_protects_its_conf
 
 
 def test_a_format_from_the_future_is_refused(tmp_path):
-    import json
-    path = models.save(random_rule(0), tmp_path / "m.pt")
-    info = models.load_metadata(path)
-    info["format_version"] = 3
-    path.with_suffix(".json").write_text(json.dumps(info))
+    path = pair_with_edited_json(tmp_path, lambda info, path: info.update(format_version=3))
     with pytest.raises(ValueError, match="format_version 3.*update the course's helpers"):
         models.load(path)
 
