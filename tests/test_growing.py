@@ -325,3 +325,15 @@ def test_persistence_judges_each_checkpoint_and_refuses_bad_ones():
     assert not result["holds"] and result["checkpoints"][0]["loss_ratio"] > 0.9    # a seed is not a lizard
     with pytest.raises(ValueError, match="checkpoints"):
         growing.persistence(GrowingNCA(hidden=16), settings, checkpoints=(0, 10))
+
+
+def test_a_training_with_select_every_keeps_the_weights_that_hold_best(tmp_path):
+    settings = growing.Settings(**{**SMALL, "iterations": 4, "lr_milestones": (3,)}, experiment="persistent",
+                                select_every=2)
+    model, info = growing.train(settings, out=tmp_path / "lizard.pt", progress=False)
+    selected = info["selected"]
+    assert [done for done, _ in selected["scores"]] == [2, 4]
+    assert selected["score"] == min(score for _, score in selected["scores"])
+    assert selected["score"] == pytest.approx(growing.selection_score(model, settings), abs=1e-5)
+    with pytest.raises(ValueError, match="select_every"):
+        growing.Settings(select_every=-1)

@@ -90,3 +90,13 @@ def test_against_the_undamaged_twin_the_regenerating_lizard_regrows_circles_more
             "recovered_fraction"]
     assert fractions["growing_lizard_regenerating"] >= REGENERATING_RECOVERS, fractions
     assert fractions["growing_lizard_regenerating"] > fractions["growing_lizard_persistent"], fractions
+
+
+def test_the_selection_score_puts_the_holding_lizard_before_the_one_that_only_grows():
+    """``growing.selection_score`` (what ``--select-every`` keeps the best weights by): the regenerating
+    lizard holds at every 8,000-step checkpoint (score = its worst loss share, under the bound); the
+    growing-only lizard fails all four checkpoints (score at least 4)."""
+    scores = {name: growing.selection_score(*shipped(name)[:2])
+              for name in ["growing_lizard_regenerating", "growing_lizard_growing"]}
+    assert scores["growing_lizard_regenerating"] < growing.HOLD_LOSS_BOUND, scores
+    assert scores["growing_lizard_growing"] >= len(growing.HOLD_CHECKPOINTS), scores
