@@ -340,25 +340,6 @@ class VideoWriter:
         display(shown)
 
 
-def read_video_frames(path: str | Path) -> np.ndarray:
-    """Decode a video written by ``VideoWriter`` into uint8 frames [T, H, W, 3] (used by the tests)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no video at {path}")
-    if path.suffix.lower() == ".gif":
-        from PIL import Image, ImageSequence
-
-        with Image.open(path) as gif:
-            return np.stack([np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(gif)])
-    import imageio_ffmpeg
-
-    reader = imageio_ffmpeg.read_frames(str(path))
-    meta = reader.__next__()
-    width, height = meta["size"]
-    frames = [np.frombuffer(chunk, np.uint8).reshape(height, width, 3) for chunk in reader]
-    return np.stack(frames)
-
-
 # ------------------------------------------------------------------------------ dashboard
 
 def _in_notebook() -> bool:

@@ -413,20 +413,6 @@ def inside(bounds: Sequence[float], points) -> bool:
     return bool(((points[:, 0] >= x0) & (points[:, 0] <= x1) & (points[:, 1] >= y0) & (points[:, 1] <= y1)).all())
 
 
-def smooth_path(waypoints, frames: int) -> torch.Tensor:
-    """``frames`` targets [frames, 2] moving through ``waypoints`` with eased (cosine) speed."""
-    waypoints = torch.as_tensor(waypoints, dtype=torch.float64)
-    if waypoints.ndim != 2 or waypoints.shape[1] != 2 or len(waypoints) < 2:
-        raise ValueError(f"give at least two waypoints (x, y), got shape {tuple(waypoints.shape)}")
-    if frames < 2:
-        raise ValueError(f"a path needs at least 2 frames, got {frames}")
-    s = torch.linspace(0, len(waypoints) - 1, frames, dtype=torch.float64)
-    leg = s.floor().clamp(max=len(waypoints) - 2).long()
-    t = s - leg
-    eased = (1 - torch.cos(math.pi * t)) / 2
-    return waypoints[leg] + eased[:, None] * (waypoints[leg + 1] - waypoints[leg])
-
-
 # ------------------------------------------------------------------------------ drawing
 
 PALETTE = {"edge": "#2b4c7e", "pinned": "#b0b0b0", "handle": "#2b4c7e", "dragged": "#d62728",

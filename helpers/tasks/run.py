@@ -28,6 +28,11 @@ from ..train import setting
 ENGINES = ("fast", "plain")
 
 
+def check_engine(engine: str) -> None:
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+
+
 @dataclass
 class EngineSettings(train.TrainConfig):
     """The pool loop's settings plus the engine that runs chapter 03's rule (texture, mst); the rules of
@@ -40,8 +45,7 @@ class EngineSettings(train.TrainConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.engine not in ENGINES:
-            raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
+        check_engine(self.engine)
         if self.masks not in fast.MASK_MODES:
             raise ValueError(f"masks must be one of {fast.MASK_MODES}, got {self.masks!r}")
         if self.engine == "plain" and self.masks != "exact":
@@ -63,8 +67,7 @@ class CellNetworkSettings(train.TrainConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.engine not in ENGINES:
-            raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
+        check_engine(self.engine)
 
     def rollout(self) -> Callable:
         """The rollout ``train_pool`` uses for these settings."""
