@@ -120,11 +120,14 @@ def train_command(args: argparse.Namespace, parser: argparse.ArgumentParser, typ
         settings = settings_from(args, task)
         out = args.out or task.default_out(settings)
         run.check_out_path(out, args.overwrite, resuming=settings if args.resume else None)   # before training
+        if args.checkpoint:
+            run.check_out_path(args.checkpoint, overwrite=True, flag="--checkpoint")
         if args.threads is not None and args.threads < 1:
             raise ValueError(f"--threads must be at least 1, got {args.threads}")
         device = env.get_device(args.device)
         if hasattr(task, "before_training"):
             task.before_training(settings)
+        task.new_model(settings)      # the rule's options (channels, hidden, fire rate, --init) fail now, not mid-run
         if args.resume:                               # something to resume, from a run with these settings
             if not args.checkpoint:
                 raise ValueError("--resume continues the run whose --checkpoint is given: pass the same --checkpoint")
@@ -141,6 +144,8 @@ def train_command(args: argparse.Namespace, parser: argparse.ArgumentParser, typ
     except KeyboardInterrupt:
         sys.exit(130)             # the model so far was saved, marked partial (train_and_save said where)
     except train.Diverged as error:
+        sys.exit(f"error: {error}")
+    except (ValueError, FileNotFoundError) as error:     # bad input found only once training had its data
         sys.exit(f"error: {error}")
     print(f"saved {out}: {task.summary_line(metadata)} ({metadata['training_seconds']:.0f} s of training)")
 

@@ -34,14 +34,23 @@ def list_textures() -> list[str]:
     return sorted(path.stem for path in texture_dir().glob("*.png"))
 
 
+class UnknownName(KeyError, ValueError):
+    """An unknown texture name: a KeyError (a name not in the collection) and a ValueError (bad input), so
+    that either ``except`` catches it; its message is shown as written (a KeyError alone shows it quoted)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 def texture_path(name: str) -> Path:
-    """The file of texture ``name``; an unknown name raises a KeyError listing the available ones."""
+    """The file of texture ``name``; an unknown name raises ``UnknownName`` (a KeyError and a ValueError)
+    listing the available ones."""
     if not isinstance(name, str):
         raise TypeError(f"a texture is named by a string, got {type(name).__name__}")
     path = texture_dir() / f"{name}.png"
     if not path.is_file():
         available = ", ".join(list_textures()) or "none (run python data/make_textures.py)"
-        raise KeyError(f"no texture named {name!r}; available: {available}")
+        raise UnknownName(f"no texture named {name!r}; available: {available}")
     return path
 
 
@@ -70,8 +79,11 @@ def load_image(path: str | Path, size: int | None = None, device: torch.device |
       fully transparent pixel reads as the background, never as its hidden colour.
     * Resizing uses a box filter when shrinking (no aliasing) and bicubic when enlarging.
     """
-    if size is not None and (not isinstance(size, int) or size < 8):
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 8):
         raise ValueError(f"size must be an integer >= 8, got {size!r}")
+    if not isinstance(path, (str, Path)):
+        raise ValueError(f"path must be an image file's path, got {path!r} ({type(path).__name__})")
+    background_colour(background)        # checked for every image, not only for those with transparency
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"no image file at {path}" + (" (it is a folder)" if path.is_dir() else ""))
@@ -106,14 +118,24 @@ def load_image(path: str | Path, size: int | None = None, device: torch.device |
         else:
             array = np.asarray(image, dtype=np.float32) / 255.0
     tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).contiguous()
-    return tensor.to(device) if device is not None else tensor
+    return tensor.to(env.checked_device(device)) if device is not None else tensor
+
+
+def background_colour(background) -> tuple[float, float, float]:
+    """``background`` (a grey level or an (r, g, b) triple, each in [0, 1]) as (r, g, b)."""
+    number = (int, float, np.number)
+    colour = (background,) * 3 if isinstance(background, number) else \
+        tuple(background) if isinstance(background, (tuple, list)) else ()
+    if len(colour) != 3 or not all(isinstance(c, number) and not isinstance(c, bool) and 0.0 <= c <= 1.0
+                                   for c in colour):
+        raise ValueError(f"background must be a grey level or an (r, g, b) triple in [0, 1], got {background!r}; "
+                         "e.g. 1.0 (white)")
+    return colour
 
 
 def _composite(rgba: Image.Image, background: float | tuple[float, float, float]) -> Image.Image:
     """``rgba`` laid over a plain ``background`` (grey level or r, g, b in [0, 1]); returns an RGB image."""
-    colour = (background,) * 3 if isinstance(background, (int, float)) else tuple(background)
-    if len(colour) != 3 or not all(0.0 <= c <= 1.0 for c in colour):
-        raise ValueError(f"background must be a grey level or an (r, g, b) triple in [0, 1], got {background!r}")
+    colour = background_colour(background)
     plain = Image.new("RGBA", rgba.size, tuple(round(255 * c) for c in colour) + (255,))
     return Image.alpha_composite(plain, rgba).convert("RGB")
 
@@ -224,6 +246,13 @@ def _checked_local_image(url: str, path: Path, max_bytes: int) -> Path:
     return path
 
 
+def check_target_size(target_size) -> None:
+    """A texture task's ``target_size``: 0 (the grid's size) or a side ``load_image`` can resize to (>= 8)."""
+    if target_size != 0 and target_size < 8:
+        raise ValueError(f"target_size (the side the texture is resized to) must be 0 (the grid's size) or at least "
+                         f"8 pixels, got {target_size}")
+
+
 def load_target(target: str | Path, size: int | None = None, device: torch.device | str | None = None) -> torch.Tensor:
     """A texture to train on or judge against, as ``load_image`` returns it: a shipped texture's name
     (``list_textures()``), an image file's path, or a URL (downloaded once by ``fetch_image``)."""
@@ -267,6 +296,9 @@ def load_emoji(name: str | Path, size: int | None = None, device: torch.device |
     * A non-square image is padded with transparent pixels to a square, centred (never squashed):
       the empty margin is what a growing target has around its shape anyway.
     """
+    if not isinstance(name, (str, Path)):
+        raise ValueError(f"an emoji is a shipped emoji's name or an image file's path, got {name!r} "
+                         f"({type(name).__name__}); e.g. load_emoji('lizard')")
     path = emoji_dir() / f"{name}.png" if str(name) in list_emoji() else Path(name)
     if not path.is_file():
         raise ValueError(f"no emoji {name!r}: shipped ones are {', '.join(list_emoji())}, or give an RGBA image path")
@@ -299,4 +331,4 @@ def load_emoji(name: str | Path, size: int | None = None, device: torch.device |
         image = image.resize((size, size), Image.Resampling.LANCZOS if size < image.width else Image.Resampling.BICUBIC)
     array = np.asarray(image, dtype=np.float32) / 255.0
     tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).contiguous()
-    return tensor.to(device) if device is not None else tensor
+    return tensor.to(env.checked_device(device)) if device is not None else tensor

@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import checks
+
 ACCEPTED = ("a NumPy array or torch tensor shaped HW, HWC, CHW, BHWC or BCHW with 1, 3 or 4 channels, "
             "dtype uint8 (0..255) or float (0..1)")
 # Floats a little outside [0, 1] (overshoot of a model's output) are clipped; beyond these limits the
@@ -135,12 +137,9 @@ def tile(batch, columns: int | None = None, padding: int = 2, pad_value: float =
         array = as_image_array(batch)
         if array.ndim == 3:
             array = array[None]
-    if padding < 0:
-        raise ValueError(f"padding must be >= 0, got {padding}")
+    checks.check_count("padding", padding, 0, "padding=2")
     count, height, width, channels = array.shape
-    columns = columns or math.ceil(math.sqrt(count))
-    if columns < 1:
-        raise ValueError(f"columns must be >= 1, got {columns}")
+    columns = math.ceil(math.sqrt(count)) if columns is None else checks.check_count("columns", columns, 1, "columns=4")
     rows = math.ceil(count / columns)
     grid = np.full((rows * height + (rows - 1) * padding, columns * width + (columns - 1) * padding, channels),
                    pad_value, dtype=np.float32)
@@ -158,7 +157,7 @@ def show(image, title: str | None = None, zoom_factor: int | None = None, ax=Non
     array = as_image_array(image)
     if array.ndim == 4:
         array = tile(array, columns=columns)
-    if zoom_factor:
+    if zoom_factor is not None:
         array = zoom(array, zoom_factor)
     if ax is None:
         height, width = array.shape[:2]
@@ -184,7 +183,11 @@ def weight_image(weights, scale: float | None = None) -> np.ndarray:
     if isinstance(weights, torch.Tensor):
         matrix = weights.detach().cpu().double().numpy()
     else:
-        matrix = np.asarray(weights, float)
+        try:
+            matrix = np.asarray(weights, float)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"weight_image needs a 2-D matrix of numbers (a tensor or array), got {weights!r:.80}") \
+                from error
     if matrix.ndim != 2:
         raise ValueError(f"weight_image needs a 2-D matrix, got shape {matrix.shape}; "
                          "reshape a 1x1 convolution weight [out, in, 1, 1] to [out, in] first")
@@ -246,8 +249,9 @@ class VideoWriter:
         if format == "mp4" and not has_ffmpeg():
             raise ValueError("MP4 needs the package imageio-ffmpeg (pip install imageio-ffmpeg); "
                              "or ask for format='gif'")
-        if fps <= 0:
-            raise ValueError(f"fps must be positive, got {fps}")
+        if isinstance(fps, bool) or not isinstance(fps, (int, float, np.number)) or not 0 < fps < math.inf:
+            raise ValueError(f"fps (frames per second) must be a finite number > 0, got {fps!r}; e.g. fps=30")
+        checks.check_count("zoom_factor", zoom_factor, 1, "zoom_factor=4")
         if path is None:
             path = Path(tempfile.mkdtemp(prefix="dsos_video_")) / f"video.{format}"
         self.path = Path(path)

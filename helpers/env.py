@@ -147,8 +147,11 @@ def get_device(prefer: str | None = None) -> torch.device:
     """
     choice = prefer or os.environ.get("DSOS_DEVICE")
     if choice:
-        device = torch.device(choice)      # raises for names torch does not know
-        if device.type not in ("cpu", "cuda", "mps"):
+        try:
+            device = torch.device(choice)
+        except (RuntimeError, TypeError):   # a name torch does not know: its own message lists two dozen back ends
+            device = None
+        if device is None or device.type not in ("cpu", "cuda", "mps"):
             raise ValueError(f"device {choice!r} cannot run the course (it computes nothing, or is not supported "
                              "here); use 'cpu', 'cuda' or 'mps', or leave DSOS_DEVICE unset")
         if device.type == "cuda" and not torch.cuda.is_available():
@@ -163,6 +166,13 @@ def get_device(prefer: str | None = None) -> torch.device:
     if _mps_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def checked_device(device):
+    """A device given by name (``"cpu"``, ``"cuda"``, ``"mps"``) checked by ``get_device``, so that a name
+    torch does not know, or a GPU this machine lacks, is a ValueError that says what to use; a
+    ``torch.device`` or None is passed on as it is."""
+    return get_device(device) if isinstance(device, str) else device
 
 
 def _mps_available() -> bool:

@@ -212,6 +212,9 @@ def check(exercise_id: str, function: Callable, strict: bool = False) -> None:
     """Print the verdict on the learner's ``function`` (done / not attempted yet / wrong, with a hint).
 
     ``strict=True`` (the solution cells) raises an ``AssertionError`` unless it is done."""
+    if not callable(function):
+        raise TypeError(f"check({exercise_id!r}, ...) takes your function itself (its name, without brackets), got "
+                        f"{function!r} ({type(function).__name__})")
     verdict = evaluate(exercise_id, function)
     print(verdict.message)
     if strict and verdict.status != "done":

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from . import checks
 from .checks import check_steps
 
 CHANNELS = 16
@@ -59,11 +60,7 @@ def alive_mask(state: torch.Tensor, threshold: float = 0.1) -> torch.Tensor:
 
 
 def check_state(state: torch.Tensor, channels: int) -> None:
-    if not isinstance(state, torch.Tensor) or state.dim() != 4 or state.shape[1] != channels:
-        shape = tuple(state.shape) if isinstance(state, torch.Tensor) else type(state).__name__
-        raise ValueError(f"the state must be a tensor [batch, {channels}, height, width], got {shape}")
-    if not state.is_floating_point():
-        raise ValueError(f"the state must hold floating point values, got {state.dtype}")
+    checks.check_state(state, channels)
 
 
 def check_cell_options(channels, hidden, fire_rate, alive_threshold) -> None:
@@ -134,6 +131,7 @@ class GrowingNCA(nn.Module):
         """``steps`` steps. The state is kept in channels-last memory order (same values, each cell's
         channels side by side), which the matrix products of ``change`` read fastest."""
         steps = check_steps(steps)
+        checks.check_state(state, self.channels, least_side=3, finite=True)
         state = state.contiguous(memory_format=torch.channels_last)
         for _ in range(steps):
             state = self.step(state, generator, filters=filters)
@@ -146,7 +144,8 @@ class GrowingNCA(nn.Module):
 def seed_state(batch: int, size: int | tuple[int, int], channels: int = CHANNELS, device=None) -> torch.Tensor:
     """``batch`` grids with the single seed cell: every channel but RGB set to 1 at the centre, all else 0
     (the argument order of ``helpers.nca.seed_state``)."""
-    height, width = (size, size) if isinstance(size, int) else size
+    checks.check_count("batch", batch, 1, "batch=1")
+    height, width = checks.grid_shape(size)
     state = torch.zeros(batch, channels, height, width, device=device)
     state[:, ALPHA:, height // 2, width // 2] = 1.0
     return state
@@ -154,6 +153,8 @@ def seed_state(batch: int, size: int | tuple[int, int], channels: int = CHANNELS
 
 def to_rgba(state: torch.Tensor) -> torch.Tensor:
     """The visible channels, clipped to [0, 1] (premultiplied RGBA)."""
+    if not isinstance(state, torch.Tensor) or state.ndim != 4 or state.shape[1] <= ALPHA:
+        checks.check_state(state, CHANNELS)       # says what a state is (any number of channels >= 4 is shown)
     return state[:, :ALPHA + 1].clamp(0.0, 1.0)
 
 

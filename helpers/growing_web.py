@@ -17,11 +17,13 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 from importlib import resources
 
 import numpy as np
 import torch
 
+from . import checks
 from .export.template import PLACEHOLDER
 from .export.webgl import run_test_page, show_page
 from .growing_nca import ALPHA, GrowingNCA, seed_state
@@ -72,9 +74,10 @@ def reference_rollout(model: GrowingNCA, state: torch.Tensor, steps: int) -> tor
     that ``browser_rollout`` must reproduce."""
     _check_model(model)
     _check_state(state, model, batch=None)
+    steps = checks.check_steps(steps)
     height, width = state.shape[2:]
     with torch.no_grad():
-        for t in range(int(steps)):
+        for t in range(steps):
             state = model.step(state, fire=fire_mask(t, height, width, model.fire_rate).to(state.device))
     return state
 
@@ -82,6 +85,14 @@ def reference_rollout(model: GrowingNCA, state: torch.Tensor, steps: int) -> tor
 def erase(state: torch.Tensor, x: float, y: float, radius: float) -> torch.Tensor:
     """A copy of ``state`` with all channels set to 0 in the cells whose centre lies within ``radius`` cells of
     column ``x``, row ``y`` (cell centres at integer coordinates): the page's eraser."""
+    if not isinstance(state, torch.Tensor) or state.ndim != 4:
+        shape = tuple(state.shape) if isinstance(state, torch.Tensor) else type(state).__name__
+        raise ValueError(f"the state must be a tensor [batch, channels, height, width], got {shape}")
+    for name, value in (("x", x), ("y", y), ("radius", radius)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number (in cells), got {value!r}")
+    if radius < 0:
+        raise ValueError(f"radius must be >= 0 cells, got {radius!r}")
     rows = torch.arange(state.shape[2], device=state.device, dtype=torch.float64)[:, None]
     columns = torch.arange(state.shape[3], device=state.device, dtype=torch.float64)[None, :]
     disc = (columns - x) ** 2 + (rows - y) ** 2 <= float(radius) ** 2

@@ -145,6 +145,9 @@ def check_codes(codes: torch.Tensor, batch: int | None, code_size: int) -> None:
         shape = tuple(codes.shape) if isinstance(codes, torch.Tensor) else type(codes).__name__
         raise ValueError(f"codes must be a tensor of shape [{rows}, code_size={code_size}] (one row per image), "
                          f"got {shape}; for one code use code[None]")
+    if not codes.is_floating_point() or not bool(torch.isfinite(codes).all()):
+        raise ValueError(f"codes must hold finite floating point numbers, got {codes.dtype}"
+                         f"{' with NaN or infinite values' if codes.is_floating_point() else ''}; use codes.float()")
 
 
 class Encoder(nn.Module):

@@ -122,6 +122,8 @@ def save(model: nn.Module, path: str | Path, metadata: dict | None = None) -> Pa
 
     Everything is checked before anything is written; then both files are replaced atomically,
     so an interrupted save leaves the previous pair (or a pair that ``load`` refuses)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"save takes the model (an nn.Module) first, then the path; got a {type(model).__name__}")
     path = Path(path)
     metadata = {} if metadata is None else metadata
     if not isinstance(metadata, dict):
@@ -253,6 +255,9 @@ def load(path: str | Path, device=None) -> nn.Module:
     tensor, a training checkpoint); weights of another architecture; NaN or inf weights; perception
     filters that contradict the config.
     """
+    if not isinstance(path, (str, Path)):
+        raise TypeError(f"path must be a model file's path (NAME.pt), got {path!r} ({type(path).__name__}); for a "
+                        "shipped model use helpers.models.shipped(NAME)")
     path = Path(path)
     if not path.is_file():
         folder = path.parent
@@ -290,7 +295,7 @@ def load(path: str | Path, device=None) -> nn.Module:
                              f"{json_name}'s config names; the two files disagree")
         raise ValueError(f"{path.name}: its {name!r} is not what {json_name}'s config makes; the two files disagree")
     model.load_state_dict(state_dict)
-    return model.to(device) if device is not None else model
+    return model.to(env.checked_device(device)) if device is not None else model
 
 
 def shipped_dir() -> Path:

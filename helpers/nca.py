@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import checks
 from .checks import check_steps
 
 CHANNELS = 12
@@ -107,13 +108,7 @@ def update_mask(shape, rate: float = 0.5, per: str = "channel", generator: torch
 
 
 def check_state(state: torch.Tensor, channels: int = CHANNELS) -> None:
-    if not isinstance(state, torch.Tensor):
-        raise ValueError(f"the state must be a torch tensor [batch, {channels}, height, width], "
-                         f"got {type(state).__name__}")
-    if state.ndim != 4 or state.shape[1] != channels:
-        raise ValueError(f"the state must be shaped [batch, {channels}, height, width], got {tuple(state.shape)}")
-    if state.shape[2] < 3 or state.shape[3] < 3:
-        raise ValueError(f"the grid must be at least 3x3, got {tuple(state.shape[2:])}")
+    checks.check_state(state, channels, least_side=3)     # the 3x3 filters need a 3x3 grid
 
 
 UPDATE_PER = ("channel", "cell")
@@ -235,10 +230,13 @@ def count_parameters(model: nn.Module) -> int:
 
 def seed_state(batch: int, size: int | tuple[int, int], channels: int = CHANNELS, device=None) -> torch.Tensor:
     """The seed: every value zero (so the visible image starts uniform grey)."""
-    height, width = (size, size) if isinstance(size, int) else size
+    checks.check_count("batch", batch, 1, "batch=1")
+    height, width = checks.grid_shape(size)
     return torch.zeros(batch, channels, height, width, device=device)
 
 
 def to_rgb(state: torch.Tensor) -> torch.Tensor:
     """Channels 0..2 plus 0.5, clipped to [0, 1]: the visible image, ``[B, 3, H, W]``."""
+    if not isinstance(state, torch.Tensor) or state.ndim != 4 or state.shape[1] < 3:
+        checks.check_state(state, CHANNELS)       # says what a state is (any number of channels >= 3 is shown)
     return (state[:, :3] + 0.5).clamp(0.0, 1.0)

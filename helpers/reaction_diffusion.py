@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from . import checks
 from .checks import check_speeds, check_steps
 from .nca import to_rgb  # noqa: F401  (the visible colour: channels 0..2 plus 0.5, clipped; as chapter 03)
 
@@ -48,6 +49,10 @@ for _z in range(3):
 def laplacian(state: torch.Tensor) -> torch.Tensor:
     """The Laplacian of every channel, on a grid that wraps around (a torus): ``[B, C, H, W]`` with the
     2D stencil, ``[B, C, D, H, W]`` with the 3D one. Same shape out."""
+    if not isinstance(state, torch.Tensor) or state.dim() not in (4, 5):
+        shape = tuple(state.shape) if isinstance(state, torch.Tensor) else type(state).__name__
+        raise ValueError(f"a grid state is [batch, channels, height, width] or [batch, channels, depth, height, "
+                         f"width], got {shape}")
     channels = state.shape[1]
     if state.dim() == 4:
         kernel = LAPLACIAN_2D.to(state)[None, None].repeat(channels, 1, 1, 1)
@@ -73,6 +78,8 @@ GRAY_SCOTT_DIFFUSION = (0.2, 0.1)
 def gray_scott_seed(batch: int, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """``[B, 2, size, size]``: chemical u = 1 everywhere, v = 0, except a few random squares of v = 1
     (where the reaction can start)."""
+    checks.check_count("batch", batch, 1, "batch=4")
+    checks.check_count("size", size, 7, "size=64")             # the seed squares are 6 cells wide
     state = torch.zeros(batch, 2, size, size)
     state[:, 0] = 1.0
     for b in range(batch):
@@ -87,6 +94,7 @@ def gray_scott_step(state: torch.Tensor, feed: torch.Tensor | float, kill: torch
     """One step of Gray-Scott for a batch ``[B, 2, H, W]`` (channels u, v); ``feed`` and ``kill`` are
     numbers or one value per sample ``[B]``:  u' = Du lap(u) - u v^2 + feed (1 - u),
     v' = Dv lap(v) + u v^2 - (feed + kill) v."""
+    check_field(state, 2)
     feed = torch.as_tensor(feed, dtype=state.dtype).reshape(-1, 1, 1)
     kill = torch.as_tensor(kill, dtype=state.dtype).reshape(-1, 1, 1)
     u, v = state[:, 0], state[:, 1]
@@ -110,6 +118,17 @@ def diffusion_coefficients(channels: int, smallest: float, largest: float) -> to
 #: A step is stable while speed * D * 16/3 < 2 (16/3 is the largest |eigenvalue| of LAPLACIAN_2D), so
 #: the largest rate 0.25 leaves room to run a trained rule with diffusion up to 1.5x faster.
 STABLE_LIMIT = 2 / (16 / 3)
+
+
+def check_field(state, channels: int) -> None:
+    """A reaction-diffusion state: a floating-point tensor ``[batch, channels, *space]`` (a grid, a volume
+    or a mesh's vertices)."""
+    if not isinstance(state, torch.Tensor) or state.dim() < 3 or state.shape[1] != channels:
+        shape = tuple(state.shape) if isinstance(state, torch.Tensor) else type(state).__name__
+        raise ValueError(f"the state must be a tensor [batch, {channels}, *space], got {shape}; make one with "
+                         "random_field")
+    if not state.is_floating_point():
+        raise ValueError(f"the state must hold floating point values, got {state.dtype}; use state.float()")
 
 
 class ReactionDiffusionNCA(nn.Module):
@@ -149,8 +168,7 @@ class ReactionDiffusionNCA(nn.Module):
         """One explicit Euler step. ``laplacian_of``: the space's Laplacian (default: a 2D or 3D grid
         that wraps around; ``helpers.meshes.MeshLaplacian`` for a mesh). The two speeds are the texture
         scale knob: faster diffusion relative to the reaction gives a larger pattern."""
-        if state.dim() < 3 or state.shape[1] != self.channels:
-            raise ValueError(f"the state must be [batch, {self.channels}, *space], got {tuple(state.shape)}")
+        check_field(state, self.channels)
         rates = self.diffusion.to(state).reshape(1, -1, *[1] * (state.dim() - 2))
         return state + diffusion_speed * rates * laplacian_of(state) + reaction_speed * self.reaction(state)
 
@@ -160,6 +178,7 @@ class ReactionDiffusionNCA(nn.Module):
         pool loop's and the stability check's calls). A diffusion speed beyond the stability limit of the
         space, or a speed that is negative or not finite, is refused (``helpers.checks.check_speeds``)."""
         steps = check_steps(steps)
+        check_field(state, self.channels)
         check_speeds(diffusion_speed, reaction_speed, float(self.diffusion.max()), laplacian_of, state)
         for _ in range(steps):
             state = self.step(state, laplacian_of, diffusion_speed, reaction_speed)
@@ -173,7 +192,12 @@ def random_field(batch: int, space: int | tuple, channels: int, generator: torch
                  device=None, amplitude: float = 0.5) -> torch.Tensor:
     """The starting state: every channel of every cell uniform in [-amplitude, amplitude]. ``space``:
     a side (a square grid) or a shape (e.g. ``(depth, height, width)``, or ``(vertices,)`` for a mesh)."""
-    shape = (space, space) if isinstance(space, int) else tuple(space)
+    checks.check_count("batch", batch, 1, "batch=2")
+    checks.check_count("channels", channels, 1, "channels=model.channels")
+    shape = (space, space) if checks.is_whole(space) else tuple(space) if isinstance(space, (tuple, list)) else None
+    if shape is None or not shape or not all(checks.is_whole(side) and side >= 1 for side in shape):
+        raise ValueError(f"the space's size must be a grid's side (a whole number >= 1) or a shape of them, e.g. 64 "
+                         f"or (depth, height, width), got {space!r}")
     noise = torch.rand(batch, channels, *shape, generator=generator)
     return ((2 * noise - 1) * amplitude).to(device)
 

@@ -17,13 +17,16 @@ import math
 import numbers
 import random
 import time
+import typing
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Callable
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+
+from .checks import check_learning_rate
 
 
 def setting(default, help: str):
@@ -38,6 +41,41 @@ def check_weight(name: str, value: float) -> None:
     """A loss term's weight must be a finite number >= 0 (a negative weight rewards what the term punishes)."""
     if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0):
         raise ValueError(f"{name} must be a finite number >= 0 (0 turns the term off), got {value!r}")
+
+
+#: What each annotation of a settings field accepts, in words (``check_setting_types``).
+SETTING_KINDS = {int: "a whole number", float: "a finite number", str: "a string", bool: "True or False",
+                 tuple: "a list of whole numbers"}
+
+
+def setting_value_error(name: str, kind: type, value, default):
+    """The error for a settings field given a value of the wrong kind: names the field, the value and its
+    type, what the field takes, and its default as an example."""
+    return ValueError(f"{name} must be {SETTING_KINDS[kind]}, got {value!r} ({type(value).__name__}); its default "
+                      f"is {default!r}")
+
+
+def check_setting_types(settings) -> None:
+    """Every field of a settings dataclass holds a value of its annotated kind (one check for every task's
+    settings, from Python as from a JSON): ``int`` a whole number (a NumPy integer is stored as an int; never a
+    bool), ``float`` a finite number, ``str`` a string, ``bool`` True or False, ``tuple`` whole numbers.
+    Without it a string where a number belongs fails deep inside the training, or a NaN trains silently."""
+    hints = typing.get_type_hints(type(settings))
+    for item in fields(settings):
+        kind, value = hints.get(item.name), getattr(settings, item.name)
+        default = item.default if item.default is not MISSING else item.default_factory()
+        if kind is int:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise setting_value_error(item.name, kind, value, default)
+            setattr(settings, item.name, int(value))
+        elif kind is float:
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                raise setting_value_error(item.name, kind, value, default)
+        elif kind in (str, bool) and not isinstance(value, kind):
+            raise setting_value_error(item.name, kind, value, default)
+        elif kind is tuple and (not isinstance(value, (tuple, list)) or not all(
+                isinstance(entry, numbers.Integral) and not isinstance(entry, bool) for entry in value)):
+            raise setting_value_error(item.name, kind, value, default)
 
 
 class Diverged(RuntimeError):
@@ -64,6 +102,7 @@ class TrainConfig:
     seed: int = setting(0, "seed of the pool, the step counts and the model's initial weights")
 
     def __post_init__(self):
+        check_setting_types(self)
         self.lr_milestones = tuple(int(m) for m in self.lr_milestones)
         if isinstance(self.iterations, bool) or not isinstance(self.iterations, numbers.Integral) \
                 or self.iterations < 1:           # 0 iterations would save an untrained rule as if it were trained
@@ -80,8 +119,7 @@ class TrainConfig:
         if not isinstance(self.warmup_iterations, int) or isinstance(self.warmup_iterations, bool) \
                 or self.warmup_iterations < 0:
             raise ValueError(f"warmup_iterations must be an integer >= 0, got {self.warmup_iterations!r}")
-        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
-            raise ValueError(f"learning_rate must be a positive finite number, got {self.learning_rate}")
+        check_learning_rate(self.learning_rate)
         if not 0 < self.lr_gamma <= 1:        # NaN fails too; a negative factor would make the rate climb the loss
             raise ValueError(f"lr_gamma multiplies the learning rate at each milestone: it must lie in (0, 1], "
                              f"got {self.lr_gamma}")

@@ -19,7 +19,7 @@ import importlib.util
 import sys
 from typing import Callable
 
-from . import toys
+from . import checks, toys
 
 
 def has_anywidget() -> bool:
@@ -229,6 +229,11 @@ def make_drag_widget(toy: toys.DragToy, prefer: str = "canvas", edge_colors=None
 
     Returns an object with ``view`` (display it) and ``on_drag(index, x, y)`` (the event callback).
     """
+    if not isinstance(toy, toys.DragToy):
+        raise TypeError(f"make_drag_widget needs a helpers.toys.DragToy (e.g. one of chapter 02's toys), got "
+                        f"{type(toy).__name__}")
+    if steps_per_event is not None:
+        checks.check_count("steps_per_event", steps_per_event, 1, "steps_per_event=3")
     if prefer not in ("canvas", "sliders"):
         raise ValueError(f"prefer must be 'canvas' or 'sliders', got {prefer!r}")
     if prefer == "canvas" and has_anywidget():

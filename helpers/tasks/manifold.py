@@ -37,9 +37,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .. import data, models
+from .. import checks, data, models
+from ..checks import check_learning_rate
 from ..growing_nca import to_rgb
-from ..manifold_nca import ALPHA, CHANNELS, CODE_SIZE, METHODS, ManifoldNCA
+from ..manifold_nca import ALPHA, CHANNELS, CODE_SIZE, METHODS, ManifoldNCA, check_codes
 from ..train import History, loss_curve, mean_of_last, setting, train_pool
 from . import run
 from .growing import RECOVERY_FACTOR, damage_masks
@@ -89,6 +90,10 @@ class Settings(run.CellNetworkSettings):
             raise ValueError(f"emoji_set must be one of {EMOJI_SETS}, got {self.emoji_set!r}")
         if self.stage == "encoder" and not self.init:
             raise ValueError("the encoder stage starts from a trained codes model: pass --init NAME.pt")
+        if self.stage != "encoder" and self.init:
+            raise ValueError(f"--init {self.init} would be ignored: only the encoder stage starts from a saved model "
+                             f"(this is the {self.stage} stage, which trains a fresh one); pass --stage encoder or "
+                             "leave --init out")
         for name in ("hidden", "code_size", "hyper_hidden", "encoder_width"):     # 0 would train without codes
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -144,6 +149,8 @@ def split(settings: Settings) -> tuple[list[str], list[str]]:
 
 def images(names: list[str], settings: Settings, device=None) -> torch.Tensor:
     """``[N, 4, target, target]``: the emoji as premultiplied RGBA, what the encoder reads."""
+    if isinstance(names, str) or not isinstance(names, (list, tuple)) or not names:
+        raise ValueError(f"names must be a non-empty list of emoji names, got {names!r}; e.g. ['lizard', 'apple']")
     folder = many_dir() if settings.emoji_set == "many" else None
     return torch.stack([data.load_emoji(name if folder is None else folder / f"{name}.png", settings.target_size)
                         for name in names]).to(device)
@@ -313,6 +320,7 @@ def check_codes_for(model: ManifoldNCA, codes, names: list[str] | None = None) -
     if names is not None and len(names) != len(codes):
         raise ValueError(f"{len(codes)} codes for {len(names)} names: give one code per name, codes of shape "
                          f"[{len(names)}, {size}]")
+    check_codes(codes, None, size)          # finite floating point numbers
 
 
 def table_codes(model: ManifoldNCA) -> torch.Tensor:
@@ -322,6 +330,11 @@ def table_codes(model: ManifoldNCA) -> torch.Tensor:
 def interpolate(start: torch.Tensor, end: torch.Tensor, count: int) -> torch.Tensor:
     """``[count, code_size]``: ``count`` codes evenly spaced on the straight line from ``start`` to ``end``
     (each ``[code_size]`` or ``[1, code_size]``), both included."""
+    checks.check_count("count", count, 2, "count=8 (the two ends and 6 codes between)")
+    if not (isinstance(start, torch.Tensor) and isinstance(end, torch.Tensor)) or start.numel() != end.numel():
+        shapes = [tuple(code.shape) if isinstance(code, torch.Tensor) else type(code).__name__ for code in (start, end)]
+        raise ValueError(f"start and end must be two codes of the same size (tensors [code_size] or [1, code_size]), "
+                         f"got {shapes[0]} and {shapes[1]}")
     weights = torch.linspace(0.0, 1.0, count, dtype=start.dtype, device=start.device)[:, None]
     start, end = start.reshape(1, -1), end.reshape(1, -1)
     path = (1 - weights) * start + weights * end
@@ -336,6 +349,8 @@ def search_codes(model: ManifoldNCA, names: list[str], settings: Settings, start
     count. What a new image costs when no encoder has learned it: seconds, not a training of the rule.
     Returns the codes and the mean loss at each iteration."""
     check_codes_for(model, start, names)
+    checks.check_count("iterations", iterations, 1, "iterations=100")
+    check_learning_rate(learning_rate)
     device = model.filters.device
     goals = targets(names, settings, device)
     codes = start.detach().clone().to(device).requires_grad_(True)
@@ -397,6 +412,9 @@ def retrieval_errors(model: ManifoldNCA, train_codes: torch.Tensor, train_names:
 
 def shuffled(codes: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """The codes given to the wrong images: a random permutation with no image keeping its own."""
+    if not isinstance(codes, torch.Tensor) or codes.dim() != 2:
+        shape = tuple(codes.shape) if isinstance(codes, torch.Tensor) else type(codes).__name__
+        raise ValueError(f"codes must be a tensor [N, code_size] (one row per image), got {shape}")
     count = len(codes)
     order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
     return codes[order.roll(1)][order.argsort()] if count > 1 else codes

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import fast, models, nca
-from ..train import History, mean_of_last, setting
+from .. import checks, fast, models, nca
+from ..train import History, check_setting_types, mean_of_last, setting
 from . import mst_graphs, run
 from .mst_geometry import find_root, segment_distance
 from .mst_metrics import THRESHOLD, score_drawings, summary
@@ -52,6 +52,9 @@ def check_canvas(canvas, margin: float = 0.0) -> int:
     """The canvas side as an int; anything else (not an integer, too small for its margin) raises."""
     if isinstance(canvas, bool) or not isinstance(canvas, (int, np.integer)):
         raise ValueError(f"the canvas size must be an integer number of pixels, got {canvas!r}")
+    if isinstance(margin, bool) or not isinstance(margin, (int, float, np.number)) or not 0 <= margin < math.inf:
+        raise ValueError(f"the margin (how far points keep from the border) must be a finite number >= 0 pixels, got "
+                         f"{margin!r}; e.g. margin={MARGIN}")
     if canvas < 8 or canvas <= 2 * margin + 1:
         raise ValueError(f"a canvas of {canvas} pixels is too small (need at least 8, and more than twice the "
                          f"margin {margin} + 1); use e.g. canvas={CANVAS}")
@@ -212,6 +215,9 @@ def make_task(points, canvas: int = CANVAS) -> tuple[np.ndarray, np.ndarray, lis
 def make_tasks(count: int, rng: np.random.Generator, canvas: int = CANVAS,
                min_points: int = MIN_POINTS, max_points: int = MAX_POINTS, margin: float = MARGIN) -> TaskBatch:
     """``count`` random tasks with ``min_points`` to ``max_points`` points each (both included)."""
+    checks.check_count("count", count, 1, "count=8")
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"rng must be a NumPy generator, got {rng!r}; e.g. np.random.default_rng(0)")
     if not 2 <= min_points <= max_points:
         raise ValueError(f"need 2 <= min_points <= max_points, got {min_points}, {max_points}")
     inputs, targets, all_points, all_edges = [], [], [], []
@@ -234,8 +240,10 @@ def heldout_tasks(count: int = HELDOUT_COUNT, seed: int = HELDOUT_SEED, **kwargs
 
 def initial_states(inputs: torch.Tensor, channels: int = 12) -> torch.Tensor:
     """NCA states ``[N, channels, H, W]``: the input image in channel 0, zeros elsewhere."""
-    if inputs.ndim != 4 or inputs.shape[1] != 1:
-        raise ValueError(f"inputs must be shaped [N, 1, H, W], got {tuple(inputs.shape)}")
+    if not isinstance(inputs, torch.Tensor) or inputs.ndim != 4 or inputs.shape[1] != 1:
+        shape = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
+        raise ValueError(f"inputs must be a tensor [N, 1, H, W] (a TaskBatch's inputs), got {shape}")
+    checks.check_count("channels", channels, 1, "channels=model.channels")
     state = torch.zeros(inputs.shape[0], channels, *inputs.shape[2:], dtype=inputs.dtype, device=inputs.device)
     state[:, :1] = inputs
     return state
@@ -279,6 +287,9 @@ def channel0_loss(extra_ink_weight: float = 0.5):
 
 def ink(states: torch.Tensor) -> torch.Tensor:
     """Channel 0 of NCA states, clipped to [0, 1]: the drawing, ``[N, 1, H, W]``."""
+    if not isinstance(states, torch.Tensor) or states.ndim != 4:
+        shape = tuple(states.shape) if isinstance(states, torch.Tensor) else type(states).__name__
+        raise ValueError(f"states must be a tensor [N, channels, H, W] (what draw_with returns), got {shape}")
     return states[:, :1].clamp(0.0, 1.0)
 
 
@@ -304,6 +315,9 @@ def draw_with(model, inputs: torch.Tensor | None, steps: int, seed: int = 0, chu
     (``tests/test_mst.py`` checks it); models that are not ``helpers.nca.NCA`` always run plain."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    checks.check_count("chunk", chunk, 1, "chunk=50")
+    if inputs is None and states is None:
+        raise ValueError("draw_with needs the tasks' inputs, or states to continue from")
     use_fast = engine == "fast" and isinstance(model, nca.NCA)
     device = next(model.parameters()).device
     states = initial_states(inputs, model.channels) if states is None else states
@@ -487,6 +501,7 @@ class Settings(run.EngineSettings):
                                   "plain: model.rollout, as chapter 03 teaches it")
 
     def __post_init__(self):
+        check_setting_types(self)       # before the default milestones are computed from the iterations
         if not self.lr_milestones:
             self.lr_milestones = (max(1, self.iterations // 8), max(2, self.iterations // 2))
         super().__post_init__()
@@ -497,8 +512,7 @@ class Settings(run.EngineSettings):
             raise ValueError(f"need eval_steps >= 1 and chapter_count >= 1, got {self.eval_steps}, "
                              f"{self.chapter_count}")
         check_extra_ink_weight(self.extra_ink_weight)
-        if self.padding not in nca.PADDINGS:
-            raise ValueError(f"padding must be one of {nca.PADDINGS}, got {self.padding!r}")
+        nca.NCA(channels=self.channels, padding=self.padding)      # the rule's own checks of both
 
     def task_settings(self) -> dict:
         """How the tasks are drawn (the keyword arguments of ``make_tasks``)."""
@@ -585,8 +599,9 @@ def summary_line(metadata: dict) -> str:
 
 
 def evaluate_arguments(parser) -> None:
-    parser.add_argument("--steps", type=int, help="rollout steps (default: as stored)")
-    parser.add_argument("--chapter-count", type=int, help="tasks of the 100x100 measurement (default: as stored)")
+    parser.add_argument("--steps", type=checks.count_flag(1), help="rollout steps (default: as stored)")
+    parser.add_argument("--chapter-count", type=checks.count_flag(1),
+                        help="tasks of the 100x100 measurement (default: as stored)")
     parser.add_argument("--choose-steps", action="store_true",
                         help="choose the rollout length on validation tasks (mst.choose_eval_steps, stored as "
                              "evaluation_length) and measure the held-out sets at it, without --full's surprises "

@@ -208,6 +208,9 @@ def is_positive_int(value) -> bool:
 def check_tasks(drawings, tasks) -> None:
     """One drawing per task, and every list of the ``TaskBatch`` as long: the scores walk them
     together with ``zip``, which would silently score the shortest prefix and drop the rest."""
+    if not isinstance(drawings, torch.Tensor):
+        raise ValueError(f"drawings must be a tensor [N, 1, H, W] (channel 0 of the states: mst.ink(states)), got "
+                         f"a {type(drawings).__name__}")
     counts = {"drawings": len(drawings), "inputs": len(tasks.inputs), "targets": len(tasks.targets),
               "points": len(tasks.points), "edges": len(tasks.edges)}
     if len(set(counts.values())) != 1 or counts["drawings"] == 0:
@@ -225,7 +228,9 @@ def score_drawings(drawings: torch.Tensor, tasks, threshold: float = THRESHOLD) 
     threshold = check_threshold(threshold)
     check_tasks(drawings, tasks)
     if drawings.shape != tasks.targets.shape:
-        raise ValueError(f"drawings {tuple(drawings.shape)} do not match the tasks {tuple(tasks.targets.shape)}")
+        raise ValueError(f"drawings {tuple(drawings.shape)} do not match the tasks {tuple(tasks.targets.shape)}: "
+                         "give one [1, H, W] drawing per task on the tasks' canvas (channel 0 of the states: "
+                         "mst.ink(states))")
     totals = {0: np.zeros(4, int), 1: np.zeros(4, int)}
     per_task = {"f1": [], "all_edges": [], "blobs": [], "stray_blobs": [], "border_ink": []}
     keys = ("true_drawn", "drawn", "found_target", "target")

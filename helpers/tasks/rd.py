@@ -64,8 +64,9 @@ class Settings(run.CellNetworkSettings):
         super().__post_init__()
         if self.target not in data.list_textures():
             data.load_target(self.target, 8)      # an unknown name or unreadable file fails now, naming it
-        if self.size < 8 or self.target_size < 0:
-            raise ValueError(f"need size >= 8 and target_size >= 0, got {self.size}, {self.target_size}")
+        if self.size < 8:
+            raise ValueError(f"size (the training grid's side, in cells) must be at least 8, got {self.size}; e.g. 48")
+        data.check_target_size(self.target_size)
         for name in ("overflow_weight", "colour_weight"):
             check_weight(name, getattr(self, name))
         if not (isinstance(self.angles, int) and self.angles >= 1):

@@ -173,16 +173,16 @@ def command_line(task: str, settings, out: str | Path | None = None, threads: in
     return shlex.join(arguments)
 
 
-def check_out_path(out: str | Path, overwrite: bool = False, resuming=None) -> Path:
+def check_out_path(out: str | Path, overwrite: bool = False, resuming=None, flag: str = "--out") -> Path:
     """Where a model will be saved, checked BEFORE training: a ``.pt`` name, and no existing model
     replaced unless ``overwrite`` (the shipped models in data/models must not be lost by accident).
     ``resuming``: the settings of a run that ``--resume`` continues; the partial model that run left at
     ``out`` when it was stopped (Ctrl-C) is replaced, never a finished one."""
     path = Path(out)
     if path.suffix != ".pt":
-        raise ValueError(f"--out must name the weights file, ending in .pt (the JSON goes beside it), got {out}")
+        raise ValueError(f"{flag} must name the weights file, ending in .pt (the JSON goes beside it), got {out}")
     if path.is_dir():
-        raise ValueError(f"--out {out} is a folder; give a file name ending in .pt")
+        raise ValueError(f"{flag} {out} is a folder; give a file name ending in .pt")
     if not overwrite and (path.exists() or path.with_suffix(".json").exists()):
         if resuming is not None and left_by_stopped_run(path, resuming):
             return path
@@ -374,7 +374,7 @@ def train_and_save(task: ModuleType, settings, out: str | Path | None = None, de
     name = task.__name__.rsplit(".", 1)[-1]
     path = check_out_path(out, overwrite, resuming=settings if resume else None) if out else None
     if checkpoint is not None:
-        checkpoint = check_out_path(checkpoint, overwrite=True)
+        checkpoint = check_out_path(checkpoint, overwrite=True, flag="--checkpoint")
     if resume and checkpoint is None:
         raise ValueError("resume continues the run whose --checkpoint is given: pass the same --checkpoint")
     resumed = load_training_state(checkpoint, settings) if resume else None

@@ -78,8 +78,9 @@ class Settings(run.EngineSettings):
             raise ValueError(f"update_per must be one of {nca.UPDATE_PER}, got {self.update_per!r}")
         if self.select_every < 0:
             raise ValueError(f"select_every must be >= 0 (0: keep the last weights), got {self.select_every}")
-        if self.size < 3 or self.target_size < 0:
-            raise ValueError(f"need size >= 3 and target_size >= 0, got {self.size}, {self.target_size}")
+        if self.size < 3:
+            raise ValueError(f"size (the training grid's side, in cells) must be at least 3, got {self.size}; e.g. 48")
+        data.check_target_size(self.target_size)
 
     @property
     def image_size(self) -> int:
