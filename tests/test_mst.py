@@ -394,14 +394,30 @@ def test_the_evaluation_length_is_the_fewest_steps_within_90_percent_of_the_best
                               mst.heldout_tasks(4, **task).inputs)
 
 
-def test_the_stored_evaluation_length_follows_its_own_rule():
-    stored = models.load_metadata(models.shipped_dir() / "mst.pt")
+SHIPPED_MST = sorted(path for path in models.shipped_dir().rglob("*.pt")
+                     if "heldout" in models.load_metadata(path))
+
+
+@pytest.mark.parametrize("path", SHIPPED_MST, ids=[f"{p.parent.name}/{p.stem}" for p in SHIPPED_MST])
+def test_every_shipped_mst_model_is_measured_at_the_length_its_own_rule_chose(path):
+    """One evaluation rule for every model the chapter compares: its held-out sets are measured at the
+    fewest validation steps within 90 % of its best 1-pixel F1 (mst.choose_eval_steps), not at a fixed
+    length that flatters the fast drawers."""
+    stored = models.load_metadata(path)
+    assert "evaluation_length" in stored, f"run: python -m helpers evaluate mst {path} --choose-steps --write"
     curve = stored["evaluation_length"]["validation_f1_1px"]
     best = max(curve.values())
     fewest = min(int(step) for step, f1 in curve.items() if f1 >= 0.9 * best)
-    assert stored["evaluation_length"]["steps"] == fewest == stored["heldout"]["steps"]
+    assert stored["evaluation_length"]["steps"] == fewest
+    for name in ("heldout", "heldout_check", "heldout_chapter_task"):
+        assert stored[name]["steps"] == fewest, (name, stored[name]["steps"], fewest)
+
+
+def test_the_chapter_model_stores_every_figure_at_its_evaluation_length():
+    stored = models.load_metadata(models.shipped_dir() / "mst.pt")
     assert stored["long_rollout"]["steps"] == list(mst.LONG_ROLLOUT_STEPS)
     assert set(stored["surprises"]) == set(mst.surprise_settings(stored["settings"]))
+    assert {surprise["steps"] for surprise in stored["surprises"].values()} == {stored["evaluation_length"]["steps"]}
 
 
 def test_evaluate_full_stores_every_figure_of_the_chapter(tmp_path, monkeypatch):
