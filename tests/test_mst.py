@@ -420,6 +420,23 @@ def test_the_chapter_model_stores_every_figure_at_its_evaluation_length():
     assert {surprise["steps"] for surprise in stored["surprises"].values()} == {stored["evaluation_length"]["steps"]}
 
 
+def test_a_training_measures_at_the_length_its_validation_chooses_unless_eval_steps_is_given(tmp_path, monkeypatch):
+    """train mst's own held-out figures follow chapter 05's rule by default (eval_steps 0), so a slow
+    drawer is not judged at a length it has not drawn by; --eval-steps N still fixes the length."""
+    choose = mst.choose_eval_steps
+    monkeypatch.setattr(mst, "choose_eval_steps", lambda model, task: choose(model, task, choices=(2, 4), count=3))
+    monkeypatch.setattr(mst, "HELDOUT_COUNT", 3)
+    tiny = dict(iterations=2, min_steps=4, max_steps=6, pool_size=8, batch_size=2, canvas=40, min_points=2,
+                max_points=3, margin=4.0, chapter_count=1)
+    _, chosen = mst.train(mst.Settings(**tiny), out=tmp_path / "chosen.pt", progress=False)
+    assert chosen["evaluation_length"]["steps"] in (2, 4)
+    assert chosen["heldout"]["steps"] == chosen["heldout_chapter_task"]["steps"] == chosen["evaluation_length"]["steps"]
+    _, fixed = mst.train(mst.Settings(**tiny, eval_steps=5), out=tmp_path / "fixed.pt", progress=False)
+    assert "evaluation_length" not in fixed and fixed["heldout"]["steps"] == 5
+    with pytest.raises(ValueError, match="eval_steps >= 0"):
+        mst.Settings(eval_steps=-1)
+
+
 def test_evaluate_full_stores_every_figure_of_the_chapter(tmp_path, monkeypatch):
     out = tmp_path / "tiny.pt"
     cli.main(["train", "mst", "--iterations", "2", "--min-steps", "4", "--max-steps", "6", "--pool-size", "8",

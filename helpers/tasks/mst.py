@@ -483,7 +483,8 @@ class Settings(run.EngineSettings):
     max_points: int = setting(MAX_POINTS, "most points of a task (included)")
     margin: float = setting(float(MARGIN), "points keep this far from every border")
     extra_ink_weight: float = setting(0.5, "weight of extra ink in the loss; missing ink weighs 1 (1.0: symmetric)")
-    eval_steps: int = setting(96, "rollout steps of the held-out measurement")
+    eval_steps: int = setting(0, "rollout steps of the held-out measurement (0: the length the model's own "
+                                 "validation chooses, mst.choose_eval_steps, chapter 05's rule for every model)")
     chapter_count: int = setting(50, "held-out tasks of the chapter's 100x100 measurement (slow on a CPU)")
     padding: str = setting("zeros", "what the NCA sees beyond the canvas's border: zeros (a flat world with edges, "
                                     "as the planar MST it must draw) or circular (the world wraps around)")
@@ -508,9 +509,9 @@ class Settings(run.EngineSettings):
         check_canvas(self.canvas, self.margin)
         if not 2 <= self.min_points <= self.max_points:
             raise ValueError(f"need 2 <= min_points <= max_points, got {self.min_points}, {self.max_points}")
-        if self.eval_steps < 1 or self.chapter_count < 1:
-            raise ValueError(f"need eval_steps >= 1 and chapter_count >= 1, got {self.eval_steps}, "
-                             f"{self.chapter_count}")
+        if self.eval_steps < 0 or self.chapter_count < 1:
+            raise ValueError(f"need eval_steps >= 0 (0: chosen on validation tasks) and chapter_count >= 1, got "
+                             f"{self.eval_steps}, {self.chapter_count}")
         check_extra_ink_weight(self.extra_ink_weight)
         nca.NCA(channels=self.channels, padding=self.padding)      # the rule's own checks of both
 
@@ -565,8 +566,16 @@ def loss(settings: Settings, device=None):
 
 
 def measure(model: nn.Module, settings: Settings) -> dict:
-    """The held-out measurements a saved model's JSON reports (see ``heldout_metadata``)."""
-    return heldout_metadata(model, settings.task_settings(), settings.eval_steps, chapter_count=settings.chapter_count)
+    """The held-out measurements a saved model's JSON reports (see ``heldout_metadata``), at
+    ``settings.eval_steps`` or, when that is 0, at the evaluation length its validation tasks choose
+    (``choose_eval_steps``, stored as ``evaluation_length``): a slow drawer is not judged unfinished."""
+    measured = {}
+    steps = settings.eval_steps
+    if not steps:
+        measured["evaluation_length"] = choose_eval_steps(model, settings.task_settings())
+        steps = measured["evaluation_length"]["steps"]
+    return {**measured, **heldout_metadata(model, settings.task_settings(), steps,
+                                           chapter_count=settings.chapter_count)}
 
 
 def describe(settings: Settings, model: nn.Module, history: History) -> dict:
