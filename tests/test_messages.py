@@ -2,6 +2,9 @@
 input through the way a learner meets the code, the chapters' helpers or the real command line. Before
 these checks, every case here ended in a raw exception from deep inside torch, NumPy or pathlib (an
 IndexError, a RuntimeError about tensor sizes, an AttributeError), or was accepted without a word."""
+import functools
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -189,7 +192,7 @@ def test_valid_input_is_still_accepted():
     (["train", "texture", "--checkpoint", "ck.txt"], "--checkpoint must name the weights file"),
     (["train", "manifold", "--init", "/nonexistent_35/m.pt"], "would be ignored"),
     (["evaluate", "mst", "SHIPPED/mst.pt", "--chapter-count", "0"], "must be a whole number >= 1, got '0'"),
-    (["evaluate", "growing", "SHIPPED/growing_lizard_growing.pt", "--count", "0"], "got 0"),
+    (["evaluate", "growing", "SHIPPED/growing_lizard_growing.pt", "--count", "0"], "--count: must be a whole number"),
 ])
 def test_the_command_line_refuses_bad_flags_before_training_with_a_usage_error(argv, fragment, tmp_path, capsys):
     from helpers import cli
@@ -202,3 +205,42 @@ def test_the_command_line_refuses_bad_flags_before_training_with_a_usage_error(a
     error = capsys.readouterr().err
     assert "error:" in error and fragment in error and "Traceback" not in error
     assert not (tmp_path / "m.pt").exists()
+
+
+def growing_measurement_calls():
+    """Chapter 06's measurements, each with one bad argument (the rest as the chapter passes them)."""
+    from helpers.growing_nca import GrowingNCA
+    from helpers.tasks import growing
+    rule, settings = GrowingNCA(hidden=8), growing.Settings(target_size=8, margin=2, hidden=8)
+    regrow = functools.partial(growing.regeneration, rule, settings, "circle", count=2)
+    states = growing.grow(rule, settings, 2, batch=2)
+    goal = growing.target(settings)
+    return [
+        ("regeneration every 0", lambda: regrow(every=0), "every must"),
+        ("regeneration after -5", lambda: regrow(after=-5), "after must"),
+        ("regeneration factor nan", lambda: regrow(factor=float("nan")),
+         "factor must be a finite number >= 1"),
+        ("regeneration factor 0.5", lambda: regrow(factor=0.5),
+         "factor must"),
+        ("stability every 0", lambda: growing.stability(rule, settings, steps=10, every=0), "every must"),
+        ("stability negative steps", lambda: growing.stability(rule, settings, steps=-10), "steps must"),
+        ("persistence at 2.5 steps", lambda: growing.persistence(rule, settings, checkpoints=(2.5,)),
+         "checkpoints must"),
+        ("damage masks for 0 states", lambda: growing.damage_masks("circle", 0, 20), "count must"),
+        ("damage masks on a 0-cell grid", lambda: growing.damage_masks("circle", 2, 0), "size must"),
+        ("judged on 3 channels", lambda: growing.judge_pattern(states[:, :3], goal), "at least 4"),
+        ("judged against another grid's target", lambda: growing.judge_pattern(states, goal[..., :-1, :-1]),
+         "the states' grid"),
+        ("grown without settings", lambda: growing.grow(rule, None, 4), "settings must be growing.Settings"),
+        ("grown by a texture rule", lambda: growing.grow(nca.NCA(), settings, 4), "model must be chapter 06's"),
+        ("rotation by a string", lambda: growing.rotation(rule, settings, degrees=("90",), count=1, steps=2),
+         "degrees must be finite angles"),
+        ("settings with fire rate 0", lambda: growing.Settings(fire_rate=0.0), "fire_rate"),
+    ]
+
+
+@pytest.mark.parametrize("name, call, fragment", growing_measurement_calls(),
+                         ids=[case[0] for case in growing_measurement_calls()])
+def test_chapter_06s_measurements_refuse_bad_arguments_by_name(name, call, fragment):
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        call()

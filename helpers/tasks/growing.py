@@ -27,9 +27,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .. import data
+from .. import checks, data
 from ..fast import cell_network
-from ..growing_nca import GrowingNCA, depthwise_filters, seed_state, to_rgb
+from ..growing_nca import GrowingNCA, check_cell_options, depthwise_filters, seed_state, to_rgb
 from ..train import History, loss_curve, mean_of_last, setting
 from . import run
 
@@ -74,6 +74,7 @@ class Settings(run.CellNetworkSettings):
             raise ValueError(f"damage_count must be in [0, batch_size - 1], got {self.damage_count}")
         if self.select_every < 0:
             raise ValueError(f"select_every must be >= 0 (0: keep the last weights), got {self.select_every}")
+        check_cell_options(16, self.hidden, self.fire_rate, 0.1)          # the rule's own checks, before training
         data.load_emoji(self.emoji, 8)          # a missing or unreadable emoji fails now, with its name
 
     @property
@@ -169,6 +170,7 @@ def damage_masks(kind: str, count: int, size: int, generator: torch.Generator | 
     half-side high through the middle half)."""
     if kind not in DAMAGE_KINDS:
         raise ValueError(f"damage kind must be one of {DAMAGE_KINDS}, got {kind!r}")
+    count, size = checks.check_count("count", count, 1, "count=8"), checks.check_count("size", size, 2, "size=40")
     coords = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2 - 1      # cell centres in [-1, 1]
     y, x = coords[None, :, None], coords[None, None, :]
 
@@ -211,6 +213,29 @@ def blur(rgba: torch.Tensor, size: int = 5) -> torch.Tensor:
     return nn.functional.conv2d(rgba, box, padding=size // 2, groups=channels)
 
 
+def check_against_target(states, goal) -> None:
+    """States ``[batch, channels >= 4 (RGBA first), H, W]`` judged against a target ``[1, 4, H, W]`` of their grid."""
+    if not isinstance(states, torch.Tensor) or states.ndim != 4 or states.shape[1] < 4:
+        shape = tuple(states.shape) if isinstance(states, torch.Tensor) else type(states).__name__
+        raise ValueError(f"states must be a tensor [batch, channels (RGBA first, at least 4), height, width], got "
+                         f"{shape}; for one state use state[None]")
+    if not isinstance(goal, torch.Tensor) or goal.ndim != 4 or goal.shape[1] != 4 \
+            or goal.shape[-2:] != states.shape[-2:]:
+        shape = tuple(goal.shape) if isinstance(goal, torch.Tensor) else type(goal).__name__
+        raise ValueError(f"the target must be [1, 4, {states.shape[-2]}, {states.shape[-1]}] (the states' grid), got "
+                         f"{shape}; use growing.target(settings) with the settings the states were grown with")
+
+
+def check_model_and_settings(model, settings) -> None:
+    """What every measurement below takes: chapter 06's rule and the growing task's settings."""
+    if not isinstance(model, GrowingNCA):
+        raise ValueError(f"model must be chapter 06's GrowingNCA, got a {type(model).__name__}; load one with "
+                         f"models.shipped('growing_lizard_regenerating')")
+    if not isinstance(settings, Settings):
+        raise ValueError(f"settings must be growing.Settings, got a {type(settings).__name__}; a saved model's are "
+                         f"tasks.settings_of(its metadata)")
+
+
 def pattern_scores(states: torch.Tensor, goal: torch.Tensor) -> dict:
     """How well each state's RGBA shows the target, ``{name: [batch]}``:
 
@@ -218,6 +243,7 @@ def pattern_scores(states: torch.Tensor, goal: torch.Tensor) -> dict:
     * ``detail_error``: the same for the *detail* of the picture, what a 5x5 blur removes (edges,
       spots, eyes): the squared error of the state's detail against the target's, over the target's
       detail energy. A blob of roughly the right colours can have a small loss but no detail: about 1."""
+    check_against_target(states, goal)
     rgba = states[:, :4]
     empty = goal.pow(2).mean()
     goal_detail = goal - blur(goal)
@@ -243,6 +269,7 @@ def grow(model: GrowingNCA, settings: Settings, steps: int, batch: int = 1, seed
          filters: torch.Tensor | None = None) -> torch.Tensor:
     """``batch`` rollouts of ``steps`` steps from the seed cell, masks from a generator seeded with ``seed``,
     on the model's device (``filters``: turned perception filters, see ``rotation``)."""
+    check_model_and_settings(model, settings)
     device = model.filters.device
     generator = torch.Generator(device).manual_seed(seed)
     filters = None if filters is None else filters.to(device)
@@ -279,6 +306,9 @@ def loss_over_time(model: GrowingNCA, states: torch.Tensor, goal: torch.Tensor, 
 def stability(model: GrowingNCA, settings: Settings, steps: int = 2000, every: int = 50, count: int = 8,
               seed: int = 0) -> dict:
     """The loss against rollout length from the seed, out to ``steps`` (median over ``count`` rollouts)."""
+    check_model_and_settings(model, settings)
+    steps, every = checks.check_steps(steps), checks.check_count("every", every, 1, "every=50")
+    count = checks.check_count("count", count, 1, "count=8")
     device = model.filters.device
     generator = torch.Generator(device).manual_seed(seed)
     start = seed_state(count, settings.grid, device=device)
@@ -293,9 +323,10 @@ def persistence(model: GrowingNCA, settings: Settings, checkpoints=HOLD_CHECKPOI
     """Grow ``count`` rollouts from the seed and judge them at each checkpoint (steps from the seed):
     the median loss, its share of an empty grid's, the detail error. The pattern *holds* when at every
     checkpoint the loss is below ``HOLD_LOSS_BOUND`` of an empty grid's and it still grows its target."""
-    checkpoints = sorted(int(step) for step in checkpoints)
-    if not checkpoints or checkpoints[0] < 1:
-        raise ValueError(f"checkpoints must be positive step counts, got {checkpoints}")
+    check_model_and_settings(model, settings)
+    if not checkpoints or not all(checks.is_whole(step) and step >= 1 for step in checkpoints):
+        raise ValueError(f"checkpoints must be whole step counts >= 1, got {checkpoints}; e.g. (1000, 4000, 8000)")
+    checkpoints, count = sorted(int(step) for step in checkpoints), checks.check_count("count", count, 1, "count=8")
     device = model.filters.device
     generator = torch.Generator(device).manual_seed(seed)
     goal = target(settings, device)
@@ -356,6 +387,13 @@ def regeneration(model: GrowingNCA, settings: Settings, kind: str, count: int = 
     ``grow`` gives for these arguments, if you have them already (several kinds, same states)."""
     if kind not in DAMAGE_KINDS:
         raise ValueError(f"damage kind must be one of {DAMAGE_KINDS}, got {kind!r}")
+    check_model_and_settings(model, settings)
+    count = checks.check_count("count", count, 1, "count=24")
+    after = checks.check_count("after", after, 1, "after=1000")
+    every = checks.check_count("every", every, 1, "every=50")
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 1 <= factor < math.inf:
+        raise ValueError(f"factor must be a finite number >= 1 (recovered: a loss within factor x the twin's), got "
+                         f"{factor!r}; the course uses {RECOVERY_FACTOR}")
     grown_steps = grown_steps or settings.max_steps - 1
     device = model.filters.device
     generator = torch.Generator().manual_seed(seed)          # the damage masks: drawn on the CPU
@@ -414,6 +452,9 @@ def rotation(model: GrowingNCA, settings: Settings, degrees=(0, 30, 45, 90, 180)
              steps: int | None = None, seed: int = 0) -> dict:
     """Turn the perception filters by each angle: the loss against the equally turned target (turned
     about the seed's cell), and against the unturned one (the pattern must follow the filters)."""
+    if not all(isinstance(angle, (int, float)) and not isinstance(angle, bool) and math.isfinite(angle)
+               for angle in degrees):
+        raise ValueError(f"degrees must be finite angles in degrees, got {degrees!r}; e.g. (0, 45, 90)")
     steps = steps or settings.max_steps - 1
     rows = []
     for angle in degrees:
@@ -461,7 +502,7 @@ def summary_line(metadata: dict) -> str:
 
 
 def evaluate_arguments(parser) -> None:
-    parser.add_argument("--count", type=int, default=24, help="damages per kind (default: 24)")
+    parser.add_argument("--count", type=checks.count_flag(1), default=24, help="damages per kind (default: 24)")
 
 
 def evaluate_saved(model: GrowingNCA, metadata: dict, args) -> tuple[dict, str]:
