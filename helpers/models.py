@@ -125,6 +125,9 @@ def save(model: nn.Module, path: str | Path, metadata: dict | None = None) -> Pa
     if not isinstance(model, nn.Module):
         raise TypeError(f"save takes the model (an nn.Module) first, then the path; got a {type(model).__name__}")
     path = Path(path)
+    if path.suffix != ".pt":         # NAME.json is the other half of the pair: "model.json" would be both
+        raise ValueError(f"save writes the weights to NAME.pt and the JSON beside it: name the .pt file, got "
+                         f"{str(path)!r}; e.g. outputs/my_model.pt")
     metadata = {} if metadata is None else metadata
     if not isinstance(metadata, dict):
         raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")

@@ -244,3 +244,13 @@ def growing_measurement_calls():
 def test_chapter_06s_measurements_refuse_bad_arguments_by_name(name, call, fragment):
     with pytest.raises(ValueError, match=re.escape(fragment)):
         call()
+
+
+def test_a_model_pair_is_saved_under_a_pt_name_only(tmp_path):
+    """save writes NAME.pt and NAME.json: under "model.json" both halves would share one file, and the
+    weights would silently replace the JSON."""
+    for name in ("model.json", "model", "model.pth"):
+        with pytest.raises(ValueError, match="name the .pt file"):
+            models.save(nca.NCA(), tmp_path / name)
+    assert list(tmp_path.iterdir()) == []
+    assert models.save(nca.NCA(), tmp_path / "model.pt").with_suffix(".json").exists()
