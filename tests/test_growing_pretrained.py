@@ -12,18 +12,23 @@ from helpers.tasks import growing, run
 # the lizards' grown loss 0.7-5 % of an empty grid's with detail errors 0.04-0.26, the butterfly's and the
 # mushroom's detail errors 0.65 and 0.88; from 1,000 to 8,000 steps the regenerating lizard's loss 0.5 % of an
 # empty grid's, the persistent lizard's (preset cpu-hold) 0.1 %, and its cpu-recipe predecessor's past 80 % by
-# 8,000 (kept in data/models/persistence_comparison); circles recovered against the twin: see data/README.md)
+# 8,000 (kept in data/models/cpu_recipe); circles recovered against the twin: see data/README.md)
 HOLD_FACTOR = 3.0           # after 1000 steps a pool model's loss is within this factor of its grown loss
 DRIFT_FACTOR = 10.0         # ... and the growing-only model's loss beyond this factor
 REGENERATING_RECOVERS = 0.6
-NAMED_FAILURES = {"growing_butterfly_regenerating", "growing_mushroom_regenerating"}
+NAMED_FAILURES = {"cpu_recipe/growing_mushroom_regenerating", "cpu_recipe/growing_butterfly_regenerating"}
 
 SHIPPED = {path.stem: path for path in sorted(models.shipped_dir().glob("growing_*.pt"))}
 EXPERIMENT_MODELS = [f"growing_lizard_{experiment}" for experiment in growing.EXPERIMENTS]
-#: The persistent lizard of the cpu recipe (pool 256, rollouts of 40 to 55 steps), which drifts: the shipped
-#: persistent lizard replaced it (preset cpu-hold); chapter 06 compares the two.
-CPU_PERSISTENT = "persistence_comparison/growing_lizard_persistent_cpu"
-RECIPES = {"growing_lizard_persistent": "cpu-hold", CPU_PERSISTENT: "cpu"}
+#: Models of the cpu recipes that ones of the preset cpu-hold replaced, kept for chapter 06's comparisons: the
+#: persistent lizard (pool 256, rollouts of 40 to 55 steps), which drifts, and the butterfly and the mushroom, which
+#: fail the judge.
+CPU_PERSISTENT = "cpu_recipe/growing_lizard_persistent"
+CPU_BUTTERFLY = "cpu_recipe/growing_butterfly_regenerating"
+CPU_MUSHROOM = "cpu_recipe/growing_mushroom_regenerating"
+RECIPES = {"growing_lizard_persistent": "cpu-hold", "growing_butterfly_regenerating": "cpu-hold",
+           "growing_mushroom_regenerating": "cpu-hold", CPU_PERSISTENT: "cpu", CPU_BUTTERFLY: "cpu-2000",
+           CPU_MUSHROOM: "cpu-2000"}
 
 
 def shipped(name):
@@ -36,7 +41,7 @@ def shipped(name):
 def test_the_shipped_set_is_the_three_lizards_and_two_more_regenerating_emoji_on_their_recipes():
     assert set(EXPERIMENT_MODELS) <= set(SHIPPED)
     assert len([name for name in SHIPPED if name.endswith("_regenerating")]) >= 3
-    for name in [*SHIPPED, CPU_PERSISTENT]:
+    for name in [*SHIPPED, CPU_PERSISTENT, CPU_BUTTERFLY, CPU_MUSHROOM]:
         _, settings, info = shipped(name)
         recipe = growing.PRESETS[RECIPES.get(name, "cpu" if "lizard" in name else "cpu-2000")]
         assert settings == dataclasses.replace(recipe, experiment=settings.experiment, emoji=settings.emoji), name
@@ -45,13 +50,15 @@ def test_the_shipped_set_is_the_three_lizards_and_two_more_regenerating_emoji_on
         assert f"--emoji {settings.emoji}" in info["command"]
 
 
-@pytest.mark.parametrize("name", sorted(SHIPPED))
-def test_the_lizards_grow_their_target_and_the_named_failures_do_not(name):
+@pytest.mark.parametrize("name", [*sorted(SHIPPED), CPU_BUTTERFLY, CPU_MUSHROOM])
+def test_each_model_grows_its_target_and_the_named_failures_do_not(name):
     """Re-measured from other random masks than the JSON's, with the judge that fails blobs
-    (growing.judge_pattern, validated on tests/fixtures/growing): every lizard passes; the butterfly and
-    the mushroom, whose losses are small, fail on detail, as the chapter names them."""
+    (growing.judge_pattern, validated on tests/fixtures/growing): every shipped model passes; the mushroom
+    and the butterfly of the cpu-2000 recipe, whose losses are small, fail on detail, as the chapter names
+    them. Sixteen rollouts: the cpu-hold mushroom passes at the end of its longest training rollout (96
+    steps) with a median detail error of about 0.33, near the bound 0.35 (it finishes by about 150 steps)."""
     model, settings, info = shipped(name)
-    grown = growing.grow(model, settings, settings.max_steps - 1, batch=8, seed=11)
+    grown = growing.grow(model, settings, settings.max_steps - 1, batch=16, seed=11)
     judged = growing.judge_pattern(grown, growing.target(settings))
     assert judged["grows_target"] == (name not in NAMED_FAILURES), (name, judged)
     assert judged["loss_ratio"] < growing.GROWN_LOSS_BOUND, (name, judged)

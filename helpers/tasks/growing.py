@@ -197,7 +197,7 @@ def damage_masks(kind: str, count: int, size: int, generator: torch.Generator | 
 GROWN_LOSS_BOUND = 0.2
 #: ... AND its detail error (``pattern_scores``) is below this: a blurred blob of the right colours
 #: fails here even where its loss is small. Set on labelled states (tests/fixtures/growing): the grown
-#: lizards score 0.12 to 0.19, today's mushroom blob 0.88, the butterfly (no antennae, no spots) 0.65,
+#: lizards score 0.12 to 0.19, the cpu-2000 recipe's mushroom blob 0.88 and butterfly (no antennae, no spots) 0.65,
 #: the lizard's own target blurred by a 3x3 box 0.41, an empty grid 1.
 DETAIL_BOUND = 0.35
 #: A pattern *holds* when at every checkpoint of ``persistence`` its median loss is below this share
