@@ -240,6 +240,15 @@ def test_on_an_even_grid_the_target_turns_about_the_seeds_cell_not_the_grids_mid
     assert (turned - torch.rot90(growing.target(settings), quarter_turns, (-2, -1))).abs().max() > 0.1
 
 
+def test_the_measurements_fast_rollout_keeps_nothing_for_a_backward_pass():
+    """Measurements follow rules for thousands of steps: kept for a backward pass, 8 lizards over 8,000
+    steps took more than 24 GB (the appendix's rehearsal died of it)."""
+    model = busy_model()
+    assert all(parameter.requires_grad for parameter in model.parameters())
+    state = growing.fast_rollout(model, seed_state(2, 12), 5, torch.Generator().manual_seed(0))
+    assert not state.requires_grad and state.grad_fn is None
+
+
 def test_twin_rollouts_share_their_masks_and_equal_the_plain_model():
     """A damaged state and its twin see the same coins: a 'damage' that erases nothing stays identical
     to its twin, and both are what GrowingNCA.step gives with those coins."""

@@ -226,6 +226,13 @@ def check_against_target(states, goal) -> None:
                          f"{shape}; use growing.target(settings) with the settings the states were grown with")
 
 
+def check_multiple(name: str, steps: int, every: int) -> None:
+    """A curve measured ``every`` steps ends at ``steps`` only if ``every`` divides it."""
+    if steps % every:
+        raise ValueError(f"{name}={steps} is not a multiple of every={every}: the curve would stop at "
+                         f"{steps - steps % every}; e.g. {name}={steps - steps % every or every}")
+
+
 def check_model_and_settings(model, settings) -> None:
     """What every measurement below takes: chapter 06's rule and the growing task's settings."""
     if not isinstance(model, GrowingNCA):
@@ -276,11 +283,14 @@ def grow(model: GrowingNCA, settings: Settings, steps: int, batch: int = 1, seed
     return fast_rollout(model, seed_state(batch, settings.grid, device=device), steps, generator, filters)
 
 
+@torch.no_grad()
 def fast_rollout(model: GrowingNCA, state: torch.Tensor, steps: int, generator: torch.Generator | None = None,
                  filters: torch.Tensor | None = None, fires: list | None = None) -> torch.Tensor:
     """``model.rollout(state, steps, generator, filters)`` through ``helpers.fast.cell_network`` (the same
     states, several times faster on a CPU: the long measurements below use it). ``fires``: one update
-    mask ``[B, 1, H, W]`` per step, to use instead of drawing them."""
+    mask ``[B, 1, H, W]`` per step, to use instead of drawing them. Without gradients: a rollout followed
+    for thousands of steps would otherwise keep every step for a backward pass (8 lizards for 8,000 steps:
+    more than 24 GB); training rolls out through ``cell_network.fast_rollout``."""
     plan = cell_network.choose("auto", state.device)
     if plan == "plain" and fires is None:
         return model.rollout(state, steps, generator, filters=filters)
@@ -309,6 +319,7 @@ def stability(model: GrowingNCA, settings: Settings, steps: int = 2000, every: i
     check_model_and_settings(model, settings)
     steps, every = checks.check_steps(steps), checks.check_count("every", every, 1, "every=50")
     count = checks.check_count("count", count, 1, "count=8")
+    check_multiple("steps", steps, every)
     device = model.filters.device
     generator = torch.Generator(device).manual_seed(seed)
     start = seed_state(count, settings.grid, device=device)
@@ -391,6 +402,7 @@ def regeneration(model: GrowingNCA, settings: Settings, kind: str, count: int = 
     count = checks.check_count("count", count, 1, "count=24")
     after = checks.check_count("after", after, 1, "after=1000")
     every = checks.check_count("every", every, 1, "every=50")
+    check_multiple("after", after, every)
     if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 1 <= factor < math.inf:
         raise ValueError(f"factor must be a finite number >= 1 (recovered: a loss within factor x the twin's), got "
                          f"{factor!r}; the course uses {RECOVERY_FACTOR}")
@@ -455,6 +467,7 @@ def rotation(model: GrowingNCA, settings: Settings, degrees=(0, 30, 45, 90, 180)
     if not all(isinstance(angle, (int, float)) and not isinstance(angle, bool) and math.isfinite(angle)
                for angle in degrees):
         raise ValueError(f"degrees must be finite angles in degrees, got {degrees!r}; e.g. (0, 45, 90)")
+    count = checks.check_count("count", count, 1, "count=8")
     steps = steps or settings.max_steps - 1
     rows = []
     for angle in degrees:
