@@ -131,7 +131,7 @@ class GrowingNCA(nn.Module):
         """``steps`` steps. The state is kept in channels-last memory order (same values, each cell's
         channels side by side), which the matrix products of ``change`` read fastest."""
         steps = check_steps(steps)
-        checks.check_state(state, self.channels, least_side=3, finite=True)
+        checks.check_state(state, self.channels, least_side=3)    # NaN goes on as NaN, as in the plain model
         state = state.contiguous(memory_format=torch.channels_last)
         for _ in range(steps):
             state = self.step(state, generator, filters=filters)

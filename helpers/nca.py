@@ -236,7 +236,8 @@ def seed_state(batch: int, size: int | tuple[int, int], channels: int = CHANNELS
 
 
 def to_rgb(state: torch.Tensor) -> torch.Tensor:
-    """Channels 0..2 plus 0.5, clipped to [0, 1]: the visible image, ``[B, 3, H, W]``."""
-    if not isinstance(state, torch.Tensor) or state.ndim != 4 or state.shape[1] < 3:
+    """Channels 0..2 plus 0.5, clipped to [0, 1]: the visible image, ``[B, 3, H, W]`` (of a volume's state
+    ``[B, C, D, H, W]`` or a mesh's ``[B, C, V]`` alike: chapter 08 shows both)."""
+    if not isinstance(state, torch.Tensor) or state.ndim < 3 or state.shape[1] < 3:    # a mesh's [B, C, V] is fine too
         checks.check_state(state, CHANNELS)       # says what a state is (any number of channels >= 3 is shown)
     return (state[:, :3] + 0.5).clamp(0.0, 1.0)
