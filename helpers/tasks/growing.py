@@ -72,8 +72,7 @@ class Settings(run.CellNetworkSettings):
             raise ValueError(f"need target_size >= 4 and margin >= 1, got {self.target_size}, {self.margin}")
         if not 0 <= self.damage_count <= self.batch_size - 1:
             raise ValueError(f"damage_count must be in [0, batch_size - 1], got {self.damage_count}")
-        if self.select_every < 0:
-            raise ValueError(f"select_every must be >= 0 (0: keep the last weights), got {self.select_every}")
+        run.check_select_every(self.select_every)
         check_cell_options(16, self.hidden, self.fire_rate, 0.1)          # the rule's own checks, before training
         data.load_emoji(self.emoji, 8)          # a missing or unreadable emoji fails now, with its name
 

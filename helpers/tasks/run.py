@@ -33,6 +33,12 @@ def check_engine(engine: str) -> None:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
 
 
+def check_select_every(select_every: int) -> None:
+    """``select_every`` of a task that keeps its best weights by a long rollout (``Selection``)."""
+    if select_every < 0:
+        raise ValueError(f"select_every must be >= 0 (0: keep the last weights), got {select_every}")
+
+
 @dataclass
 class EngineSettings(train.TrainConfig):
     """The pool loop's settings plus the engine that runs chapter 03's rule (texture, mst); the rules of

@@ -76,8 +76,7 @@ class Settings(run.EngineSettings):
                              f"patch_size={self.patch_size}")
         if self.update_per not in nca.UPDATE_PER:
             raise ValueError(f"update_per must be one of {nca.UPDATE_PER}, got {self.update_per!r}")
-        if self.select_every < 0:
-            raise ValueError(f"select_every must be >= 0 (0: keep the last weights), got {self.select_every}")
+        run.check_select_every(self.select_every)
         if self.size < 3:
             raise ValueError(f"size (the training grid's side, in cells) must be at least 3, got {self.size}; e.g. 48")
         data.check_target_size(self.target_size)
