@@ -501,7 +501,7 @@ def time_notebooks(paths, quick: bool, timeout: float = 3600.0) -> list[tuple[st
 
     import nbformat
     from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
     results = []
     saved = {name: os.environ.get(name) for name in ("DSOS_QUICK", REHEARSAL_ENV)}
@@ -515,8 +515,10 @@ def time_notebooks(paths, quick: bool, timeout: float = 3600.0) -> list[tuple[st
             start = time.perf_counter()
             try:
                 client.execute()
-            except CellExecutionError as error:
-                print(f"{path.name}: FAILED, not timed: {str(error).strip().splitlines()[-1]}", flush=True)
+            except (CellExecutionError, CellTimeoutError, DeadKernelError) as error:
+                # one notebook that fails, hangs past ``timeout`` or kills its kernel must not cost the others' times
+                print(f"{path.name}: FAILED, not timed: {type(error).__name__}: "
+                      f"{(str(error).strip().splitlines() or [''])[-1]}", flush=True)
                 continue
             results.append((path.name, time.perf_counter() - start))
             print(f"{path.name}: {results[-1][1]:.0f} s", flush=True)

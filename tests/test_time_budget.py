@@ -73,3 +73,14 @@ def test_the_session_plan_keeps_to_its_length_and_leaves_the_appendices():
     assert any("break" in line for line in plan) and "for later" in plan[-1]
     assert not any("appendix.ipynb (" in line for line in plan)
     assert len([line for line in plan if "_x.ipynb (" in line]) == 4     # 32 min each, a break after each
+
+
+def test_timing_reports_a_notebook_that_fails_or_kills_its_kernel_and_times_the_others(tmp_path, capsys):
+    paths = [write_notebook(tmp_path / "dies.ipynb", code=["import os\nos._exit(1)"]),
+             write_notebook(tmp_path / "fails.ipynb", code=["raise ValueError('no')"]),
+             write_notebook(tmp_path / "fine.ipynb", code=["x = 1"])]
+    timed = env.time_notebooks(paths, quick=True, timeout=120)
+    assert [name for name, _ in timed] == ["fine.ipynb"]
+    printed = capsys.readouterr().out
+    assert "dies.ipynb: FAILED, not timed: DeadKernelError" in printed
+    assert "fails.ipynb: FAILED, not timed: CellExecutionError" in printed
