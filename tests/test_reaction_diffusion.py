@@ -313,6 +313,20 @@ def test_a_short_training_saves_a_model_with_its_measurements(tmp_path, monkeypa
     assert models.load_metadata(path)["eval"] == json.loads(json.dumps(measured))
 
 
+def test_a_training_with_select_every_keeps_the_weights_whose_long_rollout_scores_best(tmp_path, monkeypatch):
+    monkeypatch.setattr(rd, "EVAL_STEPS", 60)           # the long rollouts, short for a test
+    settings = rd.Settings(channels=4, hidden=8, size=16, target_size=32, iterations=6, min_steps=2, max_steps=4,
+                           pool_size=8, lr_milestones=(), select_every=2, learning_rate=0.1, seed=1)
+    model, metadata = rd.train(settings, out=tmp_path / "rd.pt", progress=False)
+    selected = metadata["selected"]
+    assert [done for done, _ in selected["scores"]] == [2, 4, 6]
+    assert selected["score"] == min(score for _, score in selected["scores"])
+    assert selected["score"] < selected["scores"][-1][1]     # this seed's last weights are not its best: kept apart
+    assert selected["score"] == pytest.approx(rd.selection_score(model, settings), abs=1e-4)   # the kept weights
+    with pytest.raises(ValueError, match="select_every"):
+        rd.Settings(select_every=-1)
+
+
 @pytest.mark.parametrize("speed", [1.5, 1.6, 3.0])
 def test_grow_refuses_a_diffusion_speed_at_or_beyond_the_stability_limit_instead_of_returning_nan(speed):
     """rd.grow with diffusion_speed at or past 2 / (fastest rate x 16/3) = 1.5 (the chapter's rates): the finest

@@ -200,7 +200,12 @@ def selection_score(model: nn.Module, settings: Settings) -> float:
     texture's (so among rules failing as many parts, the closer one wins). Two textures grown for
     ``EVAL_STEPS`` steps on the evaluation grid from ``SELECT_SEED``."""
     eval_size = max(settings.size, settings.image_size)
-    result = judge(model, settings.target, settings.image_size, eval_size, seed=SELECT_SEED)
+    return score_of(judge(model, settings.target, settings.image_size, eval_size, seed=SELECT_SEED))
+
+
+def score_of(result: dict) -> float:
+    """A texture check's verdict as one number, lower is better: the parts it fails, plus the patch
+    distance as a fraction of the nearest other texture's; infinite for a state that is not finite."""
     if not result["finite"]:
         return float("inf")
     failed = sum(not result[part]["passed"] for part in texture_quality.PARTS)
