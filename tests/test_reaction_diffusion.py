@@ -1,7 +1,9 @@
 """Chapter 08's reaction-diffusion rule, its Laplacians (grid, volume, mesh), the rotation-invariant
 loss, the orientation and wavelength measures and the raycaster."""
+import importlib.util
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -346,3 +348,27 @@ def test_grow_refuses_a_diffusion_speed_at_or_beyond_the_stability_limit_instead
         for _ in range(400):
             state = rule.step(state, diffusion_speed=3.0)
     assert not torch.isfinite(state).all() or state.abs().max() > 1e6
+
+
+def load_spike_study():
+    path = Path(__file__).resolve().parents[1] / "tools" / "rd_spike_study.py"
+    spec = importlib.util.spec_from_file_location("rd_spike_study", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_spike_study_variants_do_what_they_say():
+    study = load_spike_study()
+    torch.manual_seed(0)
+    rule = rdm.ReactionDiffusionNCA(4, 8)
+    torch.nn.init.normal_(rule.reaction_out.weight, std=2.0)          # a reaction strong enough to leave [-1, 1]
+    field = rdm.random_field(2, 12, 4, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert rule.rollout(field, 20).abs().max() > 1
+        assert study.clamped_rollout(rule, field, 20).abs().max() <= 1
+        conserved = study.conserving_rollout(rule, field, 20)
+        assert torch.allclose(conserved.mean(dim=(2, 3)), field.mean(dim=(2, 3)), atol=1e-5)
+    result = study.study("clamp", iterations=3, seed=0, target="polka_dots")
+    assert len(result["records"]) == 3 and result["spikes"] == []
+    assert all(value == 0 for record in result["records"] for value in record["after"])   # clamped: never overflows
