@@ -4,9 +4,9 @@ The switch's unit tests run in the default ``pytest``. The rehearsal itself, eve
 notebooks/ run top to bottom with full mode's sizes, evaluation lengths and counts, trainings of
 ``env.REHEARSAL_ITERATIONS`` iterations and then the shipped models in their place, is marked
 ``rehearsal`` and left out of the default run (pyproject.toml): on a CPU it takes far longer than
-quick mode (measured on a shared 2-core CPU: 24 s for chapter 00, 7 to 16 minutes for chapters 03,
-06, 07 and 08, 22 minutes for chapter 05 and its appendix; more than an hour in all, past CI's 30
-minutes).
+quick mode (measured on a shared 2-core CPU on 2026-12-07: 5 s for chapter 00, under 2.5 minutes for
+most notebooks, 7 minutes for 08's appendix, 23 minutes for chapter 05 and its appendix; about 36
+minutes in all, past CI's 30 minutes beside the other tests).
 Run it with ``pytest -m rehearsal tests/test_rehearsal.py`` (one notebook:
 ``-k 05_``). Every claim assert of full mode runs in it, so it fails where full mode would.
 """
