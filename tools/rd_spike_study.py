@@ -53,10 +53,6 @@ def conserving_rollout(rule, states, steps, *condition):
     return states
 
 
-def plain_rollout(rule, states, steps, *condition):
-    return rule.rollout(states, steps)
-
-
 ROLLOUTS = {"clamp": clamped_rollout, "conserve": conserving_rollout}
 
 
@@ -108,7 +104,7 @@ def study(variant: str, iterations: int, seed: int, target: str) -> dict:
     if iterations >= rd.PRESETS["cpu"].iterations:
         with torch.no_grad():
             fields = random_field(rd.EVAL_BATCH, 64, settings.channels, torch.Generator().manual_seed(0))
-            grown = ROLLOUTS.get(variant, plain_rollout)(model, fields, rd.EVAL_STEPS)
+            grown = ROLLOUTS.get(variant, train.plain_rollout)(model, fields, rd.EVAL_STEPS)
         check = texture_quality.judge_state(grown, target, settings.image_size, 0, settings.angles)
         result["check"] = {"passed": check["passed"], "patch_distance": check["patch"]["distance"],
                            "summary": texture_quality.summary(check)}
