@@ -14,9 +14,11 @@ The stability limit: one explicit Euler step of diffusion multiplies the Laplaci
 eigenvalue -lambda by ``1 - speed * rate * lambda``; the mode stays bounded while that factor is at least
 -1, so every channel is stable while ``speed * largest_rate * largest_lambda < 2``. At the limit the finest
 checkerboard never decays, beyond it it grows at every step (``tests/test_reliability.py`` measures both
-sides). The reaction can lower the limit of a trained rule a little: of chapter 08's shipped rules on a
-48x48 grid over 2000 steps, stripes stayed bounded at 1.48 and overflowed at 1.49 and 1.5, bubbles and
-polka dots stayed bounded up to 1.495 (the grid's limit is 1.5); the chapter's knob stops at 1.4. A
+sides). The reaction can lower the limit of a trained rule a little: of chapter 08's first rules (no
+clamp) on a 48x48 grid over 2000 steps, stripes stayed bounded at 1.48 and overflowed at 1.49 and 1.5,
+bubbles and polka dots stayed bounded up to 1.495 (the grid's limit is 1.5); the chapter's knob stops at
+1.4. A rule that clamps its state cannot overflow, but past the limit the checkerboard still wins: the
+shipped polka-dot rule at speed 1.6 ends as a checkerboard of +-1 (wavelength 1.4 cells). A
 Laplacian that knows its largest |eigenvalue| says so by a ``largest_eigenvalue(state)`` attribute (the
 grid's ``reaction_diffusion.laplacian`` and ``meshes.MeshLaplacian`` do); for any other only finiteness
 is checked.
@@ -120,5 +122,6 @@ def check_speeds(diffusion_speed, reaction_speed, diffusion_max: float, laplacia
     if limit is not None and diffusion_speed >= limit:
         raise ValueError(f"diffusion_speed {diffusion_speed:g} is not below this rule's stability limit {limit:.4g} on "
                          f"this space (its fastest channel diffuses at {diffusion_max:g}): from there on the finest "
-                         f"checkerboard grows at every step until the state overflows. Use a speed below {limit:.4g} "
-                         "(a trained rule may need a little less)")
+                         f"checkerboard grows at every step until the state overflows (or, in a rule that clamps its "
+                         f"state, fills the grid). Use a speed below {limit:.4g} (a trained rule may need a "
+                         "little less)")

@@ -134,19 +134,25 @@ def check_field(state, channels: int) -> None:
 class ReactionDiffusionNCA(nn.Module):
     """The neural RD rule: fixed per-channel diffusion plus a per-cell reaction network
     ``channels -> hidden (ReLU) -> channels`` (the second layer without bias, and zero at the start, so
-    an untrained rule only diffuses). 32 channels and 128 hidden units: 8,320 parameters."""
+    an untrained rule only diffuses). 32 channels and 128 hidden units: 8,320 parameters.
+
+    ``clamp_state=True``: chemicals with a bounded concentration, every step's state clamped to [-1, 1].
+    A state can then never pay the overflow loss; in training, the plain rule's loss spikes come from
+    states pushed past the bound (chapter 08, section 5.1), and the clamped rule has none."""
 
     architecture = "ReactionDiffusionNCA"      # what a saved model's JSON records (helpers.models.save)
 
     def __init__(self, channels: int = 32, hidden: int = 128, diffusion_min: float = 0.005,
-                 diffusion_max: float = 0.25):
+                 diffusion_max: float = 0.25, clamp_state: bool = False):
         super().__init__()
         if not (isinstance(channels, int) and channels >= 3) or not (isinstance(hidden, int) and hidden >= 1):
             raise ValueError(f"need channels >= 3 (RGB first) and hidden >= 1, got {channels}, {hidden}")
         if not 0 < diffusion_min <= diffusion_max < STABLE_LIMIT:
             raise ValueError(f"need 0 < diffusion_min <= diffusion_max < {STABLE_LIMIT:.3f} (above it a step "
                              f"amplifies the finest checkerboard), got {diffusion_min}, {diffusion_max}")
-        self.channels, self.hidden = channels, hidden
+        if not isinstance(clamp_state, bool):
+            raise ValueError(f"clamp_state must be True or False, got {clamp_state!r}")
+        self.channels, self.hidden, self.clamp_state = channels, hidden, clamp_state
         self.diffusion_min, self.diffusion_max = diffusion_min, diffusion_max
         self.register_buffer("diffusion", diffusion_coefficients(channels, diffusion_min, diffusion_max))
         self.reaction_in = nn.Linear(channels, hidden)
@@ -155,7 +161,7 @@ class ReactionDiffusionNCA(nn.Module):
 
     def config(self) -> dict:
         return {"channels": self.channels, "hidden": self.hidden, "diffusion_min": self.diffusion_min,
-                "diffusion_max": self.diffusion_max}
+                "diffusion_max": self.diffusion_max, "clamp_state": self.clamp_state}
 
     def reaction(self, state: torch.Tensor) -> torch.Tensor:
         """Each cell's change from its own channels alone, for a state ``[B, C, *space]`` of any layout."""
@@ -170,7 +176,8 @@ class ReactionDiffusionNCA(nn.Module):
         scale knob: faster diffusion relative to the reaction gives a larger pattern."""
         check_field(state, self.channels)
         rates = self.diffusion.to(state).reshape(1, -1, *[1] * (state.dim() - 2))
-        return state + diffusion_speed * rates * laplacian_of(state) + reaction_speed * self.reaction(state)
+        state = state + diffusion_speed * rates * laplacian_of(state) + reaction_speed * self.reaction(state)
+        return state.clamp(-1, 1) if self.clamp_state else state
 
     def rollout(self, state: torch.Tensor, steps: int, laplacian_of: Callable = laplacian,
                 diffusion_speed: float = 1.0, reaction_speed: float = 1.0, generator=None) -> torch.Tensor:

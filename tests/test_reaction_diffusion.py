@@ -1,5 +1,6 @@
 """Chapter 08's reaction-diffusion rule, its Laplacians (grid, volume, mesh), the rotation-invariant
 loss, the orientation and wavelength measures and the raycaster."""
+import argparse
 import importlib.util
 import json
 import math
@@ -10,6 +11,7 @@ import torch
 
 from helpers import cli, losses, meshes, models, nca, volume
 from helpers import reaction_diffusion as rdm
+from helpers.fast import cell_network
 from helpers.tasks import rd
 
 
@@ -147,6 +149,50 @@ def test_the_rule_runs_on_a_mesh_and_renumbering_the_vertices_changes_nothing():
     direct = model.rollout(state, 4, laplacian)
     renumbered = model.rollout(state[..., order], 4, shuffled)
     assert (direct[..., order] - renumbered).abs().max() < 1e-5
+
+
+def test_a_clamped_rule_keeps_every_chemical_in_range_and_is_the_plain_rule_inside_it():
+    """clamp_state=True: each step is the plain step clamped to [-1, 1]; the state never leaves the range
+    however strong the reaction, so the overflow loss is always 0. Saved and loaded, the option stays."""
+    plain = random_rule()
+    with torch.no_grad():
+        plain.reaction_out.weight.mul_(20)                       # a reaction strong enough to overflow
+    clamped = rdm.ReactionDiffusionNCA(plain.channels, plain.hidden, clamp_state=True)
+    clamped.load_state_dict(plain.state_dict())
+    state = rdm.random_field(2, 12, plain.channels, torch.Generator().manual_seed(4))
+    assert plain.rollout(state, 20).abs().max() > 1                              # the plain rule overflows
+    final = clamped.rollout(state, 20)
+    assert final.abs().max() <= 1 and losses.overflow_loss(final).max() == 0
+    assert torch.equal(clamped.step(state), plain.step(state).clamp(-1, 1))
+    quiet = rdm.random_field(1, 12, plain.channels, torch.Generator().manual_seed(5), amplitude=0.1)
+    untrained = rdm.ReactionDiffusionNCA(plain.channels, plain.hidden, clamp_state=True)
+    assert torch.equal(untrained.step(quiet), rdm.ReactionDiffusionNCA(plain.channels, plain.hidden).step(quiet))
+    assert clamped.config()["clamp_state"] is True and rdm.ReactionDiffusionNCA().config()["clamp_state"] is False
+    with pytest.raises(ValueError, match="clamp_state"):
+        rdm.ReactionDiffusionNCA(clamp_state="yes")
+
+
+def test_a_clamped_rule_is_saved_loaded_and_run_by_the_fast_rollout_as_itself(tmp_path):
+    model = rdm.ReactionDiffusionNCA(6, 16, clamp_state=True)
+    torch.manual_seed(0)
+    torch.nn.init.normal_(model.reaction_out.weight, std=3.0)
+    loaded = models.load(models.save(model, tmp_path / "rd.pt", {"task": "rd"}))
+    assert loaded.clamp_state is True
+    state = rdm.random_field(2, 12, 6, torch.Generator().manual_seed(0))
+    expected = model.rollout(state, 10)
+    assert expected.abs().max() == 1                                             # the clamp is reached
+    assert torch.equal(loaded.rollout(state, 10), expected)
+    assert torch.equal(cell_network.diffusion_rollout(model, state, 10, plan="dense"), expected)
+    settings = cli.settings_from(cli_arguments(["--clamp-state"]), rd)
+    assert settings.clamp_state is True and rd.new_model(settings).clamp_state is True
+    assert cli.settings_from(cli_arguments([]), rd).clamp_state is False
+
+
+def cli_arguments(flags):
+    """``train rd``'s settings flags, parsed."""
+    parser = argparse.ArgumentParser()
+    cli.add_settings_arguments(parser, rd)
+    return parser.parse_args(flags)
 
 
 def test_bad_options_and_states_are_refused():
@@ -366,9 +412,10 @@ def test_the_spike_study_variants_do_what_they_say():
     field = rdm.random_field(2, 12, 4, torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert rule.rollout(field, 20).abs().max() > 1
-        assert study.clamped_rollout(rule, field, 20).abs().max() <= 1
         conserved = study.conserving_rollout(rule, field, 20)
         assert torch.allclose(conserved.mean(dim=(2, 3)), field.mean(dim=(2, 3)), atol=1e-5)
+    assert study.settings_for("clamp", 3, 0, "polka_dots").clamp_state
+    assert not study.settings_for("plain", 3, 0, "polka_dots").clamp_state
     result = study.study("clamp", iterations=3, seed=0, target="polka_dots")
     assert len(result["records"]) == 3 and result["spikes"] == []
     assert all(value == 0 for record in result["records"] for value in record["after"])   # clamped: never overflows

@@ -742,13 +742,13 @@ def diffusion_rollout(model: ReactionDiffusionNCA, state: torch.Tensor, steps: i
                       diffusion_speed: float = 1.0, reaction_speed: float = 1.0, generator=None,
                       plan: str = "auto") -> torch.Tensor:
     """The same as ``model.rollout(state, steps, laplacian_of, ...)``, faster on a 2D grid that wraps
-    around; other spaces (a volume, a mesh) run ``model.rollout`` itself."""
+    around; other spaces (a volume, a mesh) and a rule that clamps its state run ``model.rollout`` itself."""
     if not isinstance(model, ReactionDiffusionNCA):
         raise TypeError(f"diffusion_rollout runs a ReactionDiffusionNCA, got {type(model).__name__}")
     check_plan(plan)
     steps = check_steps(steps)
     check_speeds(diffusion_speed, reaction_speed, float(model.diffusion.max()), laplacian_of, state)
-    plain = (plan == "plain" or laplacian_of is not laplacian or state.dim() != 4
+    plain = (plan == "plain" or laplacian_of is not laplacian or state.dim() != 4 or model.clamp_state
              or (plan == "auto" and diffusion_self_check(state.device) is not None))
     if plain:
         return model.rollout(state, steps, laplacian_of, diffusion_speed, reaction_speed)

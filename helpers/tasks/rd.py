@@ -10,8 +10,9 @@ per-cell reaction network). Pool training as in chapter 03, with three differenc
   rule cannot choose the orientation of its pattern (the random seed does);
 * every step is deterministic (no random update mask): diffusion already breaks synchrony's artefacts.
 
-The defaults are the reference's sizes (32 channels, 128 hidden units: 8,320 parameters); the shipped
-models use the preset ``cpu`` (see data/README.md), one command each, e.g.::
+The defaults are the reference's sizes (32 channels, 128 hidden units: 8,320 parameters) and a rule
+without a clamp; the shipped models use the preset ``cpu`` (a smaller rule whose every step clamps the
+state to [-1, 1], and the best long rollout kept; see data/README.md), one command each, e.g.::
 
     python -m helpers train rd --preset cpu --target polka_dots --threads 1 --out outputs/rd_polka_dots.pt
 """
@@ -54,6 +55,8 @@ class Settings(run.CellNetworkSettings):
     angles: int = setting(8, "turned copies of the target the loss takes the best of (1: a plain texture loss)")
     colour_weight: float = setting(1.0, "weight of the loss's single-pixel colour term")
     overflow_weight: float = setting(1.0, "weight of the loss that keeps states in [-1, 1]")
+    clamp_state: bool = setting(False, "clamp every step's state to [-1, 1] (chemicals with a bounded "
+                                       "concentration: no overflow, no loss spikes)")
     select_every: int = setting(0, "every N iterations grow the rule for 2000 steps from random fields, judge it "
                                    "with the texture check and save the best weights seen, not the last (0: the last)")
     # the pool loop's sizes for this task
@@ -74,7 +77,8 @@ class Settings(run.CellNetworkSettings):
         run.check_select_every(self.select_every)
         if not (isinstance(self.angles, int) and self.angles >= 1):
             raise ValueError(f"angles must be a whole number >= 1, got {self.angles!r}")
-        ReactionDiffusionNCA(self.channels, self.hidden, self.diffusion_min, self.diffusion_max)   # checks them
+        ReactionDiffusionNCA(self.channels, self.hidden, self.diffusion_min, self.diffusion_max,   # checks them
+                             self.clamp_state)
 
     @property
     def image_size(self) -> int:
@@ -82,9 +86,12 @@ class Settings(run.CellNetworkSettings):
 
 
 #: The recipes that were run. ``cpu``, the shipped models': 16 channels and 64 hidden units (2,112
-#: parameters), 1500 iterations (about 0.53 s each on one core at 48 x 48, two runs sharing a 2-core
-#: CPU: 13-14 minutes).
-PRESETS = {"cpu": replace(Settings(), channels=16, hidden=64, iterations=1500, lr_milestones=(1000,))}
+#: parameters), every step clamped to [-1, 1] (no overflow, so no loss spikes: chapter 08, section 5.1),
+#: 1500 iterations, and every 100 of them the rule grown for 2000 steps and the best weights by that long
+#: rollout kept (about 0.55 s per iteration on one core at 48 x 48, two runs sharing a 2-core CPU: 14
+#: minutes per model).
+PRESETS = {"cpu": replace(Settings(), channels=16, hidden=64, iterations=1500, lr_milestones=(1000,), clamp_state=True,
+                          select_every=100)}
 
 
 def default_out(settings: Settings) -> str:
@@ -92,7 +99,8 @@ def default_out(settings: Settings) -> str:
 
 
 def new_model(settings: Settings) -> ReactionDiffusionNCA:
-    return ReactionDiffusionNCA(settings.channels, settings.hidden, settings.diffusion_min, settings.diffusion_max)
+    return ReactionDiffusionNCA(settings.channels, settings.hidden, settings.diffusion_min, settings.diffusion_max,
+                                settings.clamp_state)
 
 
 def training_hooks(settings: Settings, model: nn.Module, device=None) -> dict:
