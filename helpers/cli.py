@@ -1,4 +1,4 @@
-"""One command line for every task of ``helpers.tasks.TASKS``: ``train TASK``, ``evaluate TASK``, ``bench``.
+"""One command line for every task of ``helpers.tasks.TASKS``: ``train TASK``, ``evaluate TASK``, ``copy``, ``bench``.
 
 The sub-commands are built from the registry; each task's surface is written down in
 ``helpers.tasks``. Every field of a task's settings dataclass is a flag, with the default and help
@@ -11,6 +11,7 @@ it produced. For example::
     python -m helpers train growing --preset cpu --emoji lizard
     python -m helpers evaluate mst data/models/mst.pt
     python -m helpers evaluate growing data/models/growing_lizard_regenerating.pt --count 20
+    python -m helpers copy outputs/rd_bubbles.pt data/models/rd_bubbles.pt --overwrite   # ship a finished run
     python -m helpers bench --full
 
 Models are written to ``outputs/`` unless ``--out`` says otherwise, and an existing model is
@@ -110,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
         task_parser.add_argument("--write", action="store_true",
                                  help="store the measurements in the model's JSON (replacing the old ones)")
         task.evaluate_arguments(task_parser)
+    copier = commands.add_parser("copy", help="copy a saved model to a new name (e.g. into data/models), its JSON's "
+                                              "command naming the new file")
+    copier.add_argument("model", help="a saved model, NAME.pt with NAME.json beside it")
+    copier.add_argument("destination", help="the new NAME.pt")
+    copier.add_argument("--overwrite", action="store_true", help="replace an existing model at the destination")
     commands.add_parser("bench", add_help=False, help="the fast engine's benchmark (python -m helpers bench --help)")
     return parser
 
@@ -188,5 +194,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "train":
         train_command(args, parser, "python -m helpers " + shlex.join(argv))
+    elif args.command == "copy":
+        try:
+            print("copied to", models.copy(args.model, args.destination, args.overwrite))
+        except (FileNotFoundError, FileExistsError, ValueError) as error:
+            parser.error(str(error))
     else:
         evaluate_command(args, parser)

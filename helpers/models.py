@@ -19,6 +19,7 @@ import io
 import json
 import os
 import pickle
+import shlex
 import tempfile
 import warnings
 from pathlib import Path
@@ -155,6 +156,35 @@ def save(model: nn.Module, path: str | Path, metadata: dict | None = None) -> Pa
     # and the new .pt beside it in a temporary, which load finds by that hash and puts in place
     write_atomically({path.with_suffix(".json"): text.encode(), path: weights})
     return path
+
+
+def copy(source: str | Path, destination: str | Path, overwrite: bool = False) -> Path:
+    """Copy a saved model pair (``NAME.pt`` and ``NAME.json``) to ``destination`` (a ``.pt`` name), e.g. a
+    finished background run to its place in data/models. The pair is loaded first (a broken or partial one
+    is refused), an existing model at ``destination`` is kept unless ``overwrite``, and the JSON's
+    recorded ``command`` names the new file after ``--out``, so that it still says how to make it."""
+    source, destination = Path(source), Path(destination)
+    if destination.suffix != ".pt":
+        raise ValueError(f"the destination must name the weights file, ending in .pt, got {str(destination)!r}")
+    if source.resolve() == destination.resolve():
+        raise ValueError(f"{source} and {destination} are the same file")
+    load(source)                                        # refuses a broken pair, naming the problem
+    info = load_metadata(source)
+    if info.get("partial"):
+        raise ValueError(f"{source} is the partial model of a stopped run; finish it with --resume first")
+    if not overwrite and (destination.exists() or destination.with_suffix(".json").exists()):
+        raise FileExistsError(f"{destination} already exists; choose another name, or pass overwrite=True "
+                              "(--overwrite) to replace it")
+    command = info.get("command")
+    if isinstance(command, str):
+        arguments = shlex.split(command)
+        if "--out" in arguments[:-1]:
+            arguments[arguments.index("--out") + 1] = str(destination)
+            info["command"] = shlex.join(arguments)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(info, indent=2) + "\n"
+    write_atomically({destination.with_suffix(".json"): text.encode(), destination: source.read_bytes()})
+    return destination
 
 
 def load_metadata(path: str | Path) -> dict:

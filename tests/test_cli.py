@@ -154,3 +154,37 @@ def test_a_run_with_a_checkpoint_can_be_resumed_with_the_same_command_only(tmp_p
     with pytest.raises(SystemExit):
         cli.main([*words[:-2], "--out", str(tmp_path / "none.pt"), "--resume"])
     assert "pass the same --checkpoint" in capsys.readouterr().err
+
+
+def test_copy_ships_a_finished_run_under_a_new_name_and_never_replaces_a_model_by_accident(tmp_path, capsys):
+    source, destination = tmp_path / "runs" / "rd_try.pt", tmp_path / "models" / "rd_try.pt"
+    rule = TASKS["rd"].new_model(TASKS["rd"].Settings(channels=4, hidden=8))
+    command = f"python -m helpers train rd --channels 4 --out {source} --threads 1"
+    models.save(rule, source, {"task": "rd", "command": command})
+    cli.main(["copy", str(source), str(destination)])
+    assert "copied to" in capsys.readouterr().out
+    copied, info = models.load(destination), models.load_metadata(destination)
+    assert torch.equal(copied.reaction_in.weight, rule.reaction_in.weight)
+    assert info["command"] == f"python -m helpers train rd --channels 4 --out {destination} --threads 1"
+    assert models.load_metadata(source)["command"] == command                       # the source is left as it was
+    destination.write_bytes(b"precious")
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["copy", str(source), str(destination)])
+    assert stop.value.code == 2 and "--overwrite" in capsys.readouterr().err and destination.read_bytes() == b"precious"
+    cli.main(["copy", str(source), str(destination), "--overwrite"])
+    models.load(destination)
+    for arguments, message in [([str(tmp_path / "none.pt"), str(tmp_path / "x.pt")], "none"),
+                               ([str(source), str(tmp_path / "x.json")], "ending in .pt"),
+                               ([str(source), str(source)], "the same file")]:
+        with pytest.raises(SystemExit):
+            cli.main(["copy", *arguments])
+        assert message in capsys.readouterr().err
+
+
+def test_copy_refuses_the_partial_model_of_a_stopped_run(tmp_path):
+    source = tmp_path / "stopped.pt"
+    rule = TASKS["rd"].new_model(TASKS["rd"].Settings(channels=4, hidden=8))
+    models.save(rule, source, {"task": "rd", "partial": True})
+    with pytest.raises(ValueError, match="--resume"):
+        models.copy(source, tmp_path / "shipped.pt")
+    assert not (tmp_path / "shipped.pt").exists()
