@@ -162,7 +162,8 @@ def copy(source: str | Path, destination: str | Path, overwrite: bool = False) -
     """Copy a saved model pair (``NAME.pt`` and ``NAME.json``) to ``destination`` (a ``.pt`` name), e.g. a
     finished background run to its place in data/models. The pair is loaded first (a broken or partial one
     is refused), an existing model at ``destination`` is kept unless ``overwrite``, and the JSON's
-    recorded ``command`` names the new file after ``--out``, so that it still says how to make it."""
+    recorded ``command`` names the new file after ``--out`` (and a ``--checkpoint`` beside it, under
+    outputs/), so that it still says how to make it (where a run kept its files does not change what it made)."""
     source, destination = Path(source), Path(destination)
     if destination.suffix != ".pt":
         raise ValueError(f"the destination must name the weights file, ending in .pt, got {str(destination)!r}")
@@ -178,9 +179,11 @@ def copy(source: str | Path, destination: str | Path, overwrite: bool = False) -
     command = info.get("command")
     if isinstance(command, str):
         arguments = shlex.split(command)
-        if "--out" in arguments[:-1]:
-            arguments[arguments.index("--out") + 1] = str(destination)
-            info["command"] = shlex.join(arguments)
+        renamed = {"--out": str(destination), "--checkpoint": f"outputs/{destination.stem}_ckpt.pt"}
+        for flag, name in renamed.items():
+            if flag in arguments[:-1]:
+                arguments[arguments.index(flag) + 1] = name
+        info["command"] = shlex.join(arguments)
     destination.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(info, indent=2) + "\n"
     write_atomically({destination.with_suffix(".json"): text.encode(), destination: source.read_bytes()})

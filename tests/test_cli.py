@@ -159,13 +159,14 @@ def test_a_run_with_a_checkpoint_can_be_resumed_with_the_same_command_only(tmp_p
 def test_copy_ships_a_finished_run_under_a_new_name_and_never_replaces_a_model_by_accident(tmp_path, capsys):
     source, destination = tmp_path / "runs" / "rd_try.pt", tmp_path / "models" / "rd_try.pt"
     rule = TASKS["rd"].new_model(TASKS["rd"].Settings(channels=4, hidden=8))
-    command = f"python -m helpers train rd --channels 4 --out {source} --threads 1"
+    command = f"python -m helpers train rd --channels 4 --out {source} --checkpoint {source.parent}/ck.pt --threads 1"
     models.save(rule, source, {"task": "rd", "command": command})
     cli.main(["copy", str(source), str(destination)])
     assert "copied to" in capsys.readouterr().out
     copied, info = models.load(destination), models.load_metadata(destination)
     assert torch.equal(copied.reaction_in.weight, rule.reaction_in.weight)
-    assert info["command"] == f"python -m helpers train rd --channels 4 --out {destination} --threads 1"
+    assert info["command"] == (f"python -m helpers train rd --channels 4 --out {destination} "
+                               "--checkpoint outputs/rd_try_ckpt.pt --threads 1")
     assert models.load_metadata(source)["command"] == command                       # the source is left as it was
     destination.write_bytes(b"precious")
     with pytest.raises(SystemExit) as stop:

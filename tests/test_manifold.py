@@ -223,6 +223,22 @@ def test_shuffled_codes_give_every_image_another_images_code():
     assert (moved[:, 0] != codes[:, 0]).all()
 
 
+def test_identified_asks_whether_each_grown_image_is_nearest_its_own_target():
+    """Targets matched to themselves are all identified; a target given another's place is not; an image
+    closer to a neighbour than to its own target loses; channels past RGBA are ignored."""
+    settings = manifold.Settings()
+    goals = manifold.targets(manifold.split(settings)[0][:6], settings)
+    hidden = torch.randn(6, 12, *goals.shape[2:])               # hidden channels must not count
+    assert manifold.identified(torch.cat([goals, hidden], dim=1), goals).all()
+    swapped = goals[[1, 0, 2, 3, 4, 5]]
+    assert manifold.identified(swapped, goals).tolist() == [False, False, True, True, True, True]
+    near_the_next = goals.clone()
+    near_the_next[2] = 0.1 * goals[2] + 0.9 * goals[3]
+    assert manifold.identified(near_the_next, goals).tolist() == [True, True, False, True, True, True]
+    with pytest.raises(ValueError, match="same N"):
+        manifold.identified(goals[:5], goals)
+
+
 def test_psnr_and_the_mean_image_floor():
     assert manifold.psnr(torch.tensor([0.01])).item() == pytest.approx(20.0)
     settings = manifold.Settings()
