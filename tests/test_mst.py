@@ -355,7 +355,8 @@ def test_unknown_engine_raises():
 
 # ------------------------------------------------------------------------- the shipped model
 
-SHIPPED_MST_MODELS = ["mst.pt", "training_length/mst_4000.pt"]   # chapter 05's model; the same stopped at 4000
+# chapter 05's model; the same stopped at 4000; the same continued for 3000 more (appendix, section 2)
+SHIPPED_MST_MODELS = ["mst.pt", "training_length/mst_4000.pt", "training_length/mst_8000_then_3000.pt"]
 
 
 @pytest.mark.parametrize("name", SHIPPED_MST_MODELS)
@@ -482,6 +483,21 @@ def test_the_4000_iteration_model_differs_from_the_shipped_one_only_in_its_budge
     for stored in (full, early):    # every figure the chapter reads is stored, by the same command
         assert {"evaluation_length", "heldout", "surprises", "long_rollout"} <= set(stored)
         assert stored["metrics_command"].startswith("python -m helpers evaluate mst ")
+
+
+def test_the_continued_model_is_the_shipped_one_trained_3000_iterations_more_on_the_same_task():
+    """Appendix section 2's third budget: started from mst.pt's weights (recorded in init_from), the same
+    task, loss, pool and rollouts; only the iterations and the learning-rate schedule differ."""
+    shipped = models.load_metadata(models.shipped_dir() / "mst.pt")
+    longer = models.load_metadata(models.shipped_dir() / "training_length" / "mst_8000_then_3000.pt")
+    assert longer["settings"]["init"] == "data/models/mst.pt"
+    assert longer["init_from"]["settings"] == shipped["settings"]
+    assert longer["init_from"]["command"] == shipped["command"]
+    assert longer["weights_sha256"] != shipped["weights_sha256"]                        # it did train
+    differ = {key for key in longer["settings"] if longer["settings"][key] != shipped["settings"].get(key)}
+    assert differ == {"init", "iterations", "learning_rate", "lr_milestones", "eval_steps"}
+    assert longer["settings"]["iterations"] == 3000 and longer["settings"]["eval_steps"] == 0   # 0: as chosen
+    assert {"evaluation_length", "heldout", "surprises", "long_rollout"} <= set(longer)
 
 
 def test_checkpoints_write_a_loadable_partial_model(tmp_path):
