@@ -235,6 +235,7 @@ def test_identified_asks_whether_each_grown_image_is_nearest_its_own_target():
     near_the_next = goals.clone()
     near_the_next[2] = 0.1 * goals[2] + 0.9 * goals[3]
     assert manifold.identified(near_the_next, goals).tolist() == [True, True, False, True, True, True]
+    assert manifold.named_as(near_the_next, goals).tolist() == [0, 1, 3, 3, 4, 5]       # taken for the next one
     with pytest.raises(ValueError, match="same N"):
         manifold.identified(goals[:5], goals)
 

@@ -410,15 +410,19 @@ def retrieval_errors(model: ManifoldNCA, train_codes: torch.Tensor, train_names:
     return errors(model, train_codes[nearest_training(train_names, names, settings)], names, settings)
 
 
-def identified(grown: torch.Tensor, goals: torch.Tensor) -> torch.Tensor:
-    """``[N]`` booleans: whether grown image ``i`` (RGBA in its first 4 channels) is closer to its own
-    target ``goals[i]`` than to every other image of ``goals`` (mean squared error of RGBA). The matching
-    game "which of these N emoji is it?", played by pixels; guessing wins it 1 time in N."""
+def named_as(grown: torch.Tensor, goals: torch.Tensor) -> torch.Tensor:
+    """``[N]``: for each grown image (RGBA in its first 4 channels), the index of the image of ``goals``
+    nearest to it (mean squared error of RGBA). The matching game's answer to "which of these is it?"."""
     if grown.dim() != 4 or goals.dim() != 4 or len(grown) != len(goals) or grown.shape[2:] != goals.shape[2:]:
         raise ValueError(f"need grown [N, C, H, W] and goals [N, 4, H, W] of the same N, H and W, got "
                          f"{tuple(grown.shape)} and {tuple(goals.shape)}")
-    apart = torch.cdist(grown[:, :4].flatten(1), goals.to(grown.device).flatten(1))     # [N grown, N goals]
-    return (apart.argmin(dim=1) == torch.arange(len(grown), device=grown.device)).cpu()
+    return torch.cdist(grown[:, :4].flatten(1), goals.to(grown.device).flatten(1)).argmin(dim=1).cpu()
+
+
+def identified(grown: torch.Tensor, goals: torch.Tensor) -> torch.Tensor:
+    """``[N]`` booleans: whether grown image ``i`` is named as its own target ``goals[i]`` (``named_as``):
+    the matching game "which of these N emoji is it?", played by pixels; guessing wins it 1 time in N."""
+    return named_as(grown, goals) == torch.arange(len(grown))
 
 
 def shuffled(codes: torch.Tensor, seed: int = 0) -> torch.Tensor:
