@@ -53,6 +53,8 @@ def perception_filters(kind: str = "laplacian_sobel", channels: int = CHANNELS) 
     third, Sobel-y on the last (for 12 channels: 0..3, 4..7, 8..11).
     ``"side"``: the four side filters (up, down, left, right), each on a quarter of the channels
     (for 12 channels: 0..2, 3..5, 6..8, 9..11).
+    ``"laplacian"``: the Laplacian on every channel. Nothing the cell sees depends on direction, so the
+    rule cannot prefer one (isotropic): it can grow spots and labyrinths, not stripes at an angle.
     """
     if kind == "laplacian_sobel":
         if channels % 3 != 0 or channels < 3:
@@ -64,8 +66,12 @@ def perception_filters(kind: str = "laplacian_sobel", channels: int = CHANNELS) 
             raise ValueError(f"the side filters need a positive multiple of 4 channels, got {channels}")
         quarter = channels // 4
         kernels = [kernel for kernel in side_filters() for _ in range(quarter)]
+    elif kind == "laplacian":
+        if channels < 1:
+            raise ValueError(f"the Laplacian filters need at least one channel, got {channels}")
+        kernels = [LAPLACIAN] * channels
     else:
-        raise ValueError(f"unknown filter kind {kind!r}; use 'laplacian_sobel' or 'side'")
+        raise ValueError(f"unknown filter kind {kind!r}; use one of {', '.join(FILTER_KINDS)}")
     return torch.stack(kernels)[:, None]
 
 
@@ -112,7 +118,7 @@ def check_state(state: torch.Tensor, channels: int = CHANNELS) -> None:
 
 
 UPDATE_PER = ("channel", "cell")
-FILTER_KINDS = ("laplacian_sobel", "side")
+FILTER_KINDS = ("laplacian_sobel", "side", "laplacian")
 PADDINGS = ("circular", "zeros")
 
 
@@ -145,7 +151,7 @@ class Rule:
         if not isinstance(self.split_relu, bool):
             raise TypeError(f"split_relu must be True or False, got {self.split_relu!r}")
         if not isinstance(self.filters, str) or self.filters not in FILTER_KINDS:
-            raise ValueError(f"unknown filter kind {self.filters!r}; use 'laplacian_sobel' or 'side'")
+            raise ValueError(f"unknown filter kind {self.filters!r}; use one of {', '.join(FILTER_KINDS)}")
         if isinstance(self.update_rate, bool) or not isinstance(self.update_rate, (int, float)):
             raise TypeError(f"update_rate must be a number in [0, 1], got {self.update_rate!r}")
         if not (math.isfinite(self.update_rate) and 0.0 <= self.update_rate <= 1.0):
@@ -166,7 +172,7 @@ class NCA(nn.Module):
 
     ``split_relu=True`` gives the 588-parameter rule of the course (48 inputs per cell);
     ``split_relu=False`` the plain 300-parameter rule (24 inputs). ``update_per`` is
-    ``"channel"`` or ``"cell"``; ``filters`` is ``"laplacian_sobel"`` or ``"side"``; ``padding``
+    ``"channel"`` or ``"cell"``; ``filters`` is ``"laplacian_sobel"``, ``"side"`` or ``"laplacian"``; ``padding``
     is ``"circular"`` (the world wraps around, as in chapter 03) or ``"zeros"`` (a world with edges).
     ``rule()`` returns these options as one frozen ``Rule``.
     """

@@ -70,11 +70,11 @@ def test_the_equivalent_command_reproduces_the_settings(task):
 def test_each_shipped_model_records_a_command_that_gives_its_settings(path):
     """The recorded command, as typed today (run.current_command: renamed flags, retired ones
     dropped), gives the recorded settings, as read today (run.stored_settings; fields added after
-    the model was trained take their defaults)."""
+    the model was trained take their defaults, or the value they had before, run.RECORDED_BEFORE)."""
     info = models.load_metadata(path)
     words = shlex.split(info["command"])
     assert words[:3] == ["python", "-m", "helpers"], info["command"]
-    args, settings = parse(run.current_command(words[4], words[3:]))
+    args, settings = parse(run.current_command(words[4], words[3:], info["settings"]))
     assert settings == run.stored_settings(args.task, TASKS[args.task].Settings, info["settings"])
     assert args.out == str(path.relative_to(models.shipped_dir().parent.parent)), "the command names the shipped file"
 

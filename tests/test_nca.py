@@ -56,6 +56,33 @@ def test_side_filter_groups_point_up_down_left_right():
     assert all(f[1, 1] == -1 and f.sum() == 0 for f in (up, down, left, right))
 
 
+def test_laplacian_filters_make_a_rule_that_commutes_with_quarter_turns_and_mirrors():
+    """The isotropic kind: every channel sees the Laplacian, so a rule with any weights, run without
+    random masks, gives the same result whether the grid is turned (or mirrored) before or after."""
+    filters = nca.perception_filters("laplacian")
+    assert filters.shape == (12, 1, 3, 3) and all(torch.equal(f[0], nca.LAPLACIAN) for f in filters)
+    every_value = torch.ones(1)
+
+    def quarter_turn(state):
+        return torch.rot90(state, 1, dims=(2, 3))
+
+    def mirror(state):
+        return torch.flip(state, dims=(3,))
+
+    torch.manual_seed(0)
+    isotropic, directional = nca.NCA(filters="laplacian"), nca.NCA()
+    assert nca.count_parameters(isotropic) == 588
+    with torch.no_grad():
+        isotropic.update.weight.normal_(0, 0.1)
+    directional.update.load_state_dict(isotropic.update.state_dict())
+    state = random_state(batch=1, size=9)
+    for move in (quarter_turn, mirror):
+        assert torch.allclose(isotropic(move(state), every_value), move(isotropic(state, every_value)), atol=1e-6)
+    # the same weights behind the Sobel filters see directions: this comparison can fail
+    assert not torch.allclose(directional(quarter_turn(state), every_value),
+                              quarter_turn(directional(state, every_value)), atol=1e-3)
+
+
 def test_perceive_equals_a_direct_sum_with_wraparound():
     state = random_state(batch=1, size=6)
     filters = nca.perception_filters()

@@ -142,3 +142,41 @@ def test_update_per_cell_trains_a_rule_whose_cells_update_whole():
     assert texture.Settings().update_per == "channel"          # the shipped models' rule stays the default
     with pytest.raises(ValueError, match="update_per must be one of"):
         texture.Settings(update_per="pixel")
+
+
+def test_orientation_bias_tells_a_grating_from_spots():
+    y, x = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    grating = (torch.sin(2 * torch.pi * (x + y) / 8) > 0).float().expand(3, 64, 64)
+    noise = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0))
+    assert texture_quality.orientation_bias(grating) > 0.7
+    assert texture_quality.orientation_bias(noise) < texture.ISOTROPIC_LIMIT      # the square grid alone: 0.08
+
+
+@pytest.mark.parametrize("name", ["bubbles", "camouflage", "coral", "spots", "voronoi"])
+def test_auto_perception_gives_a_target_without_a_direction_a_rule_without_one(name):
+    assert texture.perception_of(texture.Settings(target=name)) == "laplacian"
+
+
+@pytest.mark.parametrize("name", ["checkerboard", "mondrian", "plaid", "polka_dots", "stripes", "waves", "weave",
+                                  "zigzag"])
+def test_auto_perception_keeps_the_sobel_filters_for_oriented_and_lattice_targets(name):
+    assert texture.perception_of(texture.Settings(target=name)) == "laplacian_sobel"
+
+
+def test_the_chosen_perception_is_the_trained_rules_and_an_explicit_choice_wins():
+    settings = texture.Settings(target="spots", size=10, target_size=16, iterations=2, batch_size=2, pool_size=4,
+                                min_steps=2, max_steps=4, lr_milestones=(1,))
+    model, info = texture.train(settings, progress=False)
+    assert model.rule().filters == "laplacian" and model.config()["filters"] == "laplacian"   # what its JSON keeps
+    assert info["settings"]["filters"] == "auto"
+    assert texture.new_model(texture.Settings(target="spots", filters="laplacian_sobel")).rule().filters == "laplacian_sobel"
+    with pytest.raises(ValueError, match="filters must be auto or one of"):
+        texture.Settings(filters="gabor")
+
+
+def test_a_model_saved_before_the_filters_setting_reads_as_the_sobel_rule_it_is():
+    old = {"target": "bubbles", "iterations": 2000}          # what every texture JSON before it records
+    assert run.stored_settings("texture", texture.Settings, old).filters == "laplacian_sobel"
+    words = ["python", "-m", "helpers", "train", "texture", "--target", "bubbles"]
+    assert run.current_command("texture", words, old)[-2:] == ["--filters", "laplacian_sobel"]
+    assert run.current_command("texture", words, {**old, "filters": "auto"}) == words

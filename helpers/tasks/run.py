@@ -111,23 +111,27 @@ def settings_arguments(settings) -> list[str]:
 #: named apart from the engine; chapter 05's comparison models record ``--masks fast``). An MST model's
 #: ``eval_steps`` 96 was the default before 0 (the length its validation chooses) replaced it: the two
 #: models that record it (mst.pt and training_length/mst_4000.pt) had their held-out figures re-measured
-#: at their chosen length (``evaluate mst --full``), which is what 0 means today.
+#: at their chosen length (``evaluate mst --full``), which is what 0 means today. ``added``: fields that
+#: came later with a default that does otherwise, and the value every model saved before them had (the
+#: texture rule's perception ``filters``: every texture model before it had Laplacian and Sobel filters).
 RECORDED_BEFORE = {
     "growing": {"renamed": {"padding": "margin"}, "retired": {"engine": "plain", "masks": "exact"}},
     "manifold": {"renamed": {"padding": "margin"}, "retired": {}},
     "rd": {"renamed": {}, "retired": {"engine": "plain", "masks": "exact"}},
     "mst": {"renamed": {}, "retired": {"eval_steps": 96}, "values": {"masks": {"fast": "bits"}}},
-    "texture": {"renamed": {}, "retired": {}, "values": {"masks": {"fast": "bits"}}},
+    "texture": {"renamed": {}, "retired": {}, "values": {"masks": {"fast": "bits"}},
+                "added": {"filters": "laplacian_sobel"}},
 }
 
 
 def stored_settings(task: str, settings_class: type, stored: dict):
     """The settings a saved model's JSON records (its ``settings`` entry), read with today's names;
-    a field added since the model was trained takes its default. A field the settings do not know
-    (and ``RECORDED_BEFORE`` does not explain) is an error that names it."""
+    a field added since the model was trained takes its default, or the value ``RECORDED_BEFORE``'s
+    ``added`` names (what the code did before the field existed, where the default now does otherwise).
+    A field the settings do not know (and ``RECORDED_BEFORE`` does not explain) is an error that names it."""
     before = RECORDED_BEFORE.get(task, {"renamed": {}, "retired": {}})
     names = {field.name for field in dataclasses.fields(settings_class)}
-    values = {}
+    values = dict(before.get("added", {}))          # overridden below by a model that records the field
     for key, value in stored.items():
         key = before["renamed"].get(key, key)
         if key in before["retired"] and before["retired"][key] == value:
@@ -141,9 +145,11 @@ def stored_settings(task: str, settings_class: type, stored: dict):
     return settings_class(**values)
 
 
-def current_command(task: str, words: list[str]) -> list[str]:
+def current_command(task: str, words: list[str], stored: dict | None = None) -> list[str]:
     """A recorded command (split into words) as it is typed today: renamed flags renamed, the flags of
-    retired fields (with their only value) dropped, renamed values renamed. See ``RECORDED_BEFORE``."""
+    retired fields (with their only value) dropped, renamed values renamed, and, when the model's
+    ``stored`` settings predate a field ``RECORDED_BEFORE`` lists as ``added``, that field's flag with
+    the value it had before. See ``RECORDED_BEFORE``."""
     before = RECORDED_BEFORE.get(task, {"renamed": {}, "retired": {}})
     retired = {flag(name): str(value) for name, value in before["retired"].items()}
     renamed = {flag(old): flag(new) for old, new in before["renamed"].items()}
@@ -160,6 +166,9 @@ def current_command(task: str, words: list[str]) -> list[str]:
             continue
         result.append(renamed.get(word, word))
         index += 1
+    for name, value in before.get("added", {}).items():
+        if stored is not None and name not in stored and flag(name) not in result:
+            result += [flag(name), str(value)]
     return result
 
 

@@ -51,6 +51,9 @@ class Settings(run.EngineSettings):
     vgg_weights: str = setting("", "local VGG16 state_dict file (else $DSOS_VGG16_WEIGHTS or a download)")
     update_per: str = setting("channel", "the rule's random updates: channel (each value decides alone) or cell "
                                          "(all channels of a cell update together)")
+    filters: str = setting("auto", "the rule's perception: laplacian_sobel (Laplacian, Sobel-x, Sobel-y), laplacian "
+                                   "(on every channel: a rule with no sense of direction), or auto: laplacian for a "
+                                   "target whose spectrum has no preferred orientation, else laplacian_sobel")
     select_every: int = setting(0, "every N iterations grow the rule for 2000 steps, judge it with the texture "
                                    "check and save the best weights seen, not the last (0: the last)")
     # the pool loop's sizes for this task
@@ -76,6 +79,8 @@ class Settings(run.EngineSettings):
                              f"patch_size={self.patch_size}")
         if self.update_per not in nca.UPDATE_PER:
             raise ValueError(f"update_per must be one of {nca.UPDATE_PER}, got {self.update_per!r}")
+        if self.filters not in ("auto", *nca.FILTER_KINDS):
+            raise ValueError(f"filters must be auto or one of {nca.FILTER_KINDS}, got {self.filters!r}")
         run.check_select_every(self.select_every)
         if self.size < 3:
             raise ValueError(f"size (the training grid's side, in cells) must be at least 3, got {self.size}; e.g. 48")
@@ -111,9 +116,27 @@ def visible(state: torch.Tensor) -> torch.Tensor:
     return state[:, :3] + 0.5
 
 
+#: ``filters="auto"`` gives the rule no sense of direction (``"laplacian"``) when the target's orientation
+#: bias (``texture_quality.orientation_bias``) is below this. Measured on the 64-pixel course textures: the
+#: irregular ones (bubbles, camouflage, coral, spots, voronoi) lie between 0.03 and 0.11, the oriented and
+#: lattice ones (checkerboard, mondrian, plaid, polka dots, stripes, waves, weave, zigzag) between 0.23 and 0.83.
+ISOTROPIC_LIMIT = 0.15
+
+
+def perception_of(settings: Settings) -> str:
+    """The perception filters the rule gets: ``settings.filters``, with ``"auto"`` decided by the target.
+    With Sobel filters a rule can move things in one direction, and on a target without one it learns to:
+    navy spots grew as chevrons gliding down and to the right (data/README.md, issue 30). The Laplacian on
+    every channel sees no direction, so a rule built on it can only grow round and winding shapes."""
+    if settings.filters != "auto":
+        return settings.filters
+    target = data.load_target(settings.target, settings.image_size)
+    return "laplacian" if texture_quality.orientation_bias(target) < ISOTROPIC_LIMIT else "laplacian_sobel"
+
+
 def new_model(settings: Settings) -> nca.NCA:
     """The untrained 588-parameter rule of chapter 03 (its initial weights come from torch's seed)."""
-    return nca.NCA(update_per=settings.update_per)
+    return nca.NCA(filters=perception_of(settings), update_per=settings.update_per)
 
 
 def training_hooks(settings: Settings, model: nn.Module, device=None) -> dict:

@@ -236,6 +236,14 @@ def spectrum_histograms(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return orientation / total, scale / total
 
 
+def orientation_bias(image: torch.Tensor) -> float:
+    """How much the power spectrum of ``image`` [3, H, W] prefers some orientations: the total-variation
+    distance of its orientation histogram (``spectrum_histograms``) from a flat one. 0: none preferred
+    (spots, worms); near 1: all energy at one angle (a grating)."""
+    orientation, _ = spectrum_histograms(image[None])
+    return 0.5 * float((orientation - 1 / ORIENTATION_BINS).abs().sum())
+
+
 def _soft_histogram(position: torch.Tensor, weight: torch.Tensor, bins: int, circular: bool) -> torch.Tensor:
     """``weight`` at ``position`` (in bin widths, bin i spans [i, i + 1)) shared linearly between the
     two nearest bin centres; around the circle if ``circular``, else clamped to the end bins."""
