@@ -184,20 +184,6 @@ def waves():
     return paint(canvas, smooth_mask((np.abs(phase - 0.72) - 0.1) / 6), "purple")
 
 
-def spots(seed=4):
-    """Navy spots of irregular size and shape, scattered on cream (the peaks of band-pass noise)."""
-    field = band_pass_noise(seed, period=20)
-    return paint(solid("cream"), smooth_mask(12 * (1.2 - field) / SIZE), "navy")
-
-
-def coral(seed=8):
-    """Purple and teal blobs and worms on cream: the highs of band-pass noise in one colour, its lows in
-    the other, so that purple and teal never touch."""
-    field = band_pass_noise(seed, period=18)
-    canvas = paint(solid("cream"), smooth_mask(12 * (0.6 - field) / SIZE), "purple")
-    return paint(canvas, smooth_mask(12 * (field + 0.6) / SIZE), "teal")
-
-
 def camouflage(seed=6):
     """Green and brown patches over sand, as on a camouflage cloth (two independent band-pass noises)."""
     first, second = band_pass_noise(seed, period=30), band_pass_noise(seed + 100, period=30)
@@ -208,7 +194,7 @@ def camouflage(seed=6):
 TEXTURES = {
     "mondrian": mondrian, "polka_dots": polka_dots, "stripes": stripes, "checkerboard": checkerboard,
     "bubbles": bubbles, "voronoi": voronoi, "weave": weave, "zigzag": zigzag, "plaid": plaid,
-    "waves": waves, "spots": spots, "coral": coral, "camouflage": camouflage,
+    "waves": waves, "camouflage": camouflage,
 }
 
 
@@ -253,7 +239,7 @@ HELD_OUT_DIR = Path(__file__).resolve().parent / "textures_held_out"
 
 #: The textures drawn from random numbers: ``render(name, seed)`` draws a new instance of them (other
 #: bubble positions, other Voronoi sites); the shipped files use each function's default seed.
-SEEDED = ("bubbles", "voronoi", "spots", "coral", "camouflage")
+SEEDED = ("bubbles", "voronoi", "camouflage")
 
 
 def render(name: str, seed: int | None = None) -> np.ndarray:
