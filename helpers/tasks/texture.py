@@ -117,9 +117,10 @@ def visible(state: torch.Tensor) -> torch.Tensor:
 
 
 #: ``filters="auto"`` gives the rule no sense of direction (``"laplacian"``) when the target's orientation
-#: bias (``texture_quality.orientation_bias``) is below this. Measured on the 64-pixel course textures: the
-#: irregular ones (bubbles, camouflage, coral, spots, voronoi) lie between 0.03 and 0.11, the oriented and
-#: lattice ones (checkerboard, mondrian, plaid, polka dots, stripes, waves, weave, zigzag) between 0.23 and 0.83.
+#: bias (``texture_quality.orientation_bias``) is below this. Measured at 64 pixels: the irregular course
+#: textures (bubbles, camouflage, voronoi; and spots and coral, drawn for the test) lie between 0.03 and
+#: 0.11, the oriented and lattice ones (checkerboard, mondrian, plaid, polka dots, stripes, waves, weave,
+#: zigzag) between 0.23 and 0.83.
 ISOTROPIC_LIMIT = 0.15
 
 
