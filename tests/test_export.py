@@ -310,8 +310,18 @@ def test_webgl_page_reports_a_diverged_state_instead_of_returning_it():
 
 
 def pretrained_texture_models():
+    """The shipped texture models the exporters take: the Laplacian and Sobel rule (not the Laplacian-only one)."""
     folder = models.shipped_dir()
-    return sorted(folder.glob("texture_*.pt"))
+    return sorted(path for path in folder.glob("texture_*.pt")
+                  if models.load_metadata(path)["config"]["filters"] == "laplacian_sobel")
+
+
+def test_a_laplacian_only_model_is_refused_by_name():
+    isotropic = [path for path in models.shipped_dir().glob("texture_*.pt")
+                 if models.load_metadata(path)["config"]["filters"] == "laplacian"]
+    assert isotropic, "camouflage and bubbles ship as Laplacian-only rules"
+    with pytest.raises(ValueError, match="filters='laplacian_sobel'.*'filters': 'laplacian'"):
+        export.quantize(models.load(isotropic[0]))
 
 
 @needs_cc
